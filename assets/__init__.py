@@ -1,0 +1,1 @@
+"""MJCF files of the chaosgym tasks, installed as `chaosgym.assets`."""

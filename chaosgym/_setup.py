@@ -1,0 +1,36 @@
+"""Process-wide defaults applied on `import chaosgym`, before MuJoCo is imported.
+
+* Headless rendering: with no display and no `MUJOCO_GL` set, MuJoCo renders through EGL.
+* JAX's persistent compilation cache is on by default in `~/.cache/chaosgym/jax` (XLA compiles
+  MJX gradients for a minute or more on CPU; the cache makes the second start fast). Override the
+  folder with `CHAOSGYM_CACHE_DIR`, or turn the cache off with `CHAOSGYM_COMPILATION_CACHE=0`.
+  A cache folder the user already gave JAX is left alone.
+"""
+
+import os
+from pathlib import Path
+
+if "MUJOCO_GL" not in os.environ and not os.environ.get("DISPLAY"):
+    os.environ["MUJOCO_GL"] = "egl"
+
+import jax  # noqa: E402
+
+
+def compilation_cache_dir() -> Path | None:
+    """The folder of the persistent compilation cache, or None when it is off."""
+    if os.environ.get("CHAOSGYM_COMPILATION_CACHE", "1") == "0":
+        return None
+    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "chaosgym" / "jax"
+    return Path(os.environ.get("CHAOSGYM_CACHE_DIR", default))
+
+
+def _enable_compilation_cache() -> None:
+    folder = compilation_cache_dir()
+    if folder is None or jax.config.jax_compilation_cache_dir:
+        return
+    jax.config.update("jax_compilation_cache_dir", str(folder))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+_enable_compilation_cache()

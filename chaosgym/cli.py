@@ -1,0 +1,30 @@
+"""The `chaosgym` command: one subcommand per module, each with `add_arguments` and `run`."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# subcommand -> (module, one-line help); modules are imported only when their command runs
+COMMANDS = {
+    "demo": ("chaosgym.demo", "step every task with a random policy and print a table"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="chaosgym", description="Chaotic control tasks on MuJoCo MJX.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    argv = sys.argv[1:] if argv is None else argv
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text,
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        # a subcommand's arguments are only built when it (or --help) is asked for
+        if argv[:1] == [name]:
+            importlib.import_module(module).add_arguments(p)
+    args = parser.parse_args(argv)
+    return importlib.import_module(COMMANDS[args.command][0]).run(args) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""The functional environment: a task's MJX model with pure `reset` and `step`.
+
+`Env.reset(key) -> State` and `Env.step(state, action) -> State` are pure functions of JAX arrays,
+so `jax.jit`, `jax.vmap` and `jax.grad` all go through them. `step` does not auto-reset: the
+Gymnasium adapters and the rollout decide what happens after an episode ends.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from importlib import resources
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import mujoco
+from mujoco import mjx
+
+
+@functools.partial(
+    jax.tree_util.register_dataclass,
+    data_fields=["data", "obs", "reward", "terminated", "truncated", "steps", "info"],
+    meta_fields=[],
+)
+@dataclasses.dataclass(frozen=True)
+class State:
+    """One environment state (or a batch of them under `vmap`).
+
+    `steps` counts the control steps taken in the current episode; `info` holds the task's reward
+    terms and metrics plus `nonfinite_state`, true on the step where the physics blew up.
+    """
+
+    data: mjx.Data
+    obs: jax.Array
+    reward: jax.Array
+    terminated: jax.Array
+    truncated: jax.Array
+    steps: jax.Array
+    info: dict[str, jax.Array]
+
+    def replace(self, **changes: Any) -> State:
+        return dataclasses.replace(self, **changes)
+
+
+def asset_path(name: str):
+    """Path of an MJCF file shipped in the package (the repository's top-level `assets/`)."""
+    return resources.files("chaosgym.assets").joinpath(name)
+
+
+class Task:
+    """A control task: one MJCF file and a few pure functions of `mjx.Data`.
+
+    Subclasses set the class attributes and override the functions below; keyword arguments of a
+    subclass's `__init__` are the task's options (e.g. `num_poles`).
+    """
+
+    asset: str
+    frame_skip: int
+    episode_length: int
+    render_camera: str | int = -1
+
+    def edit_spec(self, spec: mujoco.MjSpec) -> None:
+        """Change the loaded MJCF before compiling (e.g. remove unused poles)."""
+
+    def mj_model(self) -> mujoco.MjModel:
+        spec = mujoco.MjSpec.from_file(str(asset_path(self.asset)))
+        self.edit_spec(spec)
+        return spec.compile()
+
+    def initial_state(self, key: jax.Array, model: mujoco.MjModel) -> tuple[jax.Array, jax.Array]:
+        """Sample `(qpos, qvel)` of a new episode."""
+        raise NotImplementedError
+
+    def observation(self, data: mjx.Data) -> jax.Array:
+        raise NotImplementedError
+
+    def reward(
+        self, data: mjx.Data, action: jax.Array, next_data: mjx.Data
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """Reward of one control step and its terms/metrics (scalars, same keys every call)."""
+        raise NotImplementedError
+
+    def terminated(self, data: mjx.Data) -> jax.Array:
+        return jnp.array(False)
+
+    def objective(self, rewards: jax.Array, final_data: mjx.Data) -> jax.Array:
+        """Differentiable loss of one trajectory for gradient-based training.
+
+        `rewards` has shape `(horizon,)`; by default the loss is the negative mean reward.
+        """
+        del final_data
+        return -jnp.mean(rewards)
+
+
+def _all_finite(data: mjx.Data) -> jax.Array:
+    return jnp.all(jnp.isfinite(data.qpos)) & jnp.all(jnp.isfinite(data.qvel))
+
+
+class Env:
+    """A task on MJX with frame skip, time limit and blow-up handling.
+
+    Actions are clipped to [-1, 1] (every actuator's control range). When the physics produces a
+    non-finite state, the step is undone (the returned `data` and `obs` are those before the step),
+    the episode terminates, the reward is 0 and `info["nonfinite_state"]` is true.
+    """
+
+    def __init__(self, task: Task, episode_length: int | None = None):
+        self.task = task
+        self.mj_model = task.mj_model()
+        self.model = mjx.put_model(self.mj_model)
+        self.frame_skip = task.frame_skip
+        self.episode_length = episode_length or task.episode_length
+        self.dt = float(self.mj_model.opt.timestep) * self.frame_skip
+        self.action_size = int(self.mj_model.nu)
+        self.observation_size = int(jax.eval_shape(self.reset, jax.random.key(0)).obs.shape[-1])
+
+    def __repr__(self) -> str:
+        return f"Env({type(self.task).__name__}, obs={self.observation_size}, act={self.action_size}, dt={self.dt})"
+
+    def reset(self, key: jax.Array) -> State:
+        qpos, qvel = self.task.initial_state(key, self.mj_model)
+        data = mjx.make_data(self.model).replace(qpos=qpos, qvel=qvel)
+        data = mjx.forward(self.model, data)
+        zero_action = jnp.zeros(self.action_size, qpos.dtype)
+        reward, metrics = self.task.reward(data, zero_action, data)
+        info = {k: jnp.zeros_like(v) for k, v in metrics.items()}
+        info["nonfinite_state"] = jnp.array(False)
+        false = jnp.array(False)
+        return State(data, self.task.observation(data), jnp.zeros_like(reward), false, false,
+                     jnp.array(0, jnp.int32), info)
+
+    def physics_step(self, data: mjx.Data, action: jax.Array) -> mjx.Data:
+        """`frame_skip` MJX steps under one control; no task logic."""
+        data = data.replace(ctrl=action)
+        data, _ = jax.lax.scan(lambda d, _: (mjx.step(self.model, d), None), data, None,
+                               length=self.frame_skip)
+        return data
+
+    def step(self, state: State, action: jax.Array) -> State:
+        action = jnp.clip(jnp.asarray(action, state.data.qpos.dtype), -1.0, 1.0)
+        next_data = self.physics_step(state.data, action)
+        finite = _all_finite(next_data)
+        next_data = jax.tree.map(lambda new, old: jnp.where(finite, new, old), next_data, state.data)
+        reward, metrics = self.task.reward(state.data, action, next_data)
+        reward = jnp.where(finite, reward, 0.0)
+        terminated = self.task.terminated(next_data) | ~finite
+        steps = state.steps + 1
+        truncated = (steps >= self.episode_length) & ~terminated
+        info = {**metrics, "nonfinite_state": ~finite}
+        return State(next_data, self.task.observation(next_data), reward, terminated, truncated,
+                     steps, info)
+
+    @functools.cached_property
+    def jit_reset(self):
+        return jax.jit(self.reset)
+
+    @functools.cached_property
+    def jit_step(self):
+        return jax.jit(self.step)

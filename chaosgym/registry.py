@@ -1,0 +1,66 @@
+"""Task ids, `make`, and their registration with Gymnasium."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+
+import gymnasium
+
+from chaosgym.env import Env, Task
+from chaosgym.tasks import Ant, CartPole, DoublePendulum
+
+TASKS: dict[str, type[Task]] = {
+    "ChaosAnt-v0": Ant,
+    "ChaosCartPole-v0": CartPole,
+    "ChaosDoublePendulum-v0": DoublePendulum,
+}
+
+
+def task_options(env_id: str) -> dict[str, object]:
+    """The keyword options of a task and their defaults."""
+    params = inspect.signature(_task_class(env_id)).parameters
+    return {name: p.default for name, p in params.items()}
+
+
+def _task_class(env_id: str) -> type[Task]:
+    try:
+        return TASKS[env_id]
+    except KeyError:
+        raise ValueError(f"unknown task id {env_id!r}; valid ids: {', '.join(TASKS)}") from None
+
+
+def make_task(env_id: str, **kwargs) -> Task:
+    options = task_options(env_id)
+    unknown = sorted(set(kwargs) - set(options))
+    if unknown:
+        valid = ", ".join(f"{k}={v!r}" for k, v in options.items()) or "none"
+        raise TypeError(f"{env_id} got unknown option(s) {', '.join(unknown)}; valid options (with defaults): {valid}")
+    return _task_class(env_id)(**kwargs)
+
+
+@functools.lru_cache(maxsize=None)
+def _cached_env(env_id: str, options: tuple, episode_length: int | None) -> Env:
+    return Env(make_task(env_id, **dict(options)), episode_length=episode_length)
+
+
+def make(env_id: str, episode_length: int | None = None, **kwargs) -> Env:
+    """The functional environment of a task, e.g. `make("ChaosCartPole-v0", num_poles=3)`.
+
+    Environments are cached by id and options, so every caller shares one set of compiled
+    functions. Unknown ids and invalid options raise an error that lists what is valid.
+    """
+    make_task(env_id, **kwargs)  # validate before caching
+    return _cached_env(env_id, tuple(sorted(kwargs.items())), episode_length)
+
+
+def register_gymnasium() -> None:
+    for env_id, cls in TASKS.items():
+        if env_id not in gymnasium.registry:
+            gymnasium.register(
+                env_id,
+                entry_point="chaosgym.gym_adapters:ChaosEnv",
+                vector_entry_point="chaosgym.gym_adapters:ChaosVectorEnv",
+                max_episode_steps=cls.episode_length,
+                kwargs={"env_id": env_id},
+            )
