@@ -9,6 +9,7 @@ import sys
 # subcommand -> (module, one-line help); modules are imported only when their command runs
 COMMANDS = {
     "demo": ("chaosgym.demo", "step every task with a random policy and print a table"),
+    "train": ("agents.train", "train a gradient-based agent or an SB3 baseline on a task"),
 }
 
 
@@ -23,7 +24,10 @@ def main(argv: list[str] | None = None) -> int:
         if argv[:1] == [name]:
             importlib.import_module(module).add_arguments(p)
     args = parser.parse_args(argv)
-    return importlib.import_module(COMMANDS[args.command][0]).run(args) or 0
+    try:
+        return importlib.import_module(COMMANDS[args.command][0]).run(args) or 0
+    except (ValueError, TypeError, FileExistsError) as error:  # bad input: one clear line, no traceback
+        parser.exit(2, f"chaosgym {args.command}: error: {error}\n")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,113 @@
+"""Differentiable rollouts: one `lax.scan` over (policy, env step), with the gradient flow as a parameter.
+
+Gradient flows (see DESIGN.md), for a policy a_t = pi(o_t) and dynamics s_{t+1} = f(s_t, a_t):
+
+* ``full``: plain backpropagation through time.
+* ``truncated``: the state is cut (`stop_gradient`) every `truncation` steps; every window still
+  contributes its loss.
+* ``modified``: the policy sees `stop_gradient(o_t)`; the simulator's Jacobian path stays
+  (Schnell & Thuerey's M).
+* ``stopped``: the policy input and the state carried to the next step are both cut: each action
+  gets only the credit of the step it acts in (Schnell & Thuerey's S).
+
+The combined update and ES are built from these in `agents.gradients`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from chaosgym.env import Env, State
+
+FLOWS = ("full", "truncated", "modified", "stopped")
+
+Policy = Callable[[Any, jax.Array], jax.Array]  # (params, one observation) -> one action
+
+
+class Trajectory(NamedTuple):
+    """What a rollout saw, time-major: `obs`, `actions`, `rewards` have shape (horizon, batch, ...).
+
+    `rewards` are zero after an episode terminates inside the horizon; `alive` is 1 until then.
+    """
+
+    obs: jax.Array
+    actions: jax.Array
+    rewards: jax.Array
+    alive: jax.Array
+    final_state: State
+
+
+def check_flow(flow: str, truncation: int | None, horizon: int) -> None:
+    if flow not in FLOWS:
+        raise ValueError(f"unknown gradient flow {flow!r}; valid flows: {', '.join(FLOWS)}")
+    if flow == "truncated" and (truncation is None or not 1 <= truncation <= horizon):
+        raise ValueError(f"the truncated flow needs 1 <= truncation <= horizon ({horizon}), got {truncation!r}")
+
+
+def _stop_every(state: State, t: jax.Array, truncation: int) -> State:
+    cut = (t > 0) & (t % truncation == 0)
+    return jax.tree.map(lambda x: jnp.where(cut, jax.lax.stop_gradient(x), x), state)
+
+
+def rollout(
+    env: Env,
+    policy: Policy,
+    params: Any,
+    states: State,
+    horizon: int,
+    flow: str = "full",
+    truncation: int | None = None,
+    remat: bool = False,
+    objective: Callable[[jax.Array, Any], jax.Array] | None = None,
+) -> tuple[jax.Array, Trajectory]:
+    """Unroll `policy` for `horizon` steps from a batch of states; return (loss, trajectory).
+
+    `states` is a batch (leading axis) of `State`s, e.g. `jax.vmap(env.reset)(keys)`. The loss is
+    the mean over the batch of `objective(rewards, final_data)` per trajectory — the task's own
+    objective unless another is given. With `remat`, the scan is split into about sqrt(horizon)
+    checkpointed chunks, so the backward pass stores O(sqrt(horizon)) states instead of every
+    intermediate of every step.
+    """
+    check_flow(flow, truncation, horizon)
+    objective = objective or env.task.objective
+    act = jax.vmap(policy, in_axes=(None, 0))
+    step = jax.vmap(env.step)
+
+    def one_step(carry, t):
+        state, alive = carry
+        if flow == "truncated":
+            state = _stop_every(state, t, truncation)
+        elif flow == "stopped":  # cut at the start of each step, so the last step keeps its credit
+            state = jax.lax.stop_gradient(state)
+        obs = jax.lax.stop_gradient(state.obs) if flow in ("modified", "stopped") else state.obs
+        action = act(params, obs)
+        next_state = step(state, action)
+        reward = next_state.reward * alive
+        next_alive = alive * (1.0 - next_state.terminated.astype(alive.dtype))
+        return (next_state, next_alive), (state.obs, action, reward, alive)
+
+    alive = jnp.ones(states.reward.shape, states.reward.dtype)
+    steps = jnp.arange(horizon)
+    if remat:
+        chunk = max(1, math.isqrt(horizon))
+
+        @jax.checkpoint
+        def run_chunk(carry, ts):
+            return jax.lax.scan(one_step, carry, ts)
+
+        whole = horizon // chunk * chunk
+        carry, outs = jax.lax.scan(run_chunk, (states, alive), steps[:whole].reshape(-1, chunk))
+        outs = jax.tree.map(lambda x: x.reshape((whole,) + x.shape[2:]), outs)
+        if whole < horizon:
+            carry, rest = run_chunk(carry, steps[whole:])
+            outs = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), outs, rest)
+    else:
+        carry, outs = jax.lax.scan(one_step, (states, alive), steps)
+    final_state, _ = carry
+    obs, actions, rewards, alive = outs
+    losses = jax.vmap(objective, in_axes=(1, 0))(rewards, final_state.data)
+    return jnp.mean(losses), Trajectory(obs, actions, rewards, alive, final_state)
