@@ -74,6 +74,22 @@ def _clip(grad, config: EstimatorConfig):
     return grad
 
 
+def es_gradient(loss_fn: Callable[[Any], jax.Array], params, key: jax.Array, sigma: float,
+                pairs: int, rank_shaping: bool = False):
+    """Antithetic Gaussian-smoothing estimate of grad loss_fn(params); returns (grad, mean loss).
+
+    g = sum_i (L(p + s e_i) - L(p - s e_i)) e_i / (2 s n) with e_i ~ N(0, I): unbiased for the
+    gradient of the smoothed loss E[L(p + s e)] (for a quadratic, of L itself). The 2n losses
+    are evaluated with one `vmap`.
+    """
+    flat, unravel = ravel_pytree(params)
+    eps = jax.random.normal(key, (pairs, flat.size), flat.dtype)
+    losses = jax.vmap(lambda p: loss_fn(unravel(p)))(jnp.concatenate([flat + sigma * eps, flat - sigma * eps]))
+    fitness = _centred_ranks(losses) if rank_shaping else losses
+    plus, minus = jnp.split(fitness, 2)
+    return unravel(((plus - minus) @ eps) / (2 * sigma * pairs)), jnp.mean(losses)
+
+
 def make_estimator(env: Env, policy: Policy, config: EstimatorConfig) -> Estimator:
     """The gradient estimator `config.name` for `policy` on `env` (pure; jit it yourself)."""
 
@@ -97,14 +113,9 @@ def make_estimator(env: Env, policy: Policy, config: EstimatorConfig) -> Estimat
         return grad, {"loss": loss, "cosine_modified_full": _cosine(g_mod, g_full), "fraction_zeroed": zeroed}
 
     def es(params, states, key):
-        flat, unravel = ravel_pytree(params)
-        eps = jax.random.normal(key, (config.es_pairs, flat.size), flat.dtype)
-        perturbed = jnp.concatenate([flat + config.es_sigma * eps, flat - config.es_sigma * eps])
-        losses = jax.vmap(lambda p: loss_fn(unravel(p), states, "full"))(perturbed)
-        fitness = _centred_ranks(losses) if config.es_rank_shaping else losses
-        plus, minus = jnp.split(fitness, 2)
-        grad = ((plus - minus) @ eps) / (2 * config.es_sigma * config.es_pairs)
-        return unravel(grad), {"loss": jnp.mean(losses)}
+        grad, loss = es_gradient(lambda p: loss_fn(p, states, "full"), params, key, config.es_sigma,
+                                 config.es_pairs, config.es_rank_shaping)
+        return grad, {"loss": loss}
 
     estimate = {"combined": combined, "es": es}.get(config.name, backprop)
 
