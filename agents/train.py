@@ -163,7 +163,10 @@ def _start(config: TrainConfig, out: Path, resume: bool) -> dict:
     optimizer, _ = compiled_update(env, config.estimator(), config.batch_size, config.learning_rate)
     config_path.write_text(json.dumps(config.to_json(), indent=2))
     with open(metrics_path, "w", newline="") as f:
-        csv.DictWriter(f, METRIC_COLUMNS).writeheader()
+        writer = csv.DictWriter(f, METRIC_COLUMNS)
+        writer.writeheader()  # row 0: the untrained policy, where every learning curve starts
+        writer.writerow({"update": 0, "env_steps": 0, "wall_time": 0.0, "skipped_updates": 0,
+                         **evaluate_params(config, params)})
     return {"update": 0, "params": params, "opt_state": optimizer.init(params), "env_steps": 0,
             "wall_time": 0.0, "skipped_updates": 0}
 
@@ -194,7 +197,7 @@ def train(config: TrainConfig, out: Path, resume: bool = False, progress_bar: bo
             progress.update(update=index + 1, params=params, opt_state=opt_state)
             row = {**diagnostics, **{k: progress[k] for k in ("update", "env_steps", "wall_time", "skipped_updates")}}
             last = index + 1 == config.updates
-            if (index + 1) % config.eval_every == 0 or last or index == 0:
+            if (index + 1) % config.eval_every == 0 or last:
                 row.update(evaluate_params(config, params))
                 bar.set_postfix(loss=f"{diagnostics['loss']:.4g}", eval=f"{row['eval_score']:.4g}")
             writer.writerow(row)
