@@ -200,7 +200,11 @@ def load_policy(out: Path):
 
 
 class TrainingMonitor(BaseCallback):
-    """Progress bar, training clock, and evaluation + checkpoint every `eval_every` env steps."""
+    """Progress bar, training clock, and evaluation + checkpoint every `eval_every` env steps.
+
+    Evaluations happen when a rollout starts, that is after the updates on every step collected so
+    far, so a checkpoint loses no collected experience (PPO evaluates every whole rollout).
+    """
 
     def __init__(self, env_id: str, task_kwargs: dict, eval_every: int, eval_episodes: int,
                  checkpoint: Path, progress: dict, show_progress: bool):
@@ -208,7 +212,10 @@ class TrainingMonitor(BaseCallback):
         self.env_id, self.task_kwargs = env_id, task_kwargs
         self.eval_every, self.eval_episodes = eval_every, eval_episodes
         self.checkpoint, self.progress, self.show_progress = checkpoint, progress, show_progress
-        self.next_eval = (progress["env_steps"] // eval_every + 1) * eval_every
+        self.next_eval = 0 if progress["env_steps"] == 0 else self._after(progress["env_steps"])
+
+    def _after(self, env_steps: int) -> int:
+        return (env_steps // self.eval_every + 1) * self.eval_every
 
     def wall_time(self) -> float:
         now = self.paused_at if self.paused_at is not None else time.perf_counter()
@@ -219,18 +226,17 @@ class TrainingMonitor(BaseCallback):
         self.bar = tqdm(total=total, initial=self.num_timesteps, disable=not self.show_progress,
                         desc=f"{type(self.model).__name__} {self.env_id}", unit="step")
         self.previous_wall_time, self.started, self.paused_at = self.progress["wall_time"], time.perf_counter(), None
-        if self.num_timesteps == 0:
+
+    def _on_rollout_start(self) -> None:
+        if self.num_timesteps >= self.next_eval:
             self._evaluate_and_save()
 
     def _on_step(self) -> bool:
         self.bar.update(self.training_env.num_envs)
-        if self.num_timesteps >= self.next_eval:
-            self._evaluate_and_save()
-            self.next_eval = (self.num_timesteps // self.eval_every + 1) * self.eval_every
         return True
 
     def _on_training_end(self) -> None:
-        if self.progress["env_steps"] != self.num_timesteps:
+        if self.progress["env_steps"] != self.num_timesteps or self.num_timesteps == 0:
             self._evaluate_and_save()
         self.bar.close()
 
@@ -244,6 +250,7 @@ class TrainingMonitor(BaseCallback):
         self.bar.set_postfix(eval=f"{result['mean_return']:.4g}")
         self.progress.update(env_steps=self.num_timesteps, wall_time=self.wall_time())
         save_checkpoint(self.checkpoint, self.model, self.progress)
+        self.next_eval = self._after(self.num_timesteps)
         self.started += time.perf_counter() - self.paused_at
         self.paused_at = None
 
