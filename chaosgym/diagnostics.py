@@ -1,0 +1,349 @@
+"""Why gradients through a chaotic simulator fail: Lyapunov exponents, Jacobian spectra, gradient
+variance against horizon, and loss-landscape slices, for any task, open or closed loop.
+
+The dynamical system studied is one control step of the env on the state x = (qpos, qvel):
+x_{t+1} = F(x_t), with a fixed action (open loop; zero = unforced) or a_t = policy(obs(x_t))
+(closed loop). Derived quantities of `mjx.Data` (positions of bodies, contacts, the solver's warm
+start) are recomputed by the physics step from x, except what the task's observation reads before
+the step: it sees x through `qpos`/`qvel`, so the closed-loop Jacobian is exact for observations
+built from those (all built-in tasks). For free joints the quaternion's norm direction is
+renormalised by the integrator and adds a spurious -inf exponent at the bottom of the spectrum;
+the top exponents are unaffected.
+
+Everything here is pure JAX and batched with `vmap`/`lax.map`; only the loops over horizons and
+estimators (each a separate compile) are Python.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+from mujoco import mjx
+from tqdm.auto import tqdm
+
+from agents.gradients import EstimatorConfig, make_estimator
+from chaosgym.env import Env, State
+from chaosgym.rollout import Policy, rollout
+
+# (carry, x) -> (next carry, next x); differentiable in x. The carry holds whatever else the map
+# needs (for the env: the rest of `mjx.Data`).
+Transition = Callable[[Any, jax.Array], tuple[Any, jax.Array]]
+
+
+def state_vector(data: mjx.Data) -> jax.Array:
+    """The dynamical state x = (qpos, qvel) of one `mjx.Data`."""
+    return jnp.concatenate([data.qpos, data.qvel])
+
+
+def control_step_map(env: Env, policy: Policy | None = None) -> Transition:
+    """One control step of `env` as a map on x = (qpos, qvel).
+
+    The carry is `(data, control)`: the rest of `mjx.Data`, and the policy's params (closed loop,
+    when `policy` is given) or the fixed action (open loop). Keeping the params in the carry, not
+    in a closure, lets one compiled function serve every policy of the same shape.
+    """
+    nq = env.mj_model.nq
+
+    def transition(carry, x: jax.Array):
+        data, control = carry
+        data = data.replace(qpos=x[:nq], qvel=x[nq:])
+        action = control if policy is None else policy(control, env.task.observation(data))
+        next_data = env.physics_step(data, jnp.clip(action, -1.0, 1.0).astype(x.dtype))
+        return (next_data, control), state_vector(next_data)
+
+    return transition
+
+
+def _control(env: Env, policy: Policy | None, params: Any, action: jax.Array | None):
+    if policy is not None:
+        return params
+    return jnp.zeros(env.action_size) if action is None else jnp.asarray(action)
+
+
+# ---- Lyapunov exponents (Benettin's method) --------------------------------------------------
+
+
+class LyapunovResult(NamedTuple):
+    """Top-k Lyapunov exponents per unit time, largest first (leading batch axes under vmap).
+
+    `stderr` is the standard error of each exponent from the means of `blocks` consecutive blocks
+    of the run (batch means): small against the exponent means the estimate has converged.
+    `running` has shape (num_steps, k): the estimate after each step, to plot convergence.
+    """
+
+    exponents: jax.Array
+    stderr: jax.Array
+    running: jax.Array
+
+
+def map_lyapunov_exponents(transition: Transition, carry: Any, x: jax.Array, num_steps: int,
+                           k: int = 1, dt: float = 1.0, transient: int = 0, blocks: int = 10,
+                           key: jax.Array | None = None) -> LyapunovResult:
+    """Top-k Lyapunov exponents of any map by Benettin's method: push k tangent vectors through
+    the map's JVP and re-orthonormalise them by QR every step; the exponents are the time
+    averages of log |diag R|. The first `transient` steps align the tangents and are discarded.
+    """
+    key = jax.random.key(0) if key is None else key
+    tangents, _ = jnp.linalg.qr(jax.random.normal(key, (x.shape[-1], k), x.dtype))
+
+    def step(state, _):
+        carry, x, tangents = state
+        carry, x_next, push = _linearize(transition, carry, x)
+        q, r = jnp.linalg.qr(push(tangents))
+        # keep each direction's orientation so the QR stays continuous from step to step
+        signs = jnp.where(jnp.diagonal(r) < 0, -1.0, 1.0).astype(q.dtype)
+        return (carry, x_next, q * signs), jnp.log(jnp.abs(jnp.diagonal(r)))
+
+    _, logs = jax.lax.scan(step, (carry, x, tangents), None, length=transient + num_steps)
+    logs = logs[transient:] / dt
+    running = jnp.cumsum(logs, axis=0) / jnp.arange(1, num_steps + 1, dtype=logs.dtype)[:, None]
+    block_means = logs[: num_steps // blocks * blocks].reshape(blocks, -1, k).mean(axis=1)
+    stderr = jnp.std(block_means, axis=0, ddof=1) / jnp.sqrt(blocks)
+    return LyapunovResult(running[-1], stderr, running)
+
+
+def _linearize(transition: Transition, carry, x):
+    """(next carry, next x, push) where push maps a matrix of tangent columns through dF/dx."""
+    swapped = lambda y: tuple(reversed(transition(carry, y)))
+    x_next, jvp, carry = jax.linearize(swapped, x, has_aux=True)
+    return carry, x_next, jax.vmap(jvp, in_axes=1, out_axes=1)
+
+
+def mean_and_stderr(values) -> tuple[float, float]:
+    """Mean of per-start estimates and its standard error across starts (nan for one start)."""
+    values = jnp.asarray(values)
+    stderr = jnp.std(values, ddof=1) / jnp.sqrt(values.size) if values.size > 1 else jnp.nan
+    return float(jnp.mean(values)), float(stderr)
+
+
+def lyapunov_exponents(env: Env, states: State, num_steps: int, k: int = 1,
+                       policy: Policy | None = None, params: Any = None,
+                       action: jax.Array | None = None, transient: int = 0, blocks: int = 10,
+                       key: jax.Array | None = None) -> LyapunovResult:
+    """Top-k Lyapunov exponents (per second) of `env` from each of a batch of `states`.
+
+    Closed loop under `policy(params, obs)` if given, else open loop with the fixed `action`
+    (default zeros: unforced). Every field of the result has a leading batch axis.
+    """
+    key = jax.random.key(0) if key is None else key
+    keys = jax.random.split(key, states.reward.shape[0])
+    run = _compiled_lyapunov(env, policy, num_steps, k, transient, blocks)
+    return run(states.data, _control(env, policy, params, action), keys)
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled_lyapunov(env, policy, num_steps, k, transient, blocks):
+    transition = control_step_map(env, policy)
+
+    def one(data, control, key):
+        return map_lyapunov_exponents(transition, (data, control), state_vector(data), num_steps, k,
+                                      env.dt, transient, blocks, key)
+
+    return jax.jit(jax.vmap(one, in_axes=(0, None, 0)))
+
+
+# ---- Jacobian spectra along a trajectory -----------------------------------------------------
+
+
+class JacobianSpectrum(NamedTuple):
+    """Along a trajectory of `horizon` control steps (leading batch axes under vmap):
+
+    `eigenvalues` (horizon, n), complex, sorted by modulus, largest first, and `singular_values`
+    (horizon, n), largest first, of each one-step Jacobian dx_{t+1}/dx_t; `log_norm_product`
+    (horizon,): log of the spectral norm of J_t ... J_1, whose slope is the maximal Lyapunov
+    exponent per step and whose exponential is the worst-case growth of a backpropagated gradient.
+    """
+
+    eigenvalues: jax.Array
+    singular_values: jax.Array
+    log_norm_product: jax.Array
+
+
+def map_jacobian_spectrum(transition: Transition, carry: Any, x: jax.Array, horizon: int) -> JacobianSpectrum:
+    """`JacobianSpectrum` of any map from (carry, x). The product is renormalised every step
+    (its norm accumulates in log space), so long chaotic horizons do not overflow."""
+
+    def step(state, _):
+        carry, x, product = state
+        carry, x_next, push = _linearize(transition, carry, x)
+        jacobian = push(jnp.eye(x.shape[-1], dtype=x.dtype))
+        eigenvalues = jnp.linalg.eigvals(jacobian)
+        eigenvalues = eigenvalues[jnp.argsort(-jnp.abs(eigenvalues))]
+        singular = jnp.linalg.svd(jacobian, compute_uv=False)
+        product = jacobian @ product
+        norm = jnp.linalg.norm(product, ord=2)
+        return (carry, x_next, product / norm), (eigenvalues, singular, jnp.log(norm))
+
+    identity = jnp.eye(x.shape[-1], dtype=x.dtype)
+    _, (eigenvalues, singular, log_norms) = jax.lax.scan(step, (carry, x, identity), None, length=horizon)
+    return JacobianSpectrum(eigenvalues, singular, jnp.cumsum(log_norms))
+
+
+def jacobian_spectrum(env: Env, states: State, horizon: int, policy: Policy | None = None,
+                      params: Any = None, action: jax.Array | None = None) -> JacobianSpectrum:
+    """`JacobianSpectrum` of `env`'s control step (closed or open loop, as in
+    `lyapunov_exponents`) along `horizon` steps from each of a batch of `states`."""
+    return _compiled_jacobian(env, policy, horizon)(states.data, _control(env, policy, params, action))
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled_jacobian(env, policy, horizon):
+    transition = control_step_map(env, policy)
+
+    def one(data, control):
+        return map_jacobian_spectrum(transition, (data, control), state_vector(data), horizon)
+
+    return jax.jit(jax.vmap(one, in_axes=(0, None)))
+
+
+# ---- gradient variance against horizon -------------------------------------------------------
+
+
+class GradientStats(NamedTuple):
+    """One estimator's gradient from each of N initial states (one state per sample), flattened.
+
+    `mean` and `variance` (per parameter, across samples) use the finite samples only. A batch of
+    B states averages B samples, so its variance is `variance / B`.
+    """
+
+    norms: jax.Array
+    losses: jax.Array
+    mean: jax.Array
+    variance: jax.Array
+    finite: jax.Array
+
+    def summary(self) -> dict[str, float]:
+        """Norm mean/median/max and mean per-parameter variance over finite samples; `snr` is
+        |mean|^2 / sum of variances: the signal-to-noise power ratio of a one-state gradient."""
+        finite = self.norms[self.finite]
+        total_variance = jnp.sum(self.variance)
+        return {
+            "samples": int(self.norms.shape[0]),
+            "finite_fraction": float(jnp.mean(self.finite)),
+            "loss_mean": float(jnp.mean(self.losses)),
+            "norm_mean": float(jnp.mean(finite)) if finite.size else float("nan"),
+            "norm_median": float(jnp.median(finite)) if finite.size else float("nan"),
+            "norm_max": float(jnp.max(finite)) if finite.size else float("nan"),
+            "variance": float(jnp.mean(self.variance)),
+            "snr": float(jnp.sum(jnp.square(self.mean)) / total_variance),
+        }
+
+
+def gradient_samples(env: Env, policy: Policy, params: Any, states: State, config: EstimatorConfig,
+                     key: jax.Array, chunk: int | None = None) -> GradientStats:
+    """The gradient of estimator `config` (see `agents.gradients`) from each of a batch of N
+    `states`, `chunk` samples at a time under `vmap` (default: all N at once)."""
+    grads, losses = _compiled_gradient_samples(env, policy, config, chunk)(
+        params, states, jax.random.split(key, states.reward.shape[0]))
+    finite = jnp.all(jnp.isfinite(grads), axis=1)
+    kept = jnp.where(finite[:, None], grads, jnp.nan)
+    return GradientStats(jnp.linalg.norm(grads, axis=1), losses, jnp.nanmean(kept, axis=0),
+                         jnp.nanvar(kept, axis=0, ddof=1), finite)
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled_gradient_samples(env, policy, config, chunk):
+    estimate = make_estimator(env, policy, config)
+
+    def one(params, state, key):
+        grad, diagnostics = estimate(params, jax.tree.map(lambda x: x[None], state), key)
+        return ravel_pytree(grad)[0], diagnostics["loss"]
+
+    @jax.jit
+    def all_samples(params, states, keys):
+        batch = chunk or keys.shape[0]
+        return jax.lax.map(lambda s: one(params, *s), (states, keys), batch_size=batch)
+
+    return all_samples
+
+
+def gradient_variance(env: Env, policy: Policy, params: Any, states: State, horizons: Sequence[int],
+                      estimators: Sequence[str] = ("full", "es"), key: jax.Array | None = None,
+                      truncation: int = 10, es_sigma: float = 0.05, es_pairs: int = 16,
+                      remat: bool = False, chunk: int | None = None,
+                      progress: bool = False) -> dict[tuple[str, int], GradientStats]:
+    """`GradientStats` of every estimator at every horizon from the same N `states`.
+
+    Estimator names are those of `agents.gradients` (full, truncated, modified, stopped, combined,
+    es); the truncated flow cuts every `min(truncation, horizon)` steps.
+    """
+    key = jax.random.key(0) if key is None else key
+    jobs = [(name, horizon) for horizon in horizons for name in estimators]
+    results = {}
+    for name, horizon in tqdm(jobs, desc="gradient variance", disable=not progress):
+        config = EstimatorConfig(name=name, horizon=horizon, remat=remat, es_sigma=es_sigma, es_pairs=es_pairs,
+                                 truncation=min(truncation, horizon) if name == "truncated" else None)
+        results[name, horizon] = gradient_samples(env, policy, params, states, config, key, chunk)
+    return results
+
+
+# ---- loss landscapes -------------------------------------------------------------------------
+
+
+def filter_normalized_direction(key: jax.Array, params: Any) -> Any:
+    """A random direction in parameter space scaled like `params`, unit by unit (Li et al., 2018):
+    each output unit's incoming weights get the norm of that unit's weights; biases and other
+    vectors are left out (zero), so the slice moves what the network computes, not its scale."""
+    leaves, treedef = jax.tree.flatten(params)
+    keys = jax.random.split(key, len(leaves))
+
+    def scaled(key, w):
+        if w.ndim < 2:
+            return jnp.zeros_like(w)
+        d = jax.random.normal(key, w.shape, w.dtype)
+        return d * jnp.linalg.norm(w, axis=-2, keepdims=True) / jnp.linalg.norm(d, axis=-2, keepdims=True)
+
+    return jax.tree.unflatten(treedef, [scaled(k, w) for k, w in zip(keys, leaves)])
+
+
+class LossLandscape(NamedTuple):
+    """The rollout objective around `params`, per horizon (leading axis, in the order given):
+
+    `line[h, i]` at params + offsets[i] d1, and `plane[h, i, j]` at
+    params + plane_offsets[i] d1 + plane_offsets[j] d2, for two filter-normalised directions.
+    """
+
+    offsets: jax.Array
+    line: jax.Array
+    plane_offsets: jax.Array
+    plane: jax.Array
+
+
+def loss_landscape(env: Env, policy: Policy, params: Any, states: State, horizons: Sequence[int],
+                   key: jax.Array | None = None, radius: float = 1.0, points: int = 41,
+                   plane_points: int = 11, chunk: int | None = None,
+                   progress: bool = False) -> LossLandscape:
+    """1-D (`points` offsets) and 2-D (`plane_points`^2; 0 to skip) slices of the objective of
+    `rollout` from the batch `states` for each horizon, over offsets in [-radius, radius] times
+    the filter-normalised directions; `chunk` parameter points are evaluated at once."""
+    key = jax.random.key(0) if key is None else key
+    k1, k2 = jax.random.split(key)
+    d1, d2 = filter_normalized_direction(k1, params), filter_normalized_direction(k2, params)
+    offsets = jnp.linspace(-radius, radius, points)
+    plane_offsets = jnp.linspace(-radius, radius, plane_points)
+    a, b = (x.ravel() for x in jnp.meshgrid(plane_offsets, plane_offsets, indexing="ij"))
+    coefficients = jnp.concatenate([jnp.stack([offsets, jnp.zeros_like(offsets)], 1), jnp.stack([a, b], 1)])
+    lines, planes = [], []
+    for horizon in tqdm(horizons, desc="loss landscape", disable=not progress):
+        losses = _compiled_losses(env, policy, horizon, chunk)(params, d1, d2, states, coefficients)
+        lines.append(losses[:points])
+        planes.append(losses[points:].reshape(plane_points, plane_points))
+    return LossLandscape(offsets, jnp.stack(lines), plane_offsets, jnp.stack(planes))
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled_losses(env, policy, horizon, chunk):
+    """Rollout loss at params + c[0] d1 + c[1] d2 for each row c of `coefficients`."""
+
+    @jax.jit
+    def losses(params, d1, d2, states, coefficients):
+        def loss(c):
+            moved = jax.tree.map(lambda p, u, v: p + c[0] * u + c[1] * v, params, d1, d2)
+            return rollout(env, policy, moved, states, horizon)[0]
+        return jax.lax.map(loss, coefficients, batch_size=chunk or coefficients.shape[0])
+
+    return losses

@@ -1,0 +1,141 @@
+"""Validation of `chaosgym.diagnostics` on systems whose answers are known, and of its CLI.
+
+The MJX tests compile for tens of seconds each on CPU; the CLI test reuses the compiled functions
+of the tests before it (same shapes and settings), so keep their settings in step.
+"""
+
+import pickle
+
+import jax
+import jax.numpy as jnp
+import mujoco
+import numpy as np
+import pytest
+
+import chaosgym
+from agents.policies import init_policy, mlp_policy
+from chaosgym import diagnostics
+from chaosgym.cli import main
+from chaosgym.env import Env, Task
+
+POLICY_HIDDEN = (16,)
+GRADIENT_SAMPLES, ES_PAIRS, HORIZONS = 8, 8, (100, 300)
+LYAPUNOV_STARTS, LYAPUNOV_STEPS, LYAPUNOV_K, TRANSIENT = 8, 1000, 2, 100
+
+
+def test_linear_map_exponents_are_log_eigenvalues():
+    eigenvalues = jnp.array([2.0, 1.0, 0.5, 0.1])
+    basis = jax.random.normal(jax.random.key(1), (4, 4))  # not orthogonal: a non-normal map
+    matrix = basis @ jnp.diag(eigenvalues) @ jnp.linalg.inv(basis)
+    step = lambda carry, x: (carry, matrix @ x)
+    result = diagnostics.map_lyapunov_exponents(step, None, jnp.ones(4), num_steps=2000, k=4, transient=50)
+    np.testing.assert_allclose(result.exponents, jnp.log(eigenvalues), atol=0.01)
+    assert jnp.all(result.stderr < 0.01)
+
+    spectrum = diagnostics.map_jacobian_spectrum(step, None, jnp.ones(4), horizon=200)
+    np.testing.assert_allclose(jnp.abs(spectrum.eigenvalues[0]), eigenvalues, rtol=1e-3)
+    np.testing.assert_allclose(spectrum.singular_values[0], jnp.linalg.svd(matrix, compute_uv=False), rtol=1e-3)
+    # the norm of A^t grows like 2^t up to a constant set by the eigenbasis
+    growth = (spectrum.log_norm_product[-1] - spectrum.log_norm_product[99]) / 100
+    assert abs(growth - jnp.log(2.0)) < 1e-3
+
+
+DAMPING = 0.5
+DAMPED_PENDULUM = f"""
+<mujoco>
+  <option timestep="0.01"/>
+  <worldbody>
+    <body pos="0 0 1">
+      <joint name="hinge" type="hinge" axis="0 1 0" damping="{DAMPING}"/>
+      <geom type="capsule" fromto="0 0 0 0 0 -0.5" size="0.02" mass="1"/>
+    </body>
+  </worldbody>
+  <actuator><motor joint="hinge" ctrlrange="-1 1"/></actuator>
+</mujoco>
+"""
+
+
+class DampedPendulum(Task):
+    frame_skip = 1
+    episode_length = 100
+
+    def mj_model(self):
+        return mujoco.MjModel.from_xml_string(DAMPED_PENDULUM)
+
+    def initial_state(self, key, model):
+        return jax.random.uniform(key, (1,), minval=0.5, maxval=1.5), jnp.zeros(1)
+
+    def observation(self, data):
+        return jnp.concatenate([data.qpos, data.qvel])
+
+    def reward(self, data, action, next_data):
+        return jnp.zeros(()), {}
+
+
+def test_damped_pendulum_exponent_is_its_decay_rate():
+    env = Env(DampedPendulum())
+    states = jax.vmap(env.reset)(jax.random.split(jax.random.key(0), 2))
+    result = diagnostics.lyapunov_exponents(env, states, num_steps=1000, k=1, transient=TRANSIENT)
+    # the underdamped pendulum near rest decays like exp(-b t / 2I), I its (constant) inertia
+    decay_rate = -DAMPING / (2 * env.mj_model.dof_M0[0])
+    assert jnp.all(result.exponents[:, 0] < 0)
+    np.testing.assert_allclose(result.exponents[:, 0], decay_rate, rtol=0.1)
+
+
+def raised_double_pendulum(count: int, qpos: tuple[float, float], key) -> tuple[chaosgym.Env, chaosgym.State]:
+    """`count` resting starts of the unforced double pendulum with the base angle spread by
+    U(-0.1, 0.1) around `qpos` (angle 0 is upright)."""
+    env = chaosgym.make("ChaosDoublePendulum-v0")
+    states = jax.vmap(env.reset)(jax.random.split(key, count))
+    spread = jax.random.uniform(key, (count,), minval=-0.1, maxval=0.1)
+    qpos = jnp.asarray(qpos) + jnp.stack([spread, jnp.zeros(count)], axis=1)
+    return env, states.replace(data=states.data.replace(qpos=qpos, qvel=jnp.zeros_like(qpos)))
+
+
+def test_unforced_double_pendulum_from_a_raised_start_is_chaotic():
+    env, states = raised_double_pendulum(LYAPUNOV_STARTS, (jnp.pi / 2, 0.0), jax.random.key(0))  # both links horizontal
+    result = diagnostics.lyapunov_exponents(env, states, LYAPUNOV_STEPS, LYAPUNOV_K, transient=TRANSIENT)
+    mean, stderr = diagnostics.mean_and_stderr(result.exponents[:, 0])
+    assert mean > 0.2 and mean > 3 * stderr, (mean, stderr)
+
+
+def test_backpropagated_gradient_explodes_with_horizon_while_es_stays_bounded():
+    env, states = raised_double_pendulum(GRADIENT_SAMPLES, (0.5, 0.5), jax.random.key(0))
+    params = init_policy(jax.random.key(1), env.observation_size, env.action_size, POLICY_HIDDEN)
+    # a weak policy (actions ~0.1) keeps the closed loop close to the chaotic unforced chain
+    params[-1] = (0.1 * params[-1][0], params[-1][1])
+    stats = diagnostics.gradient_variance(env, mlp_policy, params, states, HORIZONS, ("full", "es"),
+                                          jax.random.key(2), es_pairs=ES_PAIRS)
+    median = {key: s.summary()["norm_median"] for key, s in stats.items()}
+    short, long = HORIZONS
+    assert all(s.summary()["finite_fraction"] == 1.0 for s in stats.values())
+    assert median["full", long] > 10 * median["full", short], median
+    assert median["es", long] < 4 * median["es", short], median
+    assert stats["full", long].summary()["variance"] > 100 * stats["es", long].summary()["variance"]
+
+
+def test_cli_writes_every_table_and_plot(tmp_path, capsys):
+    args = ["diagnose", "--task", "ChaosDoublePendulum-v0", "--out", str(tmp_path), "--no-progress",
+            "--hidden", ",".join(map(str, POLICY_HIDDEN)),
+            "--num-states", str(LYAPUNOV_STARTS), "--lyapunov-steps", str(LYAPUNOV_STEPS),
+            "--lyapunov-k", str(LYAPUNOV_K), "--transient", str(TRANSIENT), "--jacobian-horizon", "20",
+            "--horizons", ",".join(map(str, HORIZONS)), "--gradvar-samples", str(GRADIENT_SAMPLES),
+            "--es-pairs", str(ES_PAIRS), "--landscape-horizons", "10", "--landscape-points", "5",
+            "--landscape-plane", "3", "--landscape-states", "2"]
+    assert main(args) == 0
+    for name in ("lyapunov.csv", "lyapunov_running.csv", "jacobian.csv", "gradvar.csv", "landscape_1d.csv",
+                 "landscape_2d.csv", "lyapunov.png", "jacobian.png", "gradvar.png", "landscape.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    assert "maximal Lyapunov exponent (unforced)" in capsys.readouterr().out
+    # the centre of both landscape slices is the unperturbed policy's loss
+    line = np.loadtxt(tmp_path / "landscape_1d.csv", delimiter=",", skiprows=1)
+    plane = np.loadtxt(tmp_path / "landscape_2d.csv", delimiter=",", skiprows=1)
+    np.testing.assert_allclose(line[2, 2], plane[4, 3], rtol=1e-5)
+
+
+def test_cli_rejects_a_policy_of_another_task(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text('{"task": "ChaosAnt-v0"}')
+    (tmp_path / "run" / "checkpoint.pkl").write_bytes(pickle.dumps({"params": []}))
+    with pytest.raises(SystemExit):
+        main(["diagnose", "--task", "ChaosCartPole-v0", "--policy", str(tmp_path / "run"), "--out", str(tmp_path)])
