@@ -171,7 +171,8 @@ def _start(config: TrainConfig, out: Path, resume: bool) -> dict:
             "wall_time": 0.0, "skipped_updates": 0}
 
 
-def train(config: TrainConfig, out: Path, resume: bool = False, progress_bar: bool = True) -> dict:
+def train(config: TrainConfig, out: Path, resume: bool = False, progress_bar: bool = True,
+          time_budget: float | None = None) -> dict:
     """Train for `config.updates` updates (in total, counting resumed ones); return final progress."""
     out = Path(out)
     progress = _start(config, out, resume)
@@ -196,7 +197,8 @@ def train(config: TrainConfig, out: Path, resume: bool = False, progress_bar: bo
             progress["skipped_updates"] += int(not diagnostics["grad_finite"])
             progress.update(update=index + 1, params=params, opt_state=opt_state)
             row = {**diagnostics, **{k: progress[k] for k in ("update", "env_steps", "wall_time", "skipped_updates")}}
-            last = index + 1 == config.updates
+            out_of_time = time_budget is not None and progress["wall_time"] >= time_budget
+            last = index + 1 == config.updates or out_of_time
             if (index + 1) % config.eval_every == 0 or last:
                 row.update(evaluate_params(config, params))
                 bar.set_postfix(loss=f"{diagnostics['loss']:.4g}", eval=f"{row['eval_score']:.4g}")
@@ -205,6 +207,8 @@ def train(config: TrainConfig, out: Path, resume: bool = False, progress_bar: bo
                 f.flush()
                 save_checkpoint(out, progress)
             bar.update()
+            if out_of_time:
+                break
     bar.close()
     return progress
 

@@ -10,6 +10,7 @@ import sys
 COMMANDS = {
     "demo": ("chaosgym.demo", "step every task with a random policy and print a table"),
     "train": ("agents.train", "train a gradient-based agent or an SB3 baseline on a task"),
+    "compare": ("agents.compare", "train tasks x agents x seeds under one budget; write a table and plots"),
     "diagnose": ("chaosgym.diagnose", "Lyapunov exponents, Jacobian spectra, gradient variance and loss landscapes of a task"),
 }
 
