@@ -12,6 +12,7 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
+import chaosgym  # noqa: F401, I001  (first: it picks the headless GL backend before mujoco loads)
 import gymnasium
 import jax
 import jax.numpy as jnp

@@ -1,0 +1,219 @@
+"""The SB3 face of chaosgym: the VecEnv contract, check_env, training, checkpoints and resume."""
+
+import csv
+import json
+import warnings
+import zipfile
+
+import gymnasium
+import numpy as np
+import pytest
+
+pytest.importorskip("stable_baselines3")
+import torch  # noqa: E402
+from stable_baselines3 import PPO  # noqa: E402
+from stable_baselines3.common.env_checker import check_env  # noqa: E402
+from stable_baselines3.common.env_util import make_vec_env  # noqa: E402
+from stable_baselines3.common.monitor import Monitor  # noqa: E402
+from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor, VecNormalize  # noqa: E402
+
+import agents.sb3 as sb3  # noqa: E402
+import chaosgym  # noqa: E402
+from agents.sb3_vec_env import ChaosSB3VecEnv  # noqa: E402
+from chaosgym.evaluation import evaluate  # noqa: E402
+
+torch.set_num_threads(1)
+
+
+def random_actions(venv, steps, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.uniform(-1, 1, (steps, venv.num_envs, *venv.action_space.shape)).astype(np.float32)
+
+
+def assert_infos_equal(ours, theirs, atol):
+    assert ours.keys() == theirs.keys()
+    for key, value in theirs.items():
+        if key == "terminal_observation":
+            assert ours[key].dtype == value.dtype == np.float32 and ours[key].shape == value.shape
+            np.testing.assert_allclose(ours[key], value, atol=atol)
+        elif isinstance(value, bool):
+            assert ours[key] is value, key
+        else:
+            assert ours[key] == pytest.approx(value, abs=atol), key
+
+
+@pytest.mark.parametrize("env_id, episode_length", [("ChaosCartPole-v0", 20), ("ChaosDoublePendulum-v0", 15)])
+def test_matches_dummy_vec_env_step_for_step(env_id, episode_length):
+    ours = ChaosSB3VecEnv(env_id, num_envs=3, episode_length=episode_length)
+    theirs = DummyVecEnv([lambda: gymnasium.make(env_id, max_episode_steps=episode_length)] * 3)
+    assert ours.seed(7) == theirs.seed(7) == [7, 8, 9]
+    np.testing.assert_array_equal(ours.reset(), theirs.reset())
+    assert ours.reset_infos == theirs.reset_infos
+    for t, actions in enumerate(random_actions(ours, 3 * episode_length)):
+        obs, rewards, dones, infos = ours.step(actions)
+        obs_, rewards_, dones_, infos_ = theirs.step(actions)
+        assert obs.shape == obs_.shape and obs.dtype == obs_.dtype == np.float32
+        assert rewards.shape == (3,) and rewards.dtype == rewards_.dtype == np.float32
+        assert dones.dtype == dones_.dtype == np.bool_
+        np.testing.assert_array_equal(obs, obs_)
+        np.testing.assert_array_equal(rewards, rewards_)
+        np.testing.assert_array_equal(dones, dones_)
+        # these tasks never terminate: the time limit ends every episode together
+        np.testing.assert_array_equal(dones, (t + 1) % episode_length == 0)
+        for info, info_ in zip(infos, infos_):
+            assert_infos_equal(info, info_, atol=0.0)
+            assert info["TimeLimit.truncated"] is bool(dones.any())
+            assert ("terminal_observation" in info) is bool(dones.any())
+        assert ours.reset_infos == theirs.reset_infos
+
+
+def test_ant_termination_matches_dummy_vec_env():
+    """The Ant terminates when its torso leaves the healthy height range: terminal observation,
+    no truncation flag, and a fresh episode in the same step. Contacts amplify the last-bit
+    differences between a vmapped and a single MJX step, so the comparison has a tolerance."""
+    ours = ChaosSB3VecEnv("ChaosAnt-v0", num_envs=4)
+    theirs = DummyVecEnv([lambda: gymnasium.make("ChaosAnt-v0")] * 4)
+    ours.seed(3), theirs.seed(3)
+    np.testing.assert_array_equal(ours.reset(), theirs.reset())
+    low, high = chaosgym.TASKS["ChaosAnt-v0"].healthy_z
+    terminated = 0
+    for actions in random_actions(ours, 20):
+        obs, rewards, dones, infos = ours.step(actions)
+        obs_, rewards_, dones_, infos_ = theirs.step(actions)
+        np.testing.assert_allclose(obs, obs_, atol=1e-3)
+        np.testing.assert_allclose(rewards, rewards_, atol=1e-3)
+        np.testing.assert_array_equal(dones, dones_)
+        for info, info_ in zip(infos, infos_):
+            assert_infos_equal(info, info_, atol=1e-3)
+        for i in np.flatnonzero(dones):
+            terminated += 1
+            torso_z = infos[i]["terminal_observation"][0]  # the observation starts with qpos[2]
+            assert not low <= torso_z <= high
+            assert infos[i]["TimeLimit.truncated"] is False
+            assert abs(obs[i, 0] - 0.75) <= 0.1  # a fresh episode at the initial torso height
+            assert ours.reset_infos[i] == theirs.reset_infos[i]
+    assert terminated > 0, "random actions should tip an ant over within 20 steps"
+
+
+def test_seeding():
+    venv = ChaosSB3VecEnv("ChaosCartPole-v0", num_envs=2)
+    venv.seed(3)
+    first = venv.reset()
+    venv.seed(3)
+    np.testing.assert_array_equal(venv.reset(), first)
+    assert not np.array_equal(venv.reset(), first)  # no seed: the generators go on
+    venv.seed(4)
+    np.testing.assert_array_equal(venv.reset()[0], first[1])  # env 0 seeded 4 = env 1 seeded 3
+    single, _ = gymnasium.make("ChaosCartPole-v0").reset(seed=3)
+    np.testing.assert_array_equal(first[0], single)
+
+
+def test_vec_env_api():
+    venv = ChaosSB3VecEnv("ChaosCartPole-v0", num_envs=2, render_mode="rgb_array", width=32, height=24)
+    assert venv.observation_space.shape == (5,) and venv.action_space.shape == (1,)
+    assert venv.get_attr("render_mode") == ["rgb_array"] * 2
+    assert venv.get_attr("spec", indices=1)[0].max_episode_steps == 100
+    assert venv.env_method("__repr__", indices=[0, 1])[0] == repr(venv)
+    assert venv.env_is_wrapped(Monitor) == [False, False]
+    venv.set_attr("render_mode", "rgb_array")
+    with pytest.raises(ValueError, match="share"):
+        venv.set_attr("render_mode", None, indices=[0])
+    with pytest.raises(AttributeError):
+        venv.get_attr("no_such_attribute")
+    with pytest.raises(gymnasium.error.ResetNeeded):
+        venv.step(np.zeros((2, 1), np.float32))
+    venv.reset()
+    venv.step_async(np.zeros((2, 1), np.float32))
+    assert len(venv.step_wait()) == 4
+    with pytest.raises(ValueError, match="shape"):
+        venv.step(np.zeros((3, 1), np.float32))
+    with pytest.raises(ValueError, match="NaN"):
+        venv.step(np.full((2, 1), np.nan, np.float32))
+    assert venv.render().shape == (48, 32, 3)  # two 24x32 images tiled
+    assert VecNormalize(VecMonitor(venv)).reset().shape == (2, 5)
+    venv.close()
+
+
+@pytest.mark.parametrize("env_id", list(chaosgym.TASKS))
+def test_sb3_check_env(env_id):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # check_env reports problems as warnings too
+        check_env(gymnasium.make(env_id))
+
+
+def test_plain_make_vec_env_route_trains():
+    venv = make_vec_env(lambda: gymnasium.make("ChaosCartPole-v0"), n_envs=2, seed=0)
+    PPO("MlpPolicy", venv, n_steps=32, batch_size=32, n_epochs=1, seed=0, device="cpu").learn(64)
+
+
+def read_metrics(out):
+    with open(out / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_interrupted_run_resumes_from_its_checkpoint(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    real_evaluate, calls = sb3.evaluate, []
+
+    def crash_on_third_evaluation(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(sb3, "evaluate", crash_on_third_evaluation)
+    run = dict(env_id="ChaosCartPole-v0", task_kwargs={}, agent="ppo", env_steps=3072, seed=0, out=out,
+               num_envs=8, eval_every=1024, progress=False, eval_episodes=2)
+    with pytest.raises(KeyboardInterrupt):
+        sb3.train_sb3(**run)
+    with zipfile.ZipFile(out / "checkpoint.zip") as z:
+        assert {"model.zip", "vecnormalize.pkl", "progress.json"} <= set(z.namelist())
+        saved = json.loads(z.read("progress.json"))
+    assert saved["env_steps"] == 1024
+    assert not (out / "checkpoint.zip.tmp").exists()
+
+    with pytest.raises(FileExistsError):
+        sb3.train_sb3(**run)
+    with pytest.raises(ValueError, match="seed"):
+        sb3.train_sb3(**{**run, "seed": 1, "resume": True})
+
+    monkeypatch.setattr(sb3, "evaluate", real_evaluate)
+    assert sb3.train_sb3(**{**run, "resume": True}) == out
+
+    rows = read_metrics(out)
+    steps = [int(r["env_steps"]) for r in rows]
+    assert steps == sorted(steps) and steps[0] == 0 and steps[-1] == 3072
+    evaluated = [int(r["env_steps"]) for r in rows if r["eval_score"] != "nan"]
+    assert evaluated == [0, 1024, 2048, 3072]  # the crashed evaluation at 2048 is redone once
+    # the clock and SB3's update count go on from the checkpoint instead of starting over
+    for column in ("wall_time", "update"):
+        values = [float(r[column]) for r in rows]
+        assert values == sorted(values), column
+    assert float(rows[-1]["update"]) > 20
+    assert list(rows[0])[:8] == sb3.METRIC_COLUMNS
+    assert {"train/loss", "train/approx_kl", "rollout/ep_rew_mean"} <= set(rows[0])
+    config = json.loads((out / "config.json").read_text())
+    assert config["agent"] == "ppo" and config["hyperparameters"]["normalize"] is True
+
+
+def test_sac_checkpoint_keeps_its_replay_buffer(tmp_path):
+    out = tmp_path / "sac"
+    sb3.train_sb3("ChaosCartPole-v0", {}, "sac", 200, 0, out, eval_every=100, progress=False, eval_episodes=1)
+    model, progress = sb3.load_checkpoint(out / "checkpoint.zip", "sac",
+                                          VecMonitor(sb3.make_vec_env("ChaosCartPole-v0", {}, 1, 0)))
+    assert progress["env_steps"] == 200 == model.num_timesteps
+    assert model.replay_buffer.size() == 200
+    rows = read_metrics(out)
+    assert {"train/actor_loss", "train/critic_loss"} <= set(rows[0])
+    assert any(r["loss"] not in ("", "nan") for r in rows)
+
+
+def test_ppo_swings_up_a_cart_pole_better_than_random(tmp_path):
+    out = sb3.train_sb3("ChaosCartPole-v0", {"num_poles": 1}, "ppo", 12_288, 0, tmp_path / "ppo",
+                        eval_every=4096, progress=False)
+    rng = np.random.default_rng(0)
+    random_score = evaluate(lambda obs: rng.uniform(-1, 1, 1), "ChaosCartPole-v0", {"num_poles": 1})
+    ppo_score = evaluate(sb3.load_policy(out), "ChaosCartPole-v0", {"num_poles": 1})
+    # random actions leave the pole hanging (return about -98 over 100 steps)
+    assert ppo_score["mean_return"] > random_score["mean_return"] + 40
+    assert ppo_score["mean_return"] == pytest.approx(float(read_metrics(out)[-1]["eval_score"]))
