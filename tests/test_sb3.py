@@ -214,6 +214,6 @@ def test_ppo_swings_up_a_cart_pole_better_than_random(tmp_path):
     rng = np.random.default_rng(0)
     random_score = evaluate(lambda obs: rng.uniform(-1, 1, 1), "ChaosCartPole-v0", {"num_poles": 1})
     ppo_score = evaluate(sb3.load_policy(out), "ChaosCartPole-v0", {"num_poles": 1})
-    # random actions leave the pole hanging (return about -98 over 100 steps)
+    # random actions keep the pole low (a return of about -69 over 100 steps); PPO gets about -2
     assert ppo_score["mean_return"] > random_score["mean_return"] + 40
     assert ppo_score["mean_return"] == pytest.approx(float(read_metrics(out)[-1]["eval_score"]))

@@ -1,0 +1,71 @@
+"""The evaluation protocol: seeded initial states, whole episodes, return and task objective."""
+
+import gymnasium
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import chaosgym  # noqa: F401
+from chaosgym.evaluation import EVAL_EPISODES, EVAL_SEED, evaluate
+
+
+def zero_policy(obs):
+    return np.zeros(1, np.float32)
+
+
+def test_reports_returns_and_objectives_of_whole_episodes():
+    result = evaluate(zero_policy, "ChaosCartPole-v0", num_episodes=3, seed=5)
+    assert set(result) == {"mean_return", "std_return", "mean_objective", "std_objective", "mean_length",
+                           "returns", "objectives", "lengths"}
+    assert result["lengths"] == [100, 100, 100]
+    assert result["mean_return"] == pytest.approx(np.mean(result["returns"]))
+    assert result["std_objective"] == pytest.approx(np.std(result["objectives"]))
+    assert evaluate(zero_policy, "ChaosCartPole-v0", num_episodes=3, seed=5) == result
+
+
+def test_episode_i_starts_from_reset_seed_plus_i_and_scores_by_hand():
+    seen = []
+    result = evaluate(lambda obs: seen.append(obs.copy()) or zero_policy(obs), "ChaosCartPole-v0",
+                      {"num_poles": 2}, num_episodes=2, seed=11)
+    env = gymnasium.make("ChaosCartPole-v0", num_poles=2)
+    for episode in range(2):
+        obs, _ = env.reset(seed=11 + episode)
+        np.testing.assert_array_equal(seen[100 * episode], obs)  # 100 steps per episode
+    assert obs.shape == (8,)  # the task options reach the environment
+    rewards, done = [], False
+    while not done:
+        obs, reward, terminated, truncated, _ = env.step(zero_policy(obs))
+        rewards.append(reward)
+        done = terminated or truncated
+    assert result["returns"][1] == pytest.approx(sum(rewards))
+    # the cart pole's objective is the final-state loss 1 - mean cos(angle); obs[2:4] are the cosines
+    assert result["objectives"][1] == pytest.approx(1.0 - np.mean(obs[2:4]), abs=1e-6)
+
+
+def test_default_objective_is_the_negative_mean_reward():
+    result = evaluate(lambda obs: np.full(1, 0.3), "ChaosDoublePendulum-v0", {"num_links": 1},
+                      num_episodes=1, seed=0)
+    assert result["objectives"][0] == pytest.approx(-result["returns"][0] / result["lengths"][0], rel=1e-5)
+
+
+def test_jax_policies_are_accepted():
+    weights = jnp.full((5, 1), 0.1)
+    policy = jax.jit(lambda obs: jnp.tanh(obs @ weights))
+    result = evaluate(policy, "ChaosCartPole-v0", num_episodes=2, seed=0)
+    assert np.isfinite(result["mean_return"])
+
+
+def test_gradient_agents_batched_evaluation_scores_the_same_episodes():
+    """agents.train evaluates in one batched rollout from the same held-out states."""
+    train = pytest.importorskip("agents.train")
+    from agents.policies import init_policy
+
+    config = train.TrainConfig(task="ChaosCartPole-v0", eval_episodes=4)
+    assert (config.eval_seed, train.TrainConfig().eval_episodes) == (EVAL_SEED, EVAL_EPISODES)
+    env = train.make_env(config)
+    params = init_policy(jax.random.key(1), env.observation_size, env.action_size, config.hidden)
+    batched = train.evaluate_params(config, params)
+    ours = evaluate(train.policy_fn(params), config.task, num_episodes=4, seed=config.eval_seed)
+    assert ours["mean_return"] == pytest.approx(batched["eval_score"], abs=1e-3)
+    assert ours["mean_objective"] == pytest.approx(batched["eval_objective"], abs=1e-4)
