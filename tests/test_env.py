@@ -1,0 +1,154 @@
+"""The functional core: pure reset/step under jit, vmap and grad; clipping, time limit, blow-ups."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import chaosgym
+
+HORIZON = 5
+
+
+def assert_states_equal(a, b):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def rollout_loss(env, state, actions):
+    """Negative return of a short open-loop rollout: a scalar for `jax.grad`."""
+    def body(state, action):
+        state = env.step(state, action)
+        return state, state.reward
+    return -jnp.sum(jax.lax.scan(body, state, actions)[1])
+
+
+def test_state_carries_what_the_issue_names(cartpole_start):
+    state = cartpole_start
+    assert state.data.qpos.shape == (2,) and state.obs.shape == (5,)
+    assert state.reward.shape == state.terminated.shape == state.truncated.shape == ()
+    assert {"upright", "cart_position", "nonfinite_state"} <= set(state.info)
+    assert int(state.steps) == 0 and not bool(state.terminated) and not bool(state.truncated)
+
+
+def test_reset_is_a_pure_function_of_the_key(cartpole):
+    assert_states_equal(cartpole.jit_reset(jax.random.key(7)), cartpole.jit_reset(jax.random.key(7)))
+    different = cartpole.jit_reset(jax.random.key(8))
+    assert not np.array_equal(cartpole.jit_reset(jax.random.key(7)).obs, different.obs)
+
+
+def test_step_is_pure(cartpole, cartpole_start):
+    action = jnp.array([0.3])
+    first = cartpole.jit_step(cartpole_start, action)
+    assert_states_equal(first, cartpole.jit_step(cartpole_start, action))
+    assert not np.array_equal(first.obs, cartpole_start.obs)
+    assert int(first.steps) == 1
+
+
+def test_vmap_matches_one_environment_at_a_time(cartpole):
+    keys = jax.random.split(jax.random.key(1), 3)
+    actions = jnp.array([[-0.5], [0.1], [0.9]])
+    batch = jax.jit(jax.vmap(cartpole.step))(jax.jit(jax.vmap(cartpole.reset))(keys), actions)
+    for i in range(3):
+        single = cartpole.jit_step(cartpole.jit_reset(keys[i]), actions[i])
+        np.testing.assert_allclose(batch.obs[i], single.obs, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(batch.reward[i], single.reward, rtol=1e-6, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def rollout_grad(cartpole):
+    """Gradient of `rollout_loss` with respect to the actions and the incoming state."""
+    # the state holds integer and boolean leaves (steps, flags), whose gradients are float0
+    return jax.grad(lambda actions, state: rollout_loss(cartpole, state, actions), argnums=(0, 1), allow_int=True)
+
+
+def test_grad_with_respect_to_actions_and_state(rollout_grad, cartpole_start):
+    actions = jnp.full((HORIZON, 1), 0.2)
+    grad_actions, grad_state = jax.jit(rollout_grad)(actions, cartpole_start)
+    assert grad_actions.shape == actions.shape
+    for g in (grad_actions, grad_state.data.qpos, grad_state.data.qvel):
+        assert np.all(np.isfinite(g)) and np.any(np.asarray(g) != 0)
+
+
+def test_per_example_gradients_under_vmap(rollout_grad, cartpole_start):
+    """vmap of grad: each row equals the gradient computed alone."""
+    actions = jnp.stack([jnp.full((HORIZON, 1), 0.2), jnp.full((HORIZON, 1), -0.4)])
+    batched, _ = jax.jit(jax.vmap(rollout_grad, in_axes=(0, None)))(actions, cartpole_start)
+    np.testing.assert_allclose(batched[0], jax.jit(rollout_grad)(actions[0], cartpole_start)[0],
+                               rtol=1e-5, atol=1e-7)
+    assert not np.allclose(batched[0], batched[1])
+
+
+@pytest.mark.parametrize("env_id", ["ChaosCartPole-v0", "ChaosDoublePendulum-v0"])
+def test_gradient_matches_finite_differences_in_float64(env_id):
+    """Relative error (2-norm over 20 actions and the initial qpos, qvel) below 1e-5; measured ~1e-8."""
+    script = Path(__file__).with_name("fd_gradient_check.py")
+    result = subprocess.run([sys.executable, str(script), env_id, "20"], capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["grad_norm"] > 1e-3
+    assert report["relative_error"] < 1e-5, report
+
+
+def test_out_of_range_actions_are_clipped(cartpole, cartpole_start):
+    assert_states_equal(cartpole.jit_step(cartpole_start, jnp.array([5.0])),
+                        cartpole.jit_step(cartpole_start, jnp.array([1.0])))
+    assert_states_equal(cartpole.jit_step(cartpole_start, jnp.array([-7.0])),
+                        cartpole.jit_step(cartpole_start, jnp.array([-1.0])))
+
+
+def test_time_limit_truncates_and_counts_steps():
+    env = chaosgym.make("ChaosCartPole-v0", episode_length=3)
+    state = env.jit_reset(jax.random.key(0))
+    flags = []
+    for _ in range(3):
+        state = env.jit_step(state, jnp.zeros(1))
+        flags.append((int(state.steps), bool(state.truncated), bool(state.terminated)))
+    assert flags == [(1, False, False), (2, False, False), (3, True, False)]
+
+
+def blown_up(state: chaosgym.State) -> chaosgym.State:
+    """A finite state whose next step overflows float32 (velocity squared in the bias forces)."""
+    return state.replace(data=state.data.replace(qvel=jnp.full_like(state.data.qvel, 1e20)))
+
+
+@pytest.mark.parametrize("env_fixture", ["cartpole", "pendulum"])
+def test_physics_blow_up_terminates_and_undoes_the_step(env_fixture, request):
+    env = request.getfixturevalue(env_fixture)
+    before = blown_up(env.jit_reset(jax.random.key(0)))
+    raw = jax.jit(env.physics_step)(before.data, jnp.zeros(env.action_size))
+    assert not np.all(np.isfinite(raw.qvel)), "the provocation must really blow MJX up"
+    after = env.jit_step(before, jnp.zeros(env.action_size))
+    assert bool(after.terminated) and bool(after.info["nonfinite_state"])
+    assert float(after.reward) == 0.0
+    assert np.all(np.isfinite(after.obs))
+    assert_states_equal(after.data, before.data)
+
+
+def test_unknown_id_lists_valid_ids():
+    with pytest.raises(ValueError) as error:
+        chaosgym.make("ChaosPendulum-v9")
+    for env_id in chaosgym.TASKS:
+        assert env_id in str(error.value)
+
+
+def test_invalid_option_value_says_what_is_valid():
+    with pytest.raises(ValueError, match=r"num_poles.*1\.\.4.*7"):
+        chaosgym.make("ChaosCartPole-v0", num_poles=7)
+    with pytest.raises(ValueError, match=r"num_links.*1\.\.4"):
+        chaosgym.make("ChaosDoublePendulum-v0", num_links=0)
+    with pytest.raises(ValueError, match="num_poles"):
+        chaosgym.make("ChaosCartPole-v0", num_poles=2.5)
+
+
+def test_unknown_option_lists_valid_options():
+    with pytest.raises(TypeError, match=r"num_pole\b.*num_poles=1"):
+        chaosgym.make("ChaosCartPole-v0", num_pole=2)
+    with pytest.raises(TypeError, match=r"num_poles.*valid options.*none"):
+        chaosgym.make("ChaosAnt-v0", num_poles=2)
