@@ -10,7 +10,6 @@ import pytest
 
 import chaosgym
 
-ENV_IDS = tuple(chaosgym.TASKS)
 # Each id with its default options and with a non-default size (the Ant has no options).
 ENV_VARIANTS = [
     ("ChaosAnt-v0", {}),

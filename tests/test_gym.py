@@ -1,0 +1,238 @@
+"""The Gymnasium faces: check_env, determinism, vector = single step for step, bad input, rendering."""
+
+import gymnasium
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import ENV_VARIANTS
+from gymnasium.utils.env_checker import check_env
+from gymnasium.vector import AutoresetMode
+
+CARTPOLE = "ChaosCartPole-v0"
+
+
+def random_actions(space: gymnasium.spaces.Box, steps: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(space.low, space.high, (steps, *space.shape)).astype(np.float32)
+
+
+def trajectory(env: gymnasium.Env, seed: int, actions: np.ndarray) -> list:
+    out = [env.reset(seed=seed)]
+    out += [env.step(a) for a in actions]
+    return out
+
+
+def assert_same(a, b):
+    """Deep equality of nested tuples/dicts/arrays, exact."""
+    if isinstance(a, dict):
+        assert a.keys() == b.keys()
+        for k in a:
+            assert_same(a[k], b[k])
+    elif isinstance(a, (tuple, list)):
+        assert len(a) == len(b)
+        for x, y in zip(a, b):
+            assert_same(x, y)
+    else:
+        np.testing.assert_array_equal(a, b)
+
+
+def blow_up(functional_env_holder, index=None) -> None:
+    """Give an environment (or sub-environment `index` of a vector env) a velocity that overflows."""
+    state = functional_env_holder._state
+    qvel = state.data.qvel.at[index].set(1e20) if index is not None else jnp.full_like(state.data.qvel, 1e20)
+    functional_env_holder._state = state.replace(data=state.data.replace(qvel=qvel))
+
+
+@pytest.mark.parametrize(("env_id", "kwargs"), ENV_VARIANTS)
+def test_check_env(env_id, kwargs):
+    env = gymnasium.make(env_id, render_mode="rgb_array", width=64, height=48, **kwargs)
+    check_env(env.unwrapped, skip_render_check=False)
+    assert env.observation_space.dtype == env.action_space.dtype == np.float32
+    obs, _ = env.reset(seed=0)
+    assert obs.dtype == np.float32 and env.observation_space.contains(obs)
+    env.close()
+
+
+def test_render_returns_the_scene_of_the_current_state():
+    env = gymnasium.make(CARTPOLE, render_mode="rgb_array", width=96, height=64)
+    env.reset(seed=0)
+    first = env.render()
+    assert first.shape == (64, 96, 3) and first.dtype == np.uint8
+    assert first.std() > 5, "a blank frame"
+    for _ in range(30):
+        env.step(np.ones(1, np.float32))
+    changed = np.any(env.render() != first, axis=-1)
+    assert changed.sum() >= 20, "the frame does not follow the state"
+    env.close()
+
+
+def test_single_env_is_deterministic_given_the_seed():
+    env, twin = gymnasium.make(CARTPOLE), gymnasium.make(CARTPOLE)
+    actions = random_actions(env.action_space, 10)
+    assert_same(trajectory(env, 5, actions), trajectory(twin, 5, actions))
+    assert not np.array_equal(trajectory(env, 6, actions)[-1][0], trajectory(twin, 5, actions)[-1][0])
+
+
+def test_vector_env_is_deterministic_given_the_seed(make_vector_env):
+    env = make_vector_env(CARTPOLE, 3)
+    twin = gymnasium.make_vec(CARTPOLE, num_envs=3, vectorization_mode="vector_entry_point")
+    actions = random_actions(env.action_space, 10)
+    assert_same(trajectory(env, 5, actions), trajectory(twin, 5, actions))
+    assert not np.array_equal(trajectory(env, 6, actions)[-1][0], trajectory(twin, 5, actions)[-1][0])
+
+
+def test_vector_env_declares_its_spaces_and_autoreset_mode(make_vector_env):
+    env = make_vector_env(CARTPOLE, 3)
+    assert isinstance(env, gymnasium.vector.VectorEnv)
+    assert env.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP
+    assert env.observation_space.shape == (3, 5) and env.action_space.shape == (3, 1)
+    assert env.single_action_space == gymnasium.make(CARTPOLE).action_space
+    obs, info = env.reset(seed=0)
+    assert obs.dtype == np.float32 and env.observation_space.contains(obs)
+    assert info["upright"].shape == (3,) and info["_upright"].all()
+
+
+@pytest.mark.parametrize("mode", [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP])
+def test_vector_env_matches_gymnasium_sync_vector_env(mode, make_vector_env):
+    """Our batched env against Gymnasium's own SyncVectorEnv over single ChaosEnvs, across resets.
+
+    Three cart poles with 100-step episodes for 105 steps; sub-environment 1 blows up at step 40, so
+    episodes end at different times, by termination (env 1) and by truncation (envs 0 and 2).
+    """
+    ours = make_vector_env(CARTPOLE, 3, autoreset_mode=mode)
+    reference = gymnasium.make_vec(CARTPOLE, num_envs=3, vectorization_mode="sync",
+                                   vector_kwargs={"autoreset_mode": mode})
+    assert ours.metadata["autoreset_mode"] == reference.metadata["autoreset_mode"] == mode
+    assert_same(ours.reset(seed=11), reference.reset(seed=11))
+    ends = 0
+    for t, actions in enumerate(random_actions(ours.action_space, 105)):
+        if t == 40:
+            blow_up(ours.unwrapped, index=1)
+            blow_up(reference.envs[1].unwrapped)
+        obs, reward, terminated, truncated, info = ours.step(actions)
+        expected = reference.step(actions)
+        assert_same((obs, reward, terminated, truncated), expected[:4])
+        assert reward.dtype == np.float64 and terminated.dtype == truncated.dtype == np.bool_
+        assert_same_info(info, expected[4])
+        ends += int((terminated | truncated).sum())
+    assert ends == 3  # the blow-up of env 1, then the time limits of envs 0 and 2
+
+
+def assert_same_info(ours: dict, reference: dict) -> None:
+    """Same keys and masks; same values wherever the mask says the value is present."""
+    assert ours.keys() == reference.keys()
+    for key, value in ours.items():
+        if key.startswith("_"):
+            np.testing.assert_array_equal(value, reference[key], err_msg=key)
+        elif key == "final_info":
+            assert_same_info(value, reference[key])
+        else:
+            mask = ours["_" + key]
+            for i in np.flatnonzero(mask):
+                np.testing.assert_array_equal(value[i], reference[key][i], err_msg=f"{key}[{i}]")
+
+
+def test_sub_environments_are_single_environments_with_consecutive_seeds(make_vector_env):
+    vector = make_vector_env(CARTPOLE, 3)
+    actions = random_actions(vector.action_space, 5)
+    batch = trajectory(vector, 20, actions)
+    for i in range(3):
+        single = trajectory(gymnasium.make(CARTPOLE), 20 + i, actions[:, i])
+        np.testing.assert_array_equal(batch[0][0][i], single[0][0])
+        for (obs, reward, *_), (s_obs, s_reward, *_) in zip(batch[1:], single[1:]):
+            np.testing.assert_array_equal(obs[i], s_obs)
+            assert reward[i] == s_reward
+
+
+def test_reset_mask_resets_only_the_masked_environments(make_vector_env):
+    env = make_vector_env(CARTPOLE, 3)
+    env.reset(seed=0)
+    obs, _, _, _, _ = env.step(np.zeros((3, 1), np.float32))
+    mask = np.array([False, True, False])
+    new_obs, info = env.reset(options={"reset_mask": mask})
+    np.testing.assert_array_equal(new_obs[~mask], obs[~mask])
+    assert not np.array_equal(new_obs[1], obs[1])
+    # the masked environment took the second seed of its generator, as a single env's second reset
+    single = gymnasium.make(CARTPOLE)
+    single.reset(seed=1)
+    np.testing.assert_array_equal(new_obs[1], single.reset()[0])
+
+
+BAD_ACTIONS = {
+    "wrong shape": (np.zeros(2, np.float32), r"expected action shape \(1,\)"),
+    "scalar": (np.float32(0.5), r"expected action shape \(1,\)"),
+    "strings": (np.array(["a"]), "dtype"),
+    "objects": (np.array([None], dtype=object), "dtype"),
+    "booleans": (np.array([True]), "dtype"),
+    "NaN": (np.array([np.nan], np.float32), "NaN or inf"),
+    "inf": (np.array([-np.inf], np.float32), "NaN or inf"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_ACTIONS)
+def test_single_env_rejects_bad_actions_and_steps_nothing(case):
+    action, message = BAD_ACTIONS[case]
+    env = gymnasium.make(CARTPOLE)
+    env.reset(seed=0)
+    state = env.unwrapped._state
+    with pytest.raises(ValueError, match=message):
+        env.step(action)
+    assert env.unwrapped._state is state
+    # and the episode goes on exactly as if the bad call had not been made
+    twin = gymnasium.make(CARTPOLE)
+    twin.reset(seed=0)
+    assert_same(env.step(np.array([0.3], np.float32)), twin.step(np.array([0.3], np.float32)))
+
+
+@pytest.mark.parametrize("case", ["wrong shape", "strings", "booleans", "NaN"])
+def test_vector_env_rejects_bad_actions_and_steps_nothing(case, make_vector_env):
+    env = make_vector_env(CARTPOLE, 3)
+    env.reset(seed=0)
+    good = np.zeros((3, 1), np.float32)
+    bad = {"wrong shape": np.zeros((3, 2), np.float32), "strings": np.full((3, 1), "a"),
+           "booleans": np.ones((3, 1), bool), "NaN": np.where([[True], [False], [False]], np.nan, good)}[case]
+    state = env.unwrapped._state
+    with pytest.raises(ValueError, match=r"\(3, 1\)" if case == "wrong shape" else "dtype|NaN"):
+        env.step(bad)
+    assert env.unwrapped._state is state
+
+
+def test_out_of_range_actions_are_clipped():
+    env, twin = gymnasium.make(CARTPOLE), gymnasium.make(CARTPOLE)
+    env.reset(seed=0)
+    twin.reset(seed=0)
+    assert_same(env.step(np.array([40.0], np.float32)), twin.step(np.array([1.0], np.float32)))
+    assert_same(env.step(np.array([-3], np.int64)), twin.step(np.array([-1.0], np.float32)))
+
+
+def test_blow_up_terminates_without_nan_and_reset_recovers():
+    env = gymnasium.make(CARTPOLE)
+    env.reset(seed=0)
+    blow_up(env.unwrapped)
+    obs, reward, terminated, truncated, info = env.step(np.zeros(1, np.float32))
+    assert terminated and info["nonfinite_state"] and reward == 0.0
+    assert np.all(np.isfinite(obs))
+    obs, info = env.reset(seed=0)
+    assert np.all(np.isfinite(obs)) and not info["nonfinite_state"]
+    obs, _, terminated, _, info = env.step(np.zeros(1, np.float32))
+    assert not terminated and not info["nonfinite_state"] and np.all(np.isfinite(obs))
+
+
+def test_vector_blow_up_ends_only_that_episode(make_vector_env):
+    env = make_vector_env(CARTPOLE, 3)
+    env.reset(seed=0)
+    blow_up(env.unwrapped, index=2)
+    obs, _, terminated, _, info = env.step(np.zeros((3, 1), np.float32))
+    assert terminated.tolist() == [False, False, True] and info["nonfinite_state"].tolist() == [False, False, True]
+    assert np.all(np.isfinite(obs))
+    obs, reward, terminated, _, info = env.step(np.zeros((3, 1), np.float32))  # next-step autoreset
+    assert not terminated.any() and not info["nonfinite_state"].any() and reward[2] == 0.0
+    assert np.all(np.isfinite(obs))
+
+
+def test_invalid_kwargs_through_gymnasium_say_what_is_valid():
+    with pytest.raises(ValueError, match=r"1\.\.4"):
+        gymnasium.make(CARTPOLE, num_poles=7)
+    with pytest.raises(TypeError, match="num_poles"):
+        gymnasium.make(CARTPOLE, poles=2)
+    with pytest.raises(ValueError, match=r"1\.\.4"):
+        gymnasium.make_vec(CARTPOLE, num_envs=2, vectorization_mode="vector_entry_point", num_poles=7)

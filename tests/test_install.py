@@ -1,0 +1,50 @@
+"""A non-editable install finds its MJCF files from any directory, and Gymnasium finds the ids."""
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# Runs in a fresh interpreter whose only copy of chaosgym is the installed one.
+CHECK_INSTALLED = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+
+    import gymnasium
+
+    target = Path(sys.argv[1]).resolve()
+    # the "module:id" form imports chaosgym itself and builds the env from the installed assets
+    env = gymnasium.make("chaosgym:ChaosCartPole-v0")
+    env.reset(seed=0)
+    import chaosgym
+    from chaosgym.registry import make_task
+
+    assert target in Path(chaosgym.__file__).resolve().parents, chaosgym.__file__
+    for env_id, task in chaosgym.TASKS.items():
+        assert target in Path(str(chaosgym.env.asset_path(task.asset))).resolve().parents
+        model = make_task(env_id).mj_model()
+        assert model.nu >= 1, env_id
+    print("ok", sorted(chaosgym.TASKS))
+""")
+
+
+def test_installed_package_loads_its_assets(tmp_path):
+    target = tmp_path / "site-packages"
+    install = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--target", str(target), str(REPO_ROOT)],
+        capture_output=True, text=True, timeout=300)
+    assert install.returncode == 0, install.stderr[-3000:]
+    assert sorted(p.name for p in (target / "chaosgym" / "assets").glob("*.xml")) == [
+        "ant.xml", "cartpole.xml", "double_pendulum.xml"]
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    result = subprocess.run([sys.executable, "-c", CHECK_INSTALLED, str(target)], cwd=elsewhere, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "ok" in result.stdout
