@@ -88,18 +88,23 @@ class ChaosSB3VecEnv(VecEnv):
         self._packer = _Packer(self._outputs(initial, initial))
         self._info_packer = _Packer(initial.info)
 
-        def step(state, actions, reset_seeds):
+        # the state travels as a flat list of arrays: flattening MJX's `Data` pytree in Python on
+        # every call costs about a tenth of an Ant step
+        treedef = jax.tree.structure(initial)
+
+        def step(leaves, actions, reset_seeds):
+            state = jax.tree.unflatten(treedef, leaves)
             stepped = jax.vmap(self.env.step)(state, actions)
             done = stepped.terminated | stepped.truncated
             # the reset runs only on steps where some episode ended (a cond outside the vmap)
             state = jax.lax.cond(jnp.any(done),
                                  lambda: _where(done, reset(reset_seeds), stepped),
                                  lambda: stepped)
-            return state, self._packer.pack(self._outputs(stepped, state))
+            return jax.tree.leaves(state), self._packer.pack(self._outputs(stepped, state))
 
         def reset_with_info(seeds):
             state = reset(seeds)
-            return state, self._info_packer.pack(state.info)
+            return jax.tree.leaves(state), state.obs, self._info_packer.pack(state.info)
 
         self._reset = jax.jit(reset_with_info)
         self._step = jax.jit(step, donate_argnums=0)
@@ -107,7 +112,8 @@ class ChaosSB3VecEnv(VecEnv):
         # the seed of each environment's next reset, drawn ahead so a step can reset at once
         self._next_seeds = np.zeros(self.num_envs, np.uint32)
         self._draw_next_seeds(range(self.num_envs))
-        self._state = None
+        self._treedef = treedef
+        self._state = None  # the leaves of the batched `State`
         self._pending = None
         self._size = (height, width)
         self._renderer: mujoco.Renderer | None = None
@@ -134,12 +140,12 @@ class ChaosSB3VecEnv(VecEnv):
         # options are accepted for SB3's contract; chaosgym tasks take none
         self._reset_seeds()
         self._reset_options()
-        self._state, info = self._reset(self._next_seeds)
+        self._state, obs, info = self._reset(self._next_seeds)
         self._draw_next_seeds(range(self.num_envs))
         self._pending = None
-        obs, info = jax.device_get((self._state.obs, info))
+        obs, info = jax.device_get((obs, info))
         self.reset_infos = _item_dicts(self._info_packer.unpack(info), range(self.num_envs))
-        return np.asarray(obs, np.float32)
+        return np.array(obs, np.float32)  # a writable copy, as DummyVecEnv returns
 
     def step_async(self, actions: np.ndarray) -> None:
         if self._state is None:
@@ -160,7 +166,7 @@ class ChaosSB3VecEnv(VecEnv):
             infos[i]["terminal_observation"] = out["terminal_obs"][i].astype(np.float32)
             self.reset_infos[i] = reset_info
         self._draw_next_seeds(finished)
-        return out["obs"].astype(np.float32), out["reward"].astype(np.float32), dones, infos
+        return out["obs"].astype(np.float32, copy=False), out["reward"].astype(np.float32, copy=False), dones, infos
 
     def close(self) -> None:
         if self._renderer is not None:
@@ -176,7 +182,8 @@ class ChaosSB3VecEnv(VecEnv):
         if self._renderer is None:
             self._renderer = mujoco.Renderer(self.env.mj_model, *self._size)
             self._mj_data = mujoco.MjData(self.env.mj_model)
-        qpos, qvel = jax.device_get((self._state.data.qpos, self._state.data.qvel))
+        data = jax.tree.unflatten(self._treedef, self._state).data
+        qpos, qvel = jax.device_get((data.qpos, data.qvel))
         images = []
         for i in range(self.num_envs):
             self._mj_data.qpos[:], self._mj_data.qvel[:] = qpos[i], qvel[i]
