@@ -1,0 +1,77 @@
+"""SB3 PPO throughput: ChaosAnt-v0 through chaosgym's batched VecEnv against Gymnasium's Ant-v5.
+
+Both runs use the same PPO hyperparameters (chaosgym's PPO defaults for the Ant, VecNormalize
+included), 16 environments and the same number of env steps; Ant-v5 is vectorised the way SB3
+does it by itself (`make_vec_env`, a `DummyVecEnv`; `--subproc` adds a `SubprocVecEnv` run).
+Env steps/s count the whole `learn` call (collection and updates); the one-off compilation of
+the MJX functions happens before the clock starts. With `--repeats N` the setups take turns N
+times and each reports its best run (the one least disturbed by other processes). Prints one
+markdown table.
+
+    python benchmarks/sb3_throughput.py --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import gymnasium
+import torch
+from stable_baselines3 import PPO
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.vec_env import SubprocVecEnv, VecMonitor, VecNormalize
+
+from agents import sb3
+
+
+def ppo_steps_per_second(venv, params: dict, env_steps: int, seed: int) -> tuple[float, int]:
+    kwargs = {k: v for k, v in params.items() if k not in ("num_envs", "normalize")}
+    model = PPO("MlpPolicy", VecNormalize(venv, gamma=params["gamma"]), seed=seed, device="cpu", **kwargs)
+    start = time.perf_counter()
+    model.learn(env_steps)
+    elapsed = time.perf_counter() - start
+    venv.close()
+    return model.num_timesteps / elapsed, model.num_timesteps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--env-steps", type=int, default=100_000, help="env steps per run")
+    parser.add_argument("--quick", action="store_true", help="16,384 env steps per run (a minute or two)")
+    parser.add_argument("--num-envs", type=int, default=16, help="environments per setup")
+    parser.add_argument("--torch-threads", type=int, default=1, help="torch threads, the same for every run")
+    parser.add_argument("--subproc", action="store_true", help="also run Ant-v5 in a SubprocVecEnv")
+    parser.add_argument("--repeats", type=int, default=1, help="runs per setup, taking turns; the best counts")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    env_steps = 16_384 if args.quick else args.env_steps
+    torch.set_num_threads(args.torch_threads)
+    params = {**sb3.hyperparameters("ChaosAnt-v0", "ppo", env_steps), "num_envs": args.num_envs}
+    load = os.getloadavg()[0]  # other processes competing for the cores skew both runs
+
+    runs = {"ChaosAnt-v0, chaosgym VecEnv (one MJX call per step)":
+            lambda: VecMonitor(sb3.make_vec_env("ChaosAnt-v0", {}, args.num_envs, args.seed)),
+            "Ant-v5, SB3 DummyVecEnv (MuJoCo C)":
+            lambda: make_vec_env("Ant-v5", n_envs=args.num_envs, seed=args.seed)}
+    if args.subproc:
+        runs["Ant-v5, SB3 SubprocVecEnv (MuJoCo C)"] = lambda: make_vec_env(
+            "Ant-v5", n_envs=args.num_envs, seed=args.seed, vec_env_cls=SubprocVecEnv)
+    results = {name: (0.0, 0) for name in runs}
+    for _ in range(args.repeats):
+        for name, make in runs.items():
+            results[name] = max(results[name], ppo_steps_per_second(make(), params, env_steps, args.seed))
+
+    baseline = results["Ant-v5, SB3 DummyVecEnv (MuJoCo C)"][0]
+    print(f"SB3 PPO, {args.num_envs} envs, n_steps={params['n_steps']}, batch_size={params['batch_size']}, "
+          f"n_epochs={params['n_epochs']}, torch threads={args.torch_threads}, best of {args.repeats}, "
+          f"load average before: {load:.1f}, gymnasium {gymnasium.__version__}\n")
+    print("| setup | env steps | env steps/s | vs Ant-v5 DummyVecEnv |")
+    print("|---|---|---|---|")
+    for name, (speed, steps) in results.items():
+        print(f"| {name} | {steps:,} | {speed:,.0f} | {speed / baseline:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
