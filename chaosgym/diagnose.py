@@ -77,7 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     gradvar.add_argument("--es-pairs", type=int, default=16, help="ES antithetic pairs per gradient")
     gradvar.add_argument("--remat", action="store_true", help="checkpoint the rollout (less memory, slower)")
     gradvar.add_argument("--chunk", type=int, default=None,
-                         help="gradients (or landscape points) computed at once under vmap; None: all")
+                         help="gradients computed at once under vmap (fewer: less memory); None: all")
     landscape = parser.add_argument_group("landscape")
     landscape.add_argument("--landscape-horizons", type=_ints, default="10,30,100", help="rollout horizons")
     landscape.add_argument("--landscape-points", type=int, default=41, help="points of the 1-D slice")
@@ -85,6 +85,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     landscape.add_argument("--landscape-radius", type=float, default=1.0,
                            help="largest offset, in units of the filter-normalised direction")
     landscape.add_argument("--landscape-states", type=int, default=4, help="initial states averaged in the loss")
+    landscape.add_argument("--landscape-chunk", type=int, default=None,
+                           help="parameter points evaluated at once under vmap; None: all")
 
 
 def load_policy(path: str) -> tuple[object, dict]:
@@ -148,11 +150,11 @@ def run_lyapunov(env, params, states, args, out: Path, title: str) -> dict:
     stride = max(1, args.lyapunov_steps // 200)
     for mode, result in results.items():
         for start in range(result.exponents.shape[0]):
-            rows += [[mode, start, i + 1, result.exponents[start, i], result.stderr[start, i]]
+            rows += [[mode, start, i + 1, result.exponents[start, i], result.stderr[start, i], result.steps[start]]
                      for i in range(args.lyapunov_k)]
             running_rows += [[mode, start, t + 1, (t + 1) * env.dt, *result.running[start, t]]
                              for t in range(stride - 1, args.lyapunov_steps, stride)]
-    _write_csv(out / "lyapunov.csv", ["mode", "start", "index", "exponent", "stderr"], rows)
+    _write_csv(out / "lyapunov.csv", ["mode", "start", "index", "exponent", "stderr", "steps"], rows)
     _write_csv(out / "lyapunov_running.csv", ["mode", "start", "step", "time",
                *[f"exponent_{i + 1}" for i in range(args.lyapunov_k)]], running_rows)
     diagnostics_plots.plot_lyapunov(results, env.dt, out / "lyapunov.png", title)
@@ -193,7 +195,7 @@ def run_landscape(env, params, states, args, out: Path, title: str):
     landscape = jax.device_get(diagnostics.loss_landscape(
         env, mlp_policy, params, states, args.landscape_horizons, jax.random.key(args.seed),
         radius=args.landscape_radius, points=args.landscape_points, plane_points=args.landscape_plane,
-        chunk=args.chunk, progress=not args.no_progress))
+        chunk=args.landscape_chunk, progress=not args.no_progress))
     horizons = args.landscape_horizons
     _write_csv(out / "landscape_1d.csv", ["horizon", "offset", "loss"],
                [[h, a, landscape.line[i, j]] for i, h in enumerate(horizons) for j, a in enumerate(landscape.offsets)])

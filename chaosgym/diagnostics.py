@@ -3,12 +3,12 @@ variance against horizon, and loss-landscape slices, for any task, open or close
 
 The dynamical system studied is one control step of the env on the state x = (qpos, qvel):
 x_{t+1} = F(x_t), with a fixed action (open loop; zero = unforced) or a_t = policy(obs(x_t))
-(closed loop). Derived quantities of `mjx.Data` (positions of bodies, contacts, the solver's warm
-start) are recomputed by the physics step from x, except what the task's observation reads before
-the step: it sees x through `qpos`/`qvel`, so the closed-loop Jacobian is exact for observations
-built from those (all built-in tasks). For free joints the quaternion's norm direction is
-renormalised by the integrator and adds a spurious -inf exponent at the bottom of the spectrum;
-the top exponents are unaffected.
+(closed loop). The physics step recomputes every derived quantity of `mjx.Data` (body positions,
+contacts) from x; the policy's observation, read before the step, sees x through `qpos` and
+`qvel` only, so the closed-loop Jacobian is exact when the observation is built from those (as in
+every built-in task). The solver's warm start is carried along, not differentiated. A free joint's
+quaternion is renormalised every step, so its norm direction has an exponent of -inf; it sits at
+the bottom of the spectrum and leaves the top exponents alone.
 
 Everything here is pure JAX and batched with `vmap`/`lax.map`; only the loops over horizons and
 estimators (each a separate compile) are Python.
@@ -73,11 +73,14 @@ class LyapunovResult(NamedTuple):
     `stderr` is the standard error of each exponent from the means of `blocks` consecutive blocks
     of the run (batch means): small against the exponent means the estimate has converged.
     `running` has shape (num_steps, k): the estimate after each step, to plot convergence.
+    `steps` counts the steps averaged: fewer than asked when the state became non-finite (the
+    physics blew up), after which nothing is averaged; the estimate is then nan if none were.
     """
 
     exponents: jax.Array
     stderr: jax.Array
     running: jax.Array
+    steps: jax.Array
 
 
 def map_lyapunov_exponents(transition: Transition, carry: Any, x: jax.Array, num_steps: int,
@@ -94,16 +97,20 @@ def map_lyapunov_exponents(transition: Transition, carry: Any, x: jax.Array, num
         carry, x, tangents = state
         carry, x_next, push = _linearize(transition, carry, x)
         q, r = jnp.linalg.qr(push(tangents))
-        # keep each direction's orientation so the QR stays continuous from step to step
-        signs = jnp.where(jnp.diagonal(r) < 0, -1.0, 1.0).astype(q.dtype)
-        return (carry, x_next, q * signs), jnp.log(jnp.abs(jnp.diagonal(r)))
+        return (carry, x_next, q), (jnp.log(jnp.abs(jnp.diagonal(r))), jnp.all(jnp.isfinite(x_next)))
 
-    _, logs = jax.lax.scan(step, (carry, x, tangents), None, length=transient + num_steps)
-    logs = logs[transient:] / dt
-    running = jnp.cumsum(logs, axis=0) / jnp.arange(1, num_steps + 1, dtype=logs.dtype)[:, None]
-    block_means = logs[: num_steps // blocks * blocks].reshape(blocks, -1, k).mean(axis=1)
+    _, (logs, finite) = jax.lax.scan(step, (carry, x, tangents), None, length=transient + num_steps)
+    valid = jnp.cumprod(finite)[transient:].astype(bool)  # once blown up, always blown up
+    logs = jnp.where(valid[:, None], logs[transient:], 0.0) / dt
+    counts = jnp.cumsum(valid)
+    running = jnp.cumsum(logs, axis=0) / jnp.where(counts > 0, counts, jnp.nan)[:, None]
+    # batch means over `blocks` equal blocks of the valid steps
+    block = jnp.minimum(jnp.arange(num_steps) * blocks // jnp.maximum(counts[-1], 1), blocks - 1)
+    block_sums = jax.ops.segment_sum(logs, block, num_segments=blocks)
+    block_sizes = jax.ops.segment_sum(valid.astype(logs.dtype), block, num_segments=blocks)
+    block_means = block_sums / block_sizes[:, None]
     stderr = jnp.std(block_means, axis=0, ddof=1) / jnp.sqrt(blocks)
-    return LyapunovResult(running[-1], stderr, running)
+    return LyapunovResult(running[-1], stderr, running, counts[-1])
 
 
 def _linearize(transition: Transition, carry, x):
@@ -156,6 +163,7 @@ class JacobianSpectrum(NamedTuple):
     (horizon, n), largest first, of each one-step Jacobian dx_{t+1}/dx_t; `log_norm_product`
     (horizon,): log of the spectral norm of J_t ... J_1, whose slope is the maximal Lyapunov
     exponent per step and whose exponential is the worst-case growth of a backpropagated gradient.
+    Entries after the physics blows up (a non-finite state) are nan.
     """
 
     eigenvalues: jax.Array
@@ -218,9 +226,12 @@ class GradientStats(NamedTuple):
 
     def summary(self) -> dict[str, float]:
         """Norm mean/median/max and mean per-parameter variance over finite samples; `snr` is
-        |mean|^2 / sum of variances: the signal-to-noise power ratio of a one-state gradient."""
+        |E g|^2 / tr Cov g, the signal-to-noise power ratio of a one-state gradient g, estimated
+        without the bias of the sample mean (|mean|^2 overestimates |E g|^2 by tr Cov / N) and
+        floored at 0: 0 means the mean gradient is indistinguishable from noise."""
         finite = self.norms[self.finite]
         total_variance = jnp.sum(self.variance)
+        signal = jnp.sum(jnp.square(self.mean)) - total_variance / finite.size
         return {
             "samples": int(self.norms.shape[0]),
             "finite_fraction": float(jnp.mean(self.finite)),
@@ -229,7 +240,7 @@ class GradientStats(NamedTuple):
             "norm_median": float(jnp.median(finite)) if finite.size else float("nan"),
             "norm_max": float(jnp.max(finite)) if finite.size else float("nan"),
             "variance": float(jnp.mean(self.variance)),
-            "snr": float(jnp.sum(jnp.square(self.mean)) / total_variance),
+            "snr": float(jnp.maximum(signal, 0.0) / total_variance),
         }
 
 

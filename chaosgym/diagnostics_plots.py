@@ -35,8 +35,10 @@ def plot_lyapunov(results: dict[str, LyapunovResult], dt: float, path: Path, tit
             ax.plot(time, line, lw=0.8, alpha=0.7)
         mean, stderr = mean_and_stderr(result.exponents[:, 0])
         ax.axhline(0.0, color="k", lw=0.6)
+        steps = int(np.min(result.steps))
+        blown = f"\n(physics blew up: as few as {steps} steps)" if steps < running.shape[-1] else ""
         ax.set(xscale="log", xlabel="time [s]", ylabel="running $\\lambda_1$ [1/s]",
-               title=f"{mode}: $\\lambda_1$ = {mean:.3g} ± {stderr:.2g} /s")
+               title=f"{mode}: $\\lambda_1$ = {mean:.3g} ± {stderr:.2g} /s{blown}")
     fig.suptitle(title)
     return _save(fig, path)
 
