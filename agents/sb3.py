@@ -255,7 +255,7 @@ class TrainingMonitor(BaseCallback):
         self.paused_at = None
 
 
-def make_vec_env(env_id: str, task_kwargs: dict, num_envs: int, seed: int) -> ChaosSB3VecEnv:
+def make_compiled_vec_env(env_id: str, task_kwargs: dict, num_envs: int, seed: int) -> ChaosSB3VecEnv:
     """Our VecEnv, with its step and reset compiled (outside any training clock)."""
     venv = ChaosSB3VecEnv(env_id, num_envs, **task_kwargs)
     venv.seed(seed)
@@ -281,29 +281,32 @@ def train_sb3(env_id: str, task_kwargs: dict, agent: str, env_steps: int, seed: 
     on a whole rollout, so it may overshoot by less than one) and return the output folder.
 
     `eval_every` (default: a tenth of the budget) env steps between evaluations and checkpoints.
-    With `resume=True` and a checkpoint in `out`, training continues from it (the environments
-    start new episodes); metrics rows written after that checkpoint are dropped.
+    With `resume=True` and a checkpoint in `out`, training continues from it with the run's saved
+    hyperparameters (the environments start new episodes); metrics rows written after that
+    checkpoint are dropped. A larger `env_steps` extends a finished run.
     """
     out = Path(out)
-    params = hyperparameters(env_id, agent, env_steps)
-    if num_envs is not None:
-        params["num_envs"] = num_envs
-    eval_every = eval_every or max(1, env_steps // 10)
-    config = {"env_id": env_id, "task_kwargs": task_kwargs, "agent": agent, "env_steps": env_steps,
-              "seed": seed, "eval_every": eval_every, "eval_episodes": eval_episodes, "hyperparameters": params}
     checkpoint, metrics = out / "checkpoint.zip", out / "metrics.csv"
     resuming = resume and checkpoint.exists()
     if checkpoint.exists() and not resume:
         raise FileExistsError(f"{out} already holds a run; pass resume=True (--resume) or another folder")
-
-    start = time.perf_counter()
-    venv = VecMonitor(make_vec_env(env_id, task_kwargs, params["num_envs"], seed))
-    compile_time = time.perf_counter() - start
     if resuming:
         saved = json.loads((out / "config.json").read_text())
-        mismatched = sorted(k for k in config if k != "env_steps" and saved.get(k) != config[k])
+        run = {"env_id": env_id, "task_kwargs": task_kwargs, "agent": agent, "seed": seed}
+        mismatched = sorted(k for k, v in run.items() if saved[k] != v)
         if mismatched:
             raise ValueError(f"cannot resume {out}: its config differs in {mismatched}")
+        params = saved["hyperparameters"]  # a resumed run keeps its own, whatever the new budget
+    else:
+        params = hyperparameters(env_id, agent, env_steps)
+        if num_envs is not None:
+            params["num_envs"] = num_envs
+    eval_every = eval_every or max(1, env_steps // 10)
+
+    start = time.perf_counter()
+    venv = VecMonitor(make_compiled_vec_env(env_id, task_kwargs, params["num_envs"], seed))
+    compile_time = time.perf_counter() - start
+    if resuming:
         model, state = load_checkpoint(checkpoint, agent, venv)
         rows = [r for r in _read_csv(metrics) if int(r["env_steps"]) <= state["env_steps"]]
         _rewrite_csv(metrics, _read_csv_header(metrics), rows)
@@ -314,6 +317,8 @@ def train_sb3(env_id: str, task_kwargs: dict, agent: str, env_steps: int, seed: 
         state = {"env_steps": 0, "wall_time": 0.0, "compile_time": 0.0}
         _rewrite_csv(metrics, METRIC_COLUMNS, [])
         update = 0
+    config = {"env_id": env_id, "task_kwargs": task_kwargs, "agent": agent, "env_steps": env_steps,
+              "seed": seed, "eval_every": eval_every, "eval_episodes": eval_episodes, "hyperparameters": params}
     (out / "config.json").write_text(json.dumps(config, indent=2))
     state["compile_time"] += compile_time
 

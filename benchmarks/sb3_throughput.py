@@ -52,7 +52,7 @@ def main() -> None:
     load = os.getloadavg()[0]  # other processes competing for the cores skew both runs
 
     runs = {"ChaosAnt-v0, chaosgym VecEnv (one MJX call per step)":
-            lambda: VecMonitor(sb3.make_vec_env("ChaosAnt-v0", {}, args.num_envs, args.seed)),
+            lambda: VecMonitor(sb3.make_compiled_vec_env("ChaosAnt-v0", {}, args.num_envs, args.seed)),
             "Ant-v5, SB3 DummyVecEnv (MuJoCo C)":
             lambda: make_vec_env("Ant-v5", n_envs=args.num_envs, seed=args.seed)}
     if args.subproc:

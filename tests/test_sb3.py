@@ -198,14 +198,21 @@ def test_interrupted_run_resumes_from_its_checkpoint(tmp_path, monkeypatch):
 
 def test_sac_checkpoint_keeps_its_replay_buffer(tmp_path):
     out = tmp_path / "sac"
-    sb3.train_sb3("ChaosCartPole-v0", {}, "sac", 200, 0, out, eval_every=100, progress=False, eval_episodes=1)
+    sb3.train_sb3("ChaosCartPole-v0", {}, "sac", 120, 0, out, eval_every=60, progress=False, eval_episodes=1)
     model, progress = sb3.load_checkpoint(out / "checkpoint.zip", "sac",
-                                          VecMonitor(sb3.make_vec_env("ChaosCartPole-v0", {}, 1, 0)))
-    assert progress["env_steps"] == 200 == model.num_timesteps
-    assert model.replay_buffer.size() == 200
+                                          VecMonitor(sb3.make_compiled_vec_env("ChaosCartPole-v0", {}, 1, 0)))
+    assert progress["env_steps"] == 120 == model.num_timesteps
+    assert model.replay_buffer.size() == 120 == model.buffer_size  # capped at the budget
     rows = read_metrics(out)
     assert {"train/actor_loss", "train/critic_loss"} <= set(rows[0])
     assert any(r["loss"] not in ("", "nan") for r in rows)
+
+    # extending the finished run: the buffer comes back full, so 30 more steps leave it full
+    sb3.train_sb3("ChaosCartPole-v0", {}, "sac", 150, 0, out, resume=True, progress=False, eval_episodes=1)
+    model, progress = sb3.load_checkpoint(out / "checkpoint.zip", "sac",
+                                          VecMonitor(sb3.make_compiled_vec_env("ChaosCartPole-v0", {}, 1, 0)))
+    assert progress["env_steps"] == 150 and model.replay_buffer.size() == 120
+    assert json.loads((out / "config.json").read_text())["env_steps"] == 150
 
 
 def test_ppo_swings_up_a_cart_pole_better_than_random(tmp_path):
