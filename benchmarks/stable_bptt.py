@@ -7,7 +7,8 @@ Writes into --out:
 * results.csv — one row per (poles, agent, seed, evaluation): update, env_steps, wall_time,
   held-out final-state loss (1 - mean cos angle) and return;
 * summary.md — final held-out loss, mean ± std over seeds, per pole count and agent;
-* learning_curves.png — held-out loss against updates, one panel per pole count, shaded ± std.
+* learning_curves.png — held-out loss against updates, one panel per pole count: median over
+  seeds, shaded from the best to the worst seed.
 
 Each run is an ordinary `chaosgym train` run folder under --out/runs/, so an interrupted
 benchmark resumes where it stopped (runs already finished are read back, not redone).
@@ -65,9 +66,9 @@ def plot(rows: list[dict], poles_list, agents, path: Path) -> None:
             if not updates:
                 continue
             values = np.array([[float(r["eval_objective"]) for r in mine if int(r["update"]) == u] for u in updates])
-            mean, std = values.mean(axis=1), values.std(axis=1)
-            ax.plot(updates, mean, label=agent)
-            ax.fill_between(updates, np.maximum(mean - std, 1e-4), mean + std, alpha=0.2)
+            # with a few seeds, the median and the full range say more than mean +- std on a log axis
+            line, = ax.plot(updates, np.median(values, axis=1), label=agent)
+            ax.fill_between(updates, values.min(axis=1), values.max(axis=1), alpha=0.12, color=line.get_color())
         ax.set(title=f"{poles} pole{'s' if poles > 1 else ''}", xlabel="update", yscale="log")
     axes[0][0].set_ylabel("held-out final-state loss")
     axes[0][-1].legend(fontsize=8)
