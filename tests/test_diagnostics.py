@@ -133,6 +133,21 @@ def test_cli_writes_every_table_and_plot(tmp_path, capsys):
     np.testing.assert_allclose(line[2, 2], plane[4, 3], rtol=1e-5)
 
 
+def test_cli_diagnoses_a_checkpointed_policy(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    env = chaosgym.make("ChaosDoublePendulum-v0")
+    params = init_policy(jax.random.key(3), env.observation_size, env.action_size, POLICY_HIDDEN)
+    (run / "config.json").write_text('{"task": "ChaosDoublePendulum-v0", "task_kwargs": {}}')
+    (run / "checkpoint.pkl").write_bytes(pickle.dumps({"params": jax.device_get(params), "update": 1}))
+    args = ["diagnose", "--policy", str(run / "checkpoint.pkl"), "--out", str(tmp_path / "out"), "--no-progress",
+            "--what", "lyapunov", "--modes", "policy", "--num-states", str(LYAPUNOV_STARTS),
+            "--lyapunov-steps", str(LYAPUNOV_STEPS), "--lyapunov-k", str(LYAPUNOV_K), "--transient", str(TRANSIENT)]
+    assert main(args) == 0
+    rows = np.genfromtxt(tmp_path / "out" / "lyapunov.csv", delimiter=",", names=True, dtype=None, encoding=None)
+    assert len(rows) == LYAPUNOV_STARTS * LYAPUNOV_K and set(rows["mode"]) == {"policy"}
+
+
 def test_cli_rejects_a_policy_of_another_task(tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "config.json").write_text('{"task": "ChaosAnt-v0"}')
