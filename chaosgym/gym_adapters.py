@@ -5,6 +5,7 @@ They convert to numpy at the boundary, validate actions, and add no physics of t
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import gymnasium
@@ -111,6 +112,80 @@ def _where(mask: jax.Array, new, old):
     return jax.tree.map(pick, new, old)
 
 
+def _outputs(state: State) -> jax.Array:
+    """What a vector `step` hands back, packed into one float32 array of shape (num_envs, width).
+
+    One device-to-host transfer instead of one per field. Booleans and float32 metrics round-trip
+    exactly; `_VectorFunctions.unpack` splits the columns again. Info values are per-env scalars
+    (the `Task.reward` contract), one column each.
+    """
+    scalars = [state.reward, state.terminated, state.truncated, *(state.info[k] for k in sorted(state.info))]
+    return jnp.concatenate([state.obs, *(x[:, None].astype(state.obs.dtype) for x in scalars)], axis=1)
+
+
+class _VectorFunctions:
+    """The jitted, vmapped functions behind `ChaosVectorEnv`, built once per `Env` and shared.
+
+    Every step is one device call, autoreset included. Only the environments that finished are
+    reset, in chunks of `chunk` (a vmapped reset of the whole batch would cost about one extra MJX
+    forward pass per env on every step where any episode ended, which for the Ant is most steps).
+    """
+
+    def __init__(self, env: Env, num_envs: int):
+        self.env, self.num_envs = env, num_envs
+        self.chunk = max(1, num_envs // 16)
+        info = jax.eval_shape(env.reset, jax.random.key(0)).info
+        self.info_dtypes = {k: info[k].dtype for k in sorted(info)}
+        batched_reset = jax.vmap(lambda seed: env.reset(jax.random.key(seed)))
+        self.reset = jax.jit(lambda seeds: self._with_outputs(batched_reset(seeds)))
+        self.reset_where = jax.jit(lambda state, seeds, mask: self._with_outputs(self._reset_some(state, seeds, mask)),
+                                   donate_argnums=0)
+        self.step = jax.jit(self._step, donate_argnums=0)
+        self.step_same = jax.jit(self._step_same, donate_argnums=0)
+
+    @staticmethod
+    def _with_outputs(state: State) -> tuple[State, jax.Array]:
+        return state, _outputs(state)
+
+    def _reset_some(self, state: State, seeds: jax.Array, mask: jax.Array) -> State:
+        """Reset the environments where `mask` is true, with their `seeds`; leave the rest as they are."""
+        def reset_chunk(carry):
+            state, remaining = carry
+            (index,) = jnp.nonzero(remaining, size=self.chunk, fill_value=self.num_envs)  # fill: dropped below
+            seed = seeds[jnp.minimum(index, self.num_envs - 1)]
+            fresh = jax.vmap(lambda s: self.env.reset(jax.random.key(s)))(seed)
+            state = jax.tree.map(lambda old, new: old.at[index].set(new, mode="drop"), state, fresh)
+            return state, remaining.at[index].set(False, mode="drop")
+
+        return jax.lax.while_loop(lambda carry: jnp.any(carry[1]), reset_chunk, (state, mask))[0]
+
+    def _step(self, state: State, actions: jax.Array, seeds: jax.Array, reset_mask: jax.Array):
+        """next_step/disabled autoreset: environments in `reset_mask` are reset instead of stepped."""
+        stepped = jax.vmap(self.env.step)(state, actions)
+        return self._with_outputs(self._reset_some(stepped, seeds, reset_mask))
+
+    def _step_same(self, state: State, actions: jax.Array, seeds: jax.Array):
+        """same_step autoreset: returns the reset state and the outputs before and after the reset."""
+        stepped = jax.vmap(self.env.step)(state, actions)
+        state = self._reset_some(stepped, seeds, stepped.terminated | stepped.truncated)
+        return state, jnp.stack([_outputs(stepped), _outputs(state)])
+
+    def unpack(self, outputs: np.ndarray):
+        """Split `_outputs` on the host into obs, reward, terminated, truncated and the info dict."""
+        size = self.env.observation_size
+        obs = outputs[:, :size].astype(np.float32)
+        reward = outputs[:, size].astype(np.float64)
+        terminated, truncated = outputs[:, size + 1] != 0, outputs[:, size + 2] != 0
+        every = np.ones(self.num_envs, bool)
+        info = {}
+        for column, (k, dtype) in enumerate(self.info_dtypes.items(), start=size + 3):
+            info[k], info["_" + k] = outputs[:, column].astype(dtype), every
+        return obs, reward, terminated, truncated, info
+
+
+_vector_functions = functools.cache(_VectorFunctions)
+
+
 class ChaosVectorEnv(gymnasium.vector.VectorEnv):
     """`num_envs` copies of a task stepped in one jitted, vmapped MJX call.
 
@@ -132,24 +207,21 @@ class ChaosVectorEnv(gymnasium.vector.VectorEnv):
         self.single_observation_space, self.single_action_space = _spaces(self.env)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
-        self._step = jax.jit(jax.vmap(self.env.step), donate_argnums=0)
-        self._reset = jax.jit(jax.vmap(self.env.reset))
-        self._reset_where = jax.jit(lambda state, keys, mask: _where(mask, jax.vmap(self.env.reset)(keys), state),
-                                    donate_argnums=0)
+        self._fns = _vector_functions(self.env, self.num_envs)
         self._rngs = [np_random()[0] for _ in range(self.num_envs)]
+        self._next_seeds = np.zeros(self.num_envs, np.uint32)
+        self._draw_next_seeds(np.ones(self.num_envs, bool))
         self._state: State | None = None
         self._needs_reset = np.zeros(self.num_envs, bool)
 
-    def _keys(self, mask: np.ndarray) -> jax.Array:
-        seeds = np.array([_seed_to_key(rng) if m else 0 for rng, m in zip(self._rngs, mask)], np.uint32)
-        return jax.vmap(jax.random.key)(seeds)
+    def _draw_next_seeds(self, mask: np.ndarray) -> None:
+        """Draw the seed of each masked environment's next reset from its generator.
 
-    def _infos(self, info: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        every = np.ones(self.num_envs, bool)
-        out = {}
-        for k, v in info.items():
-            out[k], out["_" + k] = v, every
-        return out
+        Drawn ahead so that a same-step reset needs no second device call; each generator still
+        yields one seed per reset, in the order a `ChaosEnv` would draw them.
+        """
+        for i in np.flatnonzero(mask):
+            self._next_seeds[i] = _seed_to_key(self._rngs[i])
 
     def reset(self, *, seed: int | list[int | None] | None = None, options: dict | None = None):
         if isinstance(seed, (int, np.integer)):
@@ -158,6 +230,7 @@ class ChaosVectorEnv(gymnasium.vector.VectorEnv):
             if len(seed) != self.num_envs:
                 raise ValueError(f"expected {self.num_envs} seeds, got {len(seed)}")
             self._rngs = [np_random(s)[0] for s in seed]
+            self._draw_next_seeds(np.ones(self.num_envs, bool))
         mask = (options or {}).get("reset_mask")
         if mask is not None:
             mask = np.asarray(mask)
@@ -165,36 +238,41 @@ class ChaosVectorEnv(gymnasium.vector.VectorEnv):
                 raise ValueError(f"options['reset_mask'] must be a bool array of shape ({self.num_envs},)")
         if mask is None or self._state is None:
             mask = np.ones(self.num_envs, bool)
-            self._state = self._reset(self._keys(mask))
+            self._state, outputs = self._fns.reset(self._next_seeds)
         else:
-            self._state = self._reset_where(self._state, self._keys(mask), jnp.asarray(mask))
+            self._state, outputs = self._fns.reset_where(self._state, self._next_seeds, mask)
+        obs, _, _, _, info = self._fns.unpack(np.asarray(outputs))  # waits for the call to finish
+        self._draw_next_seeds(mask)  # which used the seeds now being replaced
         self._needs_reset &= ~mask
-        obs, info = jax.device_get((self._state.obs, self._state.info))
-        return np.asarray(obs, np.float32), self._infos(info)
+        return obs, info
 
     def step(self, actions):
         if self._state is None:
             raise gymnasium.error.ResetNeeded("call reset() before step()")
         actions = check_actions(actions, self.action_space.shape)
-        self._state = self._step(self._state, actions)
-        if self.autoreset_mode == AutoresetMode.NEXT_STEP and self._needs_reset.any():
-            self._state = self._reset_where(self._state, self._keys(self._needs_reset),
-                                            jnp.asarray(self._needs_reset))
-        s = self._state
-        obs, reward, terminated, truncated, info = jax.device_get(
-            (s.obs, s.reward, s.terminated, s.truncated, s.info))
-        obs = np.asarray(obs, np.float32)
-        infos = self._infos(info)
+        if self.autoreset_mode == AutoresetMode.SAME_STEP:
+            return self._step_same(actions)
+        next_step = self.autoreset_mode == AutoresetMode.NEXT_STEP
+        reset_mask = self._needs_reset if next_step else np.zeros(self.num_envs, bool)
+        self._state, outputs = self._fns.step(self._state, actions, self._next_seeds, reset_mask)
+        obs, reward, terminated, truncated, info = self._fns.unpack(np.asarray(outputs))
+        self._draw_next_seeds(reset_mask)
+        self._needs_reset = terminated | truncated
+        return obs, reward, terminated, truncated, info
+
+    def _step_same(self, actions: np.ndarray):
+        self._state, outputs = self._fns.step_same(self._state, actions, self._next_seeds)
+        final, after_reset = np.asarray(outputs)
+        final_obs, reward, terminated, truncated, final_info = self._fns.unpack(final)
         done = terminated | truncated
-        if self.autoreset_mode == AutoresetMode.SAME_STEP and done.any():
-            final_obs = np.full(self.num_envs, None, dtype=object)
-            for i in np.flatnonzero(done):
-                final_obs[i] = obs[i]
-            final_info = {k: (v & done if k.startswith("_") else v) for k, v in infos.items()}
-            self._state = self._reset_where(s, self._keys(done), jnp.asarray(done))
-            obs, info = jax.device_get((self._state.obs, self._state.info))
-            obs = np.asarray(obs, np.float32)
-            infos = {**self._infos(info), "final_obs": final_obs, "_final_obs": done,
-                     "final_info": final_info, "_final_info": done}
-        self._needs_reset = done
-        return obs, np.asarray(reward, np.float64), terminated, truncated, infos
+        if not done.any():
+            return final_obs, reward, terminated, truncated, final_info
+        self._draw_next_seeds(done)
+        obs, _, _, _, info = self._fns.unpack(after_reset)
+        final_obs_by_env = np.full(self.num_envs, None, dtype=object)
+        for i in np.flatnonzero(done):
+            final_obs_by_env[i] = final_obs[i]
+        final_info = {k: (v & done if k.startswith("_") else v) for k, v in final_info.items()}
+        info = {**info, "final_obs": final_obs_by_env, "_final_obs": done,
+                "final_info": final_info, "_final_info": done}
+        return obs, reward, terminated, truncated, info

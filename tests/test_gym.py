@@ -95,26 +95,28 @@ def test_vector_env_declares_its_spaces_and_autoreset_mode(make_vector_env):
 def test_vector_env_matches_gymnasium_sync_vector_env(mode, make_vector_env):
     """Our batched env against Gymnasium's own SyncVectorEnv over single ChaosEnvs, across resets.
 
-    Three cart poles with 100-step episodes for 105 steps; sub-environment 1 blows up at step 40, so
-    episodes end at different times, by termination (env 1) and by truncation (envs 0 and 2).
+    Three cart poles with 100-step episodes for 105 steps. Blow-ups end episodes early and at
+    different times: env 1 at steps 40 and 60 (two resets of one env), env 0 also at step 60 (two
+    envs resetting at once); env 2 runs into the time limit.
     """
+    blow_ups = {40: [1], 60: [0, 1]}
     ours = make_vector_env(CARTPOLE, 3, autoreset_mode=mode)
     reference = gymnasium.make_vec(CARTPOLE, num_envs=3, vectorization_mode="sync",
                                    vector_kwargs={"autoreset_mode": mode})
     assert ours.metadata["autoreset_mode"] == reference.metadata["autoreset_mode"] == mode
     assert_same(ours.reset(seed=11), reference.reset(seed=11))
-    ends = 0
+    ends = []
     for t, actions in enumerate(random_actions(ours.action_space, 105)):
-        if t == 40:
-            blow_up(ours.unwrapped, index=1)
-            blow_up(reference.envs[1].unwrapped)
+        for i in blow_ups.get(t, []):
+            blow_up(ours.unwrapped, index=i)
+            blow_up(reference.envs[i].unwrapped)
         obs, reward, terminated, truncated, info = ours.step(actions)
         expected = reference.step(actions)
         assert_same((obs, reward, terminated, truncated), expected[:4])
         assert reward.dtype == np.float64 and terminated.dtype == truncated.dtype == np.bool_
         assert_same_info(info, expected[4])
-        ends += int((terminated | truncated).sum())
-    assert ends == 3  # the blow-up of env 1, then the time limits of envs 0 and 2
+        ends += [(t, i, "terminated" if terminated[i] else "truncated") for i in np.flatnonzero(terminated | truncated)]
+    assert ends == [(40, 1, "terminated"), (60, 0, "terminated"), (60, 1, "terminated"), (99, 2, "truncated")]
 
 
 def assert_same_info(ours: dict, reference: dict) -> None:
