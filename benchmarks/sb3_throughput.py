@@ -3,8 +3,9 @@
 Both runs use the same PPO hyperparameters (chaosgym's PPO defaults for the Ant, VecNormalize
 included), 16 environments and the same number of env steps; Ant-v5 is vectorised the way SB3
 does it by itself (`make_vec_env`, a `DummyVecEnv`; `--subproc` adds a `SubprocVecEnv` run).
-Env steps/s count the whole `learn` call (collection and updates); the one-off compilation of
-the MJX functions happens before the clock starts. With `--repeats N` the setups take turns N
+PPO env steps/s count the whole `learn` call (collection and updates; the ratio is of these);
+the last column counts collection alone (env steps and policy inference). The one-off
+compilation of the MJX functions happens before the clock starts. With `--repeats N` the setups take turns N
 times and each reports its best run (the one least disturbed by other processes). Prints one
 markdown table.
 
@@ -20,20 +21,40 @@ import time
 import gymnasium
 import torch
 from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import SubprocVecEnv, VecMonitor, VecNormalize
 
 from agents import sb3
 
 
-def ppo_steps_per_second(venv, params: dict, env_steps: int, seed: int) -> tuple[float, int]:
+class CollectionClock(BaseCallback):
+    """Seconds spent collecting rollouts (env steps plus policy inference), updates excluded."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds = 0.0
+
+    def _on_rollout_start(self) -> None:
+        self.started = time.perf_counter()
+
+    def _on_rollout_end(self) -> None:
+        self.seconds += time.perf_counter() - self.started
+
+    def _on_step(self) -> bool:
+        return True
+
+
+def ppo_throughput(venv, params: dict, env_steps: int, seed: int) -> tuple[float, float, int]:
+    """(env steps/s of the whole `learn`, env steps/s while collecting, env steps)."""
     kwargs = {k: v for k, v in params.items() if k not in ("num_envs", "normalize")}
     model = PPO("MlpPolicy", VecNormalize(venv, gamma=params["gamma"]), seed=seed, device="cpu", **kwargs)
+    clock = CollectionClock()
     start = time.perf_counter()
-    model.learn(env_steps)
+    model.learn(env_steps, callback=clock)
     elapsed = time.perf_counter() - start
     venv.close()
-    return model.num_timesteps / elapsed, model.num_timesteps
+    return model.num_timesteps / elapsed, model.num_timesteps / clock.seconds, model.num_timesteps
 
 
 def main() -> None:
@@ -58,19 +79,19 @@ def main() -> None:
     if args.subproc:
         runs["Ant-v5, SB3 SubprocVecEnv (MuJoCo C)"] = lambda: make_vec_env(
             "Ant-v5", n_envs=args.num_envs, seed=args.seed, vec_env_cls=SubprocVecEnv)
-    results = {name: (0.0, 0) for name in runs}
+    results = {name: (0.0, 0.0, 0) for name in runs}
     for _ in range(args.repeats):
         for name, make in runs.items():
-            results[name] = max(results[name], ppo_steps_per_second(make(), params, env_steps, args.seed))
+            results[name] = max(results[name], ppo_throughput(make(), params, env_steps, args.seed))
 
     baseline = results["Ant-v5, SB3 DummyVecEnv (MuJoCo C)"][0]
     print(f"SB3 PPO, {args.num_envs} envs, n_steps={params['n_steps']}, batch_size={params['batch_size']}, "
           f"n_epochs={params['n_epochs']}, torch threads={args.torch_threads}, best of {args.repeats}, "
           f"load average before: {load:.1f}, gymnasium {gymnasium.__version__}\n")
-    print("| setup | env steps | env steps/s | vs Ant-v5 DummyVecEnv |")
-    print("|---|---|---|---|")
-    for name, (speed, steps) in results.items():
-        print(f"| {name} | {steps:,} | {speed:,.0f} | {speed / baseline:.2f}x |")
+    print("| setup | env steps | PPO env steps/s | vs Ant-v5 DummyVecEnv | env steps/s while collecting |")
+    print("|---|---|---|---|---|")
+    for name, (speed, collecting, steps) in results.items():
+        print(f"| {name} | {steps:,} | {speed:,.0f} | {speed / baseline:.2f}x | {collecting:,.0f} |")
 
 
 if __name__ == "__main__":
