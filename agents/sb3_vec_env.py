@@ -1,9 +1,11 @@
 """A Stable-Baselines3 `VecEnv` over a chaosgym task: every environment stepped in one MJX call.
 
-It follows `DummyVecEnv` over `gymnasium.make(env_id)` environments exactly: environment i seeded
-with s (`seed(s)` seeds environment i with s + i) gives the same observations, rewards, dones and
-infos, including `infos[i]["terminal_observation"]`, `infos[i]["TimeLimit.truncated"]` and
-`reset_infos`, and a finished environment is reset within the same `step` call.
+It follows `DummyVecEnv` over `gymnasium.make(env_id)` environments: environment i seeded with s
+(`seed(s)` seeds environment i with s + i) gives the same observations, rewards, dones and infos,
+including `infos[i]["terminal_observation"]`, `infos[i]["TimeLimit.truncated"]` and `reset_infos`,
+and a finished environment is reset within the same `step` call. The smooth tasks match bit for
+bit; on the Ant, contacts amplify the last-bit differences between a batched and a single MJX
+step, so trajectories agree closely at first and drift apart over an episode.
 """
 
 from __future__ import annotations
@@ -61,9 +63,10 @@ class ChaosSB3VecEnv(VecEnv):
 
     `step_async` dispatches the device call (JAX dispatch is asynchronous) and `step_wait` collects
     it. The environments share one set of attributes (there are no per-environment Python
-    objects): `get_attr` and `env_method` return one entry per index from this object itself (e.g.
-    `render_mode`, `spec`, `env` (the functional `chaosgym.Env`)), `set_attr` changes the shared
-    attribute and so must address every environment, and `env_is_wrapped` is always False.
+    objects): `get_attr` returns one entry per index from this object itself (e.g. `render_mode`,
+    `spec`, `env` (the functional `chaosgym.Env`)), `env_method` calls this object's method once
+    and repeats its result per index, `set_attr` changes the shared attribute and so must address
+    every environment, and `env_is_wrapped` is always False.
     """
 
     def __init__(self, env_id: str, num_envs: int = 1, episode_length: int | None = None,
