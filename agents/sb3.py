@@ -208,8 +208,9 @@ class TrainingMonitor(BaseCallback):
     """
 
     def __init__(self, env_id: str, task_kwargs: dict, eval_every: int, eval_episodes: int,
-                 checkpoint: Path, progress: dict, show_progress: bool):
+                 checkpoint: Path, progress: dict, show_progress: bool, time_budget: float | None = None):
         super().__init__()
+        self.time_budget = time_budget
         self.env_id, self.task_kwargs = env_id, task_kwargs
         self.eval_every, self.eval_episodes = eval_every, eval_episodes
         self.checkpoint, self.progress, self.show_progress = checkpoint, progress, show_progress
@@ -234,7 +235,7 @@ class TrainingMonitor(BaseCallback):
 
     def _on_step(self) -> bool:
         self.bar.update(self.training_env.num_envs)
-        return True
+        return self.time_budget is None or self.wall_time() < self.time_budget  # False stops learn()
 
     def _on_training_end(self) -> None:
         if self.progress["env_steps"] != self.num_timesteps or self.num_timesteps == 0:
@@ -277,14 +278,16 @@ def _new_model(agent: str, venv: VecEnv, params: dict, seed: int) -> BaseAlgorit
 
 def train_sb3(env_id: str, task_kwargs: dict, agent: str, env_steps: int, seed: int, out: Path,
               resume: bool = False, num_envs: int | None = None, eval_every: int | None = None,
-              progress: bool = True, eval_episodes: int = EVAL_EPISODES) -> Path:
+              progress: bool = True, eval_episodes: int = EVAL_EPISODES,
+              time_budget: float | None = None) -> Path:
     """Train an SB3 baseline for `env_steps` env steps in total (resumed ones included; PPO ends
     on a whole rollout, so it may overshoot by less than one) and return the output folder.
 
     `eval_every` (default: a tenth of the budget) env steps between evaluations and checkpoints.
     With `resume=True` and a checkpoint in `out`, training continues from it with the run's saved
     hyperparameters (the environments start new episodes); metrics rows written after that
-    checkpoint are dropped. A larger `env_steps` extends a finished run.
+    checkpoint are dropped. A larger `env_steps` extends a finished run. With a `time_budget`
+    (seconds of training wall-clock), training also stops once that much time is spent.
     """
     out = Path(out)
     checkpoint, metrics = out / "checkpoint.zip", out / "metrics.csv"
@@ -323,7 +326,8 @@ def train_sb3(env_id: str, task_kwargs: dict, agent: str, env_steps: int, seed: 
     (out / "config.json").write_text(json.dumps(config, indent=2))
     state["compile_time"] += compile_time
 
-    monitor = TrainingMonitor(env_id, task_kwargs, eval_every, eval_episodes, checkpoint, state, progress)
+    monitor = TrainingMonitor(env_id, task_kwargs, eval_every, eval_episodes, checkpoint, state, progress,
+                              time_budget)
     model.set_logger(Logger(folder=None, output_formats=[MetricsCSV(metrics, monitor.wall_time, update)]))
     # One torch thread: SB3's small networks gain nothing from more, and spinning torch threads
     # fight XLA's for the cores (PPO on the cart pole ran 14-40x slower with 2 threads on 2 cores).
