@@ -10,15 +10,6 @@ import pytest
 
 import chaosgym
 
-# Each id with its default options and with a non-default size (the Ant has no options).
-ENV_VARIANTS = [
-    ("ChaosAnt-v0", {}),
-    ("ChaosCartPole-v0", {}),
-    ("ChaosCartPole-v0", {"num_poles": 3}),
-    ("ChaosDoublePendulum-v0", {}),
-    ("ChaosDoublePendulum-v0", {"num_links": 3}),
-]
-
 
 @pytest.fixture(scope="session")
 def cartpole() -> chaosgym.Env:

@@ -4,11 +4,18 @@ import gymnasium
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import ENV_VARIANTS
 from gymnasium.utils.env_checker import check_env
 from gymnasium.vector import AutoresetMode
 
 CARTPOLE = "ChaosCartPole-v0"
+# Each id with its default options and with a non-default size (the Ant has no options).
+ENV_VARIANTS = [
+    ("ChaosAnt-v0", {}),
+    ("ChaosCartPole-v0", {}),
+    ("ChaosCartPole-v0", {"num_poles": 3}),
+    ("ChaosDoublePendulum-v0", {}),
+    ("ChaosDoublePendulum-v0", {"num_links": 3}),
+]
 
 
 def random_actions(space: gymnasium.spaces.Box, steps: int, seed: int = 0) -> np.ndarray:
@@ -35,11 +42,11 @@ def assert_same(a, b):
         np.testing.assert_array_equal(a, b)
 
 
-def blow_up(functional_env_holder, index=None) -> None:
-    """Give an environment (or sub-environment `index` of a vector env) a velocity that overflows."""
-    state = functional_env_holder._state
+def blow_up(env, index=None) -> None:
+    """Give an unwrapped env (or sub-env `index` of a vector env) a velocity whose next step overflows."""
+    state = env._state
     qvel = state.data.qvel.at[index].set(1e20) if index is not None else jnp.full_like(state.data.qvel, 1e20)
-    functional_env_holder._state = state.replace(data=state.data.replace(qvel=qvel))
+    env._state = state.replace(data=state.data.replace(qvel=qvel))
 
 
 @pytest.mark.parametrize(("env_id", "kwargs"), ENV_VARIANTS)

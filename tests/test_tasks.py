@@ -55,8 +55,9 @@ def test_cartpole_reward_is_mean_cos_and_objective_is_final_state_loss():
 
 def test_pendulum_reward_measures_tip_height(pendulum):
     data = pendulum.jit_reset(jax.random.key(0)).data
+    physics_step = jax.jit(pendulum.physics_step)
     def reward_at(qpos, action):
-        next_data = jax.jit(pendulum.physics_step)(data.replace(qpos=jnp.asarray(qpos), qvel=jnp.zeros(2)), jnp.zeros(1))
+        next_data = physics_step(data.replace(qpos=jnp.asarray(qpos), qvel=jnp.zeros(2)), jnp.zeros(1))
         return float(pendulum.task.reward(data, jnp.asarray(action), next_data)[0])
     # one physics step from rest moves the tip by well under 1e-3 of the chain length
     assert reward_at([0.0, 0.0], [0.0]) == pytest.approx(1.0, abs=1e-3)
