@@ -53,6 +53,11 @@ class Task:
 
     Subclasses set the class attributes and override the functions below; keyword arguments of a
     subclass's `__init__` are the task's options (e.g. `num_poles`).
+
+    `observation`, `reward` and `terminated` run on both backends of the Gymnasium env. On MuJoCo's
+    C engine (`chaosgym.mujoco_backend`) their `mjx.Data` carries only `time`, `qpos`, `qvel`,
+    `act`, `ctrl`, `xpos`, `xquat`, `site_xpos` and `sensordata` (`mujoco_backend.FIELDS`); a task
+    reading any other field is refused there with an error naming it.
     """
 
     asset: str

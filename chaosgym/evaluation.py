@@ -1,8 +1,9 @@
 """The one evaluation protocol every agent is scored by, gradient-based or model-free.
 
-A policy runs in the Gymnasium environment (`gymnasium.make(env_id, **task_kwargs)`) for whole
-episodes (until termination or the task's time limit) from a fixed, seeded set of initial states:
-episode i starts from `reset(seed=seed + i)`. The policy is called on one observation at a time
+A policy runs in the Gymnasium environment on MJX (`gymnasium.make(env_id, backend="mjx",
+**task_kwargs)`, the physics the gradient agents train on) for whole episodes (until termination
+or the task's time limit) from a fixed, seeded set of initial states: episode i starts from
+`reset(seed=seed + i)`. The policy is called on one observation at a time
 and should act deterministically. The protocol reports the episode return and the task objective
 of the functional env (`Task.objective(rewards, final_data)`, lower is better; e.g. the cart
 pole's final-state loss 1 - mean cos(angle) after the last step). An agent's `eval_score` in its
@@ -31,7 +32,8 @@ def evaluate(policy_fn: Callable[[np.ndarray], np.ndarray], env_id: str, task_kw
     Returns `mean_return`, `std_return`, `mean_objective`, `std_objective`, `mean_length`, and the
     per-episode lists `returns`, `objectives` and `lengths`.
     """
-    env = gymnasium.make(env_id, **(task_kwargs or {}))
+    # MJX: the physics the gradient agents train and evaluate on, so their scores are these exactly
+    env = gymnasium.make(env_id, backend="mjx", **(task_kwargs or {}))
     task = env.unwrapped.env.task
     returns, objectives, lengths = [], [], []
     try:

@@ -19,6 +19,7 @@ from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
 from chaosgym.env import Env, State
+from chaosgym.mujoco_backend import MujocoBackend
 from chaosgym.registry import make
 
 
@@ -48,19 +49,41 @@ def _info(info: dict[str, np.ndarray]) -> dict[str, Any]:
     return {k: v.item() for k, v in info.items()}
 
 
+DEFAULT_BACKEND = "mujoco"  # of the single env; why: ChaosEnv
+
+
 class ChaosEnv(gymnasium.Env):
-    """A chaosgym task as a single Gymnasium environment, stepped by the jitted MJX `step`.
+    """A chaosgym task as a single Gymnasium environment, on MuJoCo's C engine or on MJX.
+
+    `backend="mujoco"` (the default) steps the physics on MuJoCo's C engine (float64), `"mjx"` with
+    the jitted MJX `Env.step` (float32). Both run the same MJCF with the same options, start from
+    the same state for the same seed and compute observation, reward and termination with the
+    task's own functions (`chaosgym.mujoco_backend`). They agree to float32 rounding (about 1e-6)
+    at first; on these chaotic tasks the difference then grows about as fast as the maximal
+    Lyapunov exponent says, and on the Ant contacts add more (MJX orients the pyramidal friction
+    cone differently from the C engine), see docs/benchmarks.md.
+
+    The C engine is the default because a single environment steps about ten times faster on it
+    (the Ant faster than Gymnasium's `Ant-v5`; on MJX several times slower), which is what a
+    Gymnasium user stepping one environment wants. Pass `backend="mjx"` to follow the batched and
+    differentiable faces exactly: an "mjx" single env seeded with s gives the trajectory of a
+    `ChaosVectorEnv` sub-environment seeded with s, bit for bit.
 
     Out-of-range actions are clipped to [-1, 1]; actions of the wrong shape or dtype, or with NaN or
-    inf, raise `ValueError` and step nothing. The time limit is Gymnasium's `TimeLimit` wrapper
-    (added by `gymnasium.make` from the registered `max_episode_steps`).
+    inf, raise `ValueError` and step nothing. A non-finite state undoes the step and terminates the
+    episode with `info["nonfinite_state"]`, on both backends. The time limit is Gymnasium's
+    `TimeLimit` wrapper (added by `gymnasium.make` from the registered `max_episode_steps`).
     """
 
     metadata = {"render_modes": ["rgb_array"]}
 
     def __init__(self, env_id: str, render_mode: str | None = None, width: int = 480,
-                 height: int = 480, **task_kwargs):
+                 height: int = 480, backend: str = DEFAULT_BACKEND, **task_kwargs):
+        if backend not in ("mujoco", "mjx"):
+            raise ValueError(f"backend must be 'mujoco' or 'mjx', got {backend!r}")
         self.env = make(env_id, **task_kwargs)
+        # the C engine keeps its state in its own MjData; the MJX path keeps it in `_state`
+        self._engine = MujocoBackend(self.env) if backend == "mujoco" else None
         if render_mode not in (None, *self.metadata["render_modes"]):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         self.render_mode = render_mode
@@ -68,18 +91,26 @@ class ChaosEnv(gymnasium.Env):
         self.observation_space, self.action_space = _spaces(self.env)
         self._size = (height, width)
         self._state: State | None = None
+        self._needs_reset = True
         self._renderer: mujoco.Renderer | None = None
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
-        self._state = self.env.jit_reset(jax.random.key(_seed_to_key(self.np_random)))
+        key = jax.random.key(_seed_to_key(self.np_random))
+        self._needs_reset = False
+        if self._engine is not None:
+            return self._engine.reset(key)
+        self._state = self.env.jit_reset(key)
         obs, info = jax.device_get((self._state.obs, self._state.info))
         return np.asarray(obs, np.float32), _info(info)
 
     def step(self, action):
-        if self._state is None:
+        if self._needs_reset:
             raise gymnasium.error.ResetNeeded("call reset() before step()")
         action = check_actions(action, self.action_space.shape)
+        if self._engine is not None:
+            obs, reward, terminated, info = self._engine.step(action)
+            return obs, reward, terminated, False, info
         self._state = self.env.jit_step(self._state, action)
         s = self._state
         obs, reward, terminated, info = jax.device_get((s.obs, s.reward, s.terminated, s.info))
@@ -89,12 +120,16 @@ class ChaosEnv(gymnasium.Env):
         if self.render_mode is None:
             gymnasium.logger.warn("render() called without render_mode='rgb_array'")
             return None
-        if self._state is None:
+        if self._needs_reset:
             raise gymnasium.error.ResetNeeded("call reset() before render()")
         if self._renderer is None:
             self._renderer = mujoco.Renderer(self.env.mj_model, *self._size)
             self._mj_data = mujoco.MjData(self.env.mj_model)
-        self._mj_data.qpos[:], self._mj_data.qvel[:] = jax.device_get((self._state.data.qpos, self._state.data.qvel))
+        if self._engine is not None:
+            qpos, qvel = self._engine.data.qpos, self._engine.data.qvel
+        else:
+            qpos, qvel = jax.device_get((self._state.data.qpos, self._state.data.qvel))
+        self._mj_data.qpos[:], self._mj_data.qvel[:] = qpos, qvel
         mujoco.mj_forward(self.env.mj_model, self._mj_data)
         self._renderer.update_scene(self._mj_data, camera=self.env.task.render_camera)
         return self._renderer.render()
