@@ -1,5 +1,7 @@
 """The evaluation protocol: seeded initial states, whole episodes, return and task objective."""
 
+import inspect
+
 import gymnasium
 import jax
 import jax.numpy as jnp
@@ -8,6 +10,11 @@ import pytest
 
 import chaosgym  # noqa: F401
 from chaosgym.evaluation import EVAL_EPISODES, EVAL_SEED, evaluate
+from chaosgym.gym_adapters import ChaosEnv
+
+# evaluate() runs on MJX, the physics every agent trains on (where ChaosEnv also offers MuJoCo's C
+# engine, it agrees only to float32 rounding, so the hand-made reference must pick MJX too)
+MJX = {"backend": "mjx"} if "backend" in inspect.signature(ChaosEnv).parameters else {}
 
 
 def zero_policy(obs):
@@ -28,7 +35,7 @@ def test_episode_i_starts_from_reset_seed_plus_i_and_scores_by_hand():
     seen = []
     result = evaluate(lambda obs: seen.append(obs.copy()) or zero_policy(obs), "ChaosCartPole-v0",
                       {"num_poles": 2}, num_episodes=2, seed=11)
-    env = gymnasium.make("ChaosCartPole-v0", num_poles=2)
+    env = gymnasium.make("ChaosCartPole-v0", num_poles=2, **MJX)
     for episode in range(2):
         obs, _ = env.reset(seed=11 + episode)
         np.testing.assert_array_equal(seen[100 * episode], obs)  # 100 steps per episode

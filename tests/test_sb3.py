@@ -1,6 +1,7 @@
 """The SB3 face of chaosgym: the VecEnv contract, check_env, training, checkpoints and resume."""
 
 import csv
+import inspect
 import json
 import warnings
 import zipfile
@@ -21,8 +22,13 @@ import agents.sb3 as sb3  # noqa: E402
 import chaosgym  # noqa: E402
 from agents.sb3_vec_env import ChaosSB3VecEnv  # noqa: E402
 from chaosgym.evaluation import evaluate  # noqa: E402
+from chaosgym.gym_adapters import ChaosEnv  # noqa: E402
 
 torch.set_num_threads(1)
+
+# The batched VecEnv runs MJX, so its single twin is the Gymnasium env on MJX (the `backend` option
+# appears where ChaosEnv can also run MuJoCo's C engine, which agrees only to float32 rounding).
+MJX = {"backend": "mjx"} if "backend" in inspect.signature(ChaosEnv).parameters else {}
 
 
 def random_actions(venv, steps, seed=0):
@@ -45,7 +51,7 @@ def assert_infos_equal(ours, theirs, atol):
 @pytest.mark.parametrize("env_id, episode_length", [("ChaosCartPole-v0", 20), ("ChaosDoublePendulum-v0", 15)])
 def test_matches_dummy_vec_env_step_for_step(env_id, episode_length):
     ours = ChaosSB3VecEnv(env_id, num_envs=3, episode_length=episode_length)
-    theirs = DummyVecEnv([lambda: gymnasium.make(env_id, max_episode_steps=episode_length)] * 3)
+    theirs = DummyVecEnv([lambda: gymnasium.make(env_id, max_episode_steps=episode_length, **MJX)] * 3)
     assert ours.seed(7) == theirs.seed(7) == [7, 8, 9]
     np.testing.assert_array_equal(ours.reset(), theirs.reset())
     assert ours.reset_infos == theirs.reset_infos
@@ -72,7 +78,7 @@ def test_ant_termination_matches_dummy_vec_env():
     no truncation flag, and a fresh episode in the same step. Contacts amplify the last-bit
     differences between a vmapped and a single MJX step, so the comparison has a tolerance."""
     ours = ChaosSB3VecEnv("ChaosAnt-v0", num_envs=4)
-    theirs = DummyVecEnv([lambda: gymnasium.make("ChaosAnt-v0")] * 4)
+    theirs = DummyVecEnv([lambda: gymnasium.make("ChaosAnt-v0", **MJX)] * 4)
     ours.seed(3), theirs.seed(3)
     np.testing.assert_array_equal(ours.reset(), theirs.reset())
     low, high = chaosgym.TASKS["ChaosAnt-v0"].healthy_z
@@ -104,7 +110,7 @@ def test_seeding():
     assert not np.array_equal(venv.reset(), first)  # no seed: the generators go on
     venv.seed(4)
     np.testing.assert_array_equal(venv.reset()[0], first[1])  # env 0 seeded 4 = env 1 seeded 3
-    single, _ = gymnasium.make("ChaosCartPole-v0").reset(seed=3)
+    single, _ = gymnasium.make("ChaosCartPole-v0", **MJX).reset(seed=3)
     np.testing.assert_array_equal(first[0], single)
 
 
