@@ -1,9 +1,11 @@
 """A Stable-Baselines3 `VecEnv` over a chaosgym task: every environment stepped in one MJX call.
 
-It follows `DummyVecEnv` over `gymnasium.make(env_id)` environments: environment i seeded with s
-(`seed(s)` seeds environment i with s + i) gives the same observations, rewards, dones and infos,
-including `infos[i]["terminal_observation"]`, `infos[i]["TimeLimit.truncated"]` and `reset_infos`,
-and a finished environment is reset within the same `step` call. The smooth tasks match bit for
+It follows `DummyVecEnv` over `gymnasium.make(env_id, backend="mjx")` environments, the single env
+on the same physics (its default backend, MuJoCo's C engine, agrees to float32 rounding):
+environment i seeded with s (`seed(s)` seeds environment i with s + i) gives the same
+observations, rewards, dones and infos, including `infos[i]["terminal_observation"]`,
+`infos[i]["TimeLimit.truncated"]` and `reset_infos`, and a finished environment is reset within
+the same `step` call. The smooth tasks match bit for
 bit; on the Ant, contacts amplify the last-bit differences between a batched and a single MJX
 step, so trajectories agree closely at first and drift apart over an episode.
 """
@@ -78,7 +80,7 @@ class ChaosSB3VecEnv(VecEnv):
         self.env = make(env_id, episode_length=episode_length, **task_kwargs)
         # the spec of one sub-environment: `gymnasium.make(vec_env.spec)` builds its single twin
         self.spec = dataclasses.replace(gymnasium.spec(env_id), max_episode_steps=self.env.episode_length,
-                                        kwargs={"env_id": env_id, **task_kwargs})
+                                        kwargs={"env_id": env_id, "backend": "mjx", **task_kwargs})
         self.render_mode = render_mode
         observation_space, action_space = _spaces(self.env)
         super().__init__(int(num_envs), observation_space, action_space)

@@ -1,7 +1,6 @@
 """The SB3 face of chaosgym: the VecEnv contract, check_env, training, checkpoints and resume."""
 
 import csv
-import inspect
 import json
 import warnings
 import zipfile
@@ -22,13 +21,12 @@ import agents.sb3 as sb3  # noqa: E402
 import chaosgym  # noqa: E402
 from agents.sb3_vec_env import ChaosSB3VecEnv  # noqa: E402
 from chaosgym.evaluation import evaluate  # noqa: E402
-from chaosgym.gym_adapters import ChaosEnv  # noqa: E402
 
 torch.set_num_threads(1)
 
-# The batched VecEnv runs MJX, so its single twin is the Gymnasium env on MJX (the `backend` option
-# appears where ChaosEnv can also run MuJoCo's C engine, which agrees only to float32 rounding).
-MJX = {"backend": "mjx"} if "backend" in inspect.signature(ChaosEnv).parameters else {}
+# The batched VecEnv runs MJX, so its single twin is the Gymnasium env on MJX (MuJoCo's C engine,
+# the single env's default backend, agrees with it only to float32 rounding).
+MJX = {"backend": "mjx"}
 
 
 def random_actions(venv, steps, seed=0):
@@ -118,7 +116,8 @@ def test_vec_env_api():
     venv = ChaosSB3VecEnv("ChaosCartPole-v0", num_envs=2, render_mode="rgb_array", width=32, height=24)
     assert venv.observation_space.shape == (5,) and venv.action_space.shape == (1,)
     assert venv.get_attr("render_mode") == ["rgb_array"] * 2
-    assert venv.get_attr("spec", indices=1)[0].max_episode_steps == 100
+    spec = venv.get_attr("spec", indices=1)[0]
+    assert spec.max_episode_steps == 100 and gymnasium.make(spec).unwrapped.observation_space.shape == (5,)
     assert venv.env_method("__repr__", indices=[0, 1])[0] == repr(venv)
     assert venv.env_is_wrapped(Monitor) == [False, False]
     venv.set_attr("render_mode", "rgb_array")
@@ -140,11 +139,12 @@ def test_vec_env_api():
     venv.close()
 
 
+@pytest.mark.parametrize("backend", ["mujoco", "mjx"])
 @pytest.mark.parametrize("env_id", list(chaosgym.TASKS))
-def test_sb3_check_env(env_id):
+def test_sb3_check_env(env_id, backend):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # check_env reports problems as warnings too
-        check_env(gymnasium.make(env_id))
+        check_env(gymnasium.make(env_id, backend=backend))
 
 
 def test_plain_make_vec_env_route_trains():
