@@ -79,6 +79,10 @@ def main() -> None:
     if args.subproc:
         runs["Ant-v5, SB3 SubprocVecEnv (MuJoCo C)"] = lambda: make_vec_env(
             "Ant-v5", n_envs=args.num_envs, seed=args.seed, vec_env_cls=SubprocVecEnv)
+    # one untimed rollout per setup first: torch's one-off initialisation would otherwise be
+    # charged to whichever setup runs first
+    for make in runs.values():
+        ppo_throughput(make(), params, params["n_steps"] * args.num_envs, args.seed)
     results = {name: (0.0, 0.0, 0) for name in runs}
     for _ in range(args.repeats):
         for name, make in runs.items():
