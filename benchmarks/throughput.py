@@ -2,7 +2,8 @@
 
 One run prints one markdown table:
 
-  (a) gymnasium.make("ChaosAnt-v0") in a plain step loop,
+  (a) gymnasium.make("ChaosAnt-v0") in a plain step loop (its default backend, MuJoCo's C engine),
+      and the same with backend="mjx",
   (b) Gymnasium's Ant-v5 (MuJoCo C) in the same loop,
   (c) make_vec("ChaosAnt-v0", vectorization_mode="vector_entry_point") at each batch size,
   (d) a jitted, vmapped mjx.step loop on the same model, batch and frame skip: the ceiling of (c),
@@ -24,7 +25,7 @@ import platform
 import time
 from typing import Callable
 
-import chaosgym  # noqa: F401  (registers the ids, enables the compilation cache)
+import chaosgym  # registers the ids and enables the compilation cache
 import gymnasium
 import jax
 import mujoco
@@ -60,8 +61,8 @@ def single_env_loop(env: gymnasium.Env, steps: int) -> Callable[[], int]:
     return run
 
 
-def vector_env_loop(num_envs: int, iterations: int) -> Callable[[], int]:
-    env = gymnasium.make_vec(ENV_ID, num_envs=num_envs, vectorization_mode="vector_entry_point")
+def vector_env_loop(env: gymnasium.vector.VectorEnv, iterations: int) -> Callable[[], int]:
+    num_envs = env.num_envs
     actions = np.random.default_rng(0).uniform(-1, 1, (iterations, num_envs, env.single_action_space.shape[0]))
     actions = actions.astype(np.float32)
     env.reset(seed=0)
@@ -74,9 +75,8 @@ def vector_env_loop(num_envs: int, iterations: int) -> Callable[[], int]:
     return run
 
 
-def raw_mjx_loop(num_envs: int, iterations: int) -> Callable[[], int]:
+def raw_mjx_loop(functional: chaosgym.Env, num_envs: int, iterations: int) -> Callable[[], int]:
     """The MJX ceiling: frame-skipped `mjx.step` on the same model and batch, nothing else."""
-    functional = gymnasium.make(ENV_ID).unwrapped.env
     model, frame_skip = functional.model, functional.frame_skip
 
     def control_step(data: mjx.Data, ctrl: jax.Array) -> mjx.Data:
@@ -119,30 +119,36 @@ def main() -> None:
                         help="vector-env batch sizes (default: 64 256)")
     parser.add_argument("--single-steps", type=int, default=500,
                         help="steps per round of each single-env loop (default: 500)")
-    parser.add_argument("--batch-iterations", type=int, default=20,
-                        help="vector steps per round at each batch size (default: 20)")
-    parser.add_argument("--rounds", type=int, default=5, help="timed rounds per loop (default: 5)")
+    parser.add_argument("--batch-steps", type=int, default=8192,
+                        help="env steps per round at each batch size, i.e. batch x vector steps (default: 8192)")
+    parser.add_argument("--rounds", type=int, default=10, help="timed rounds per loop (default: 10)")
     parser.add_argument("--quick", action="store_true",
-                        help="tiny smoke run: batch 8, 50 single steps, 5 vector steps, 2 rounds")
+                        help="tiny smoke run: batch 8, 50 single steps, 40 batched env steps, 2 rounds")
     args = parser.parse_args()
     if args.quick:
-        args.batches, args.single_steps, args.batch_iterations, args.rounds = [8], 50, 5, 2
+        args.batches, args.single_steps, args.batch_steps, args.rounds = [8], 50, 40, 2
 
     print(f"Machine: {cpu_model()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "
           f"jax {jax.__version__} ({jax.default_backend()}), mujoco {mujoco.__version__}, "
           f"gymnasium {gymnasium.__version__}\n")
 
     single = best_rates({"chaos": single_env_loop(gymnasium.make(ENV_ID), args.single_steps),
+                         "chaos_mjx": single_env_loop(gymnasium.make(ENV_ID, backend="mjx"), args.single_steps),
                          "gymnasium": single_env_loop(gymnasium.make("Ant-v5"), args.single_steps)},
                         args.rounds)
     rows = [
-        ('(a) `gymnasium.make("ChaosAnt-v0")`', 1, single["chaos"], ""),
-        ("(b) Gymnasium `Ant-v5` (MuJoCo C)", 1, single["gymnasium"],
+        ('(a) `gymnasium.make("ChaosAnt-v0")` (C engine, default)', 1, single["chaos"],
          f"(a)/(b) = {single['chaos'] / single['gymnasium']:.2f}"),
+        ('(a) `gymnasium.make("ChaosAnt-v0", backend="mjx")`', 1, single["chaos_mjx"],
+         f"(a)/(b) = {single['chaos_mjx'] / single['gymnasium']:.2f}"),
+        ("(b) Gymnasium `Ant-v5` (MuJoCo C)", 1, single["gymnasium"], ""),
     ]
     for num_envs in args.batches:
-        batched = best_rates({"vector": vector_env_loop(num_envs, args.batch_iterations),
-                              "raw": raw_mjx_loop(num_envs, args.batch_iterations)}, args.rounds)
+        iterations = max(1, args.batch_steps // num_envs)
+        vector = gymnasium.make_vec(ENV_ID, num_envs=num_envs, vectorization_mode="vector_entry_point")
+        batched = best_rates({"vector": vector_env_loop(vector, iterations),
+                              "raw": raw_mjx_loop(vector.unwrapped.env, num_envs, iterations)},
+                             args.rounds)
         rows += [
             ('(c) `make_vec("ChaosAnt-v0")`', num_envs, batched["vector"], ""),
             ("(d) raw vmapped `mjx.step`", num_envs, batched["raw"],
