@@ -1,12 +1,17 @@
 """A non-editable install finds its MJCF files from any directory, and Gymnasium finds the ids."""
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# Left out of the copy that is built: git's data, the .gitignore'd outputs, and the build folder an
+# in-tree build would otherwise leave behind (stale files there can end up in a later wheel).
+NOT_SOURCE = shutil.ignore_patterns(".git", ".venv", "build", "dist", "runs", "*.egg-info", "__pycache__",
+                                    ".pytest_cache", ".whl", ".gl", "MUJOCO_LOG.TXT")
 
 # Runs in a fresh interpreter whose only copy of chaosgym is the installed one.
 CHECK_INSTALLED = textwrap.dedent("""
@@ -32,10 +37,11 @@ CHECK_INSTALLED = textwrap.dedent("""
 
 
 def test_installed_package_loads_its_assets(tmp_path):
-    target = tmp_path / "site-packages"
+    source, target = tmp_path / "source", tmp_path / "site-packages"
+    shutil.copytree(REPO_ROOT, source, ignore=NOT_SOURCE)
     install = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(REPO_ROOT)],
+         "--target", str(target), str(source)],
         capture_output=True, text=True, timeout=300)
     assert install.returncode == 0, install.stderr[-3000:]
     assert sorted(p.name for p in (target / "chaosgym" / "assets").glob("*.xml")) == [
