@@ -147,14 +147,17 @@ def _where(mask: jax.Array, new, old):
     return jax.tree.map(pick, new, old)
 
 
-def _outputs(state: State) -> jax.Array:
+def _outputs(state: State, episode_length: int) -> jax.Array:
     """What a vector `step` hands back, packed into one float32 array of shape (num_envs, width).
 
     One device-to-host transfer instead of one per field. Booleans and float32 metrics round-trip
     exactly; `_VectorFunctions.unpack` splits the columns again. Info values are per-env scalars
     (the `Task.reward` contract), one column each.
     """
-    scalars = [state.reward, state.terminated, state.truncated, *(state.info[k] for k in sorted(state.info))]
+    # Gymnasium's TimeLimit truncates on the last step even when the episode also terminates there;
+    # `Env.step` (as Brax does) then reports only the termination.
+    truncated = state.truncated | (state.steps >= episode_length)
+    scalars = [state.reward, state.terminated, truncated, *(state.info[k] for k in sorted(state.info))]
     return jnp.concatenate([state.obs, *(x[:, None].astype(state.obs.dtype) for x in scalars)], axis=1)
 
 
@@ -178,9 +181,8 @@ class _VectorFunctions:
         self.step = jax.jit(self._step, donate_argnums=0)
         self.step_same = jax.jit(self._step_same, donate_argnums=0)
 
-    @staticmethod
-    def _with_outputs(state: State) -> tuple[State, jax.Array]:
-        return state, _outputs(state)
+    def _with_outputs(self, state: State) -> tuple[State, jax.Array]:
+        return state, _outputs(state, self.env.episode_length)
 
     def _reset_some(self, state: State, seeds: jax.Array, mask: jax.Array) -> State:
         """Reset the environments where `mask` is true, with their `seeds`; leave the rest as they are."""
@@ -203,7 +205,7 @@ class _VectorFunctions:
         """same_step autoreset: returns the reset state and the outputs before and after the reset."""
         stepped = jax.vmap(self.env.step)(state, actions)
         state = self._reset_some(stepped, seeds, stepped.terminated | stepped.truncated)
-        return state, jnp.stack([_outputs(stepped), _outputs(state)])
+        return state, jnp.stack([_outputs(stepped, self.env.episode_length), _outputs(state, self.env.episode_length)])
 
     def unpack(self, outputs: np.ndarray):
         """Split `_outputs` on the host into obs, reward, terminated, truncated and the info dict."""

@@ -107,9 +107,10 @@ def test_vector_env_matches_gymnasium_sync_vector_env(mode, make_vector_env):
 
     Three cart poles with 100-step episodes for 105 steps. Blow-ups end episodes early and at
     different times: env 1 at steps 40 and 60 (two resets of one env), env 0 also at step 60 (two
-    envs resetting at once); env 2 runs into the time limit.
+    envs resetting at once); env 2 blows up on the last step of its episode, where Gymnasium's
+    time limit reports the truncation as well.
     """
-    blow_ups = {40: [1], 60: [0, 1]}
+    blow_ups = {40: [1], 60: [0, 1], 99: [2]}
     ours = make_vector_env(CARTPOLE, 3, autoreset_mode=mode)
     reference = gymnasium.make_vec(CARTPOLE, num_envs=3, vectorization_mode="sync", backend="mjx",
                                    vector_kwargs={"autoreset_mode": mode})
@@ -125,8 +126,8 @@ def test_vector_env_matches_gymnasium_sync_vector_env(mode, make_vector_env):
         assert_same((obs, reward, terminated, truncated), expected[:4])
         assert reward.dtype == np.float64 and terminated.dtype == truncated.dtype == np.bool_
         assert_same_info(info, expected[4])
-        ends += [(t, i, "terminated" if terminated[i] else "truncated") for i in np.flatnonzero(terminated | truncated)]
-    assert ends == [(40, 1, "terminated"), (60, 0, "terminated"), (60, 1, "terminated"), (99, 2, "truncated")]
+        ends += [(t, i, terminated[i], truncated[i]) for i in np.flatnonzero(terminated | truncated)]
+    assert ends == [(40, 1, True, False), (60, 0, True, False), (60, 1, True, False), (99, 2, True, True)]
 
 
 def assert_same_info(ours: dict, reference: dict) -> None:
