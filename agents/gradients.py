@@ -23,6 +23,7 @@ import optax
 
 from chaosgym.env import Env, State
 from chaosgym.rollout import FLOWS, Policy, check_flow, rollout
+from chaosgym.sharding import shard_batch
 
 ESTIMATORS = (*FLOWS, "combined", "es")
 
@@ -84,7 +85,9 @@ def es_gradient(loss_fn: Callable[[Any], jax.Array], params, key: jax.Array, sig
     """
     flat, unravel = ravel_pytree(params)
     eps = jax.random.normal(key, (pairs, flat.size), flat.dtype)
-    losses = jax.vmap(lambda p: loss_fn(unravel(p)))(jnp.concatenate([flat + sigma * eps, flat - sigma * eps]))
+    # the population is the batch axis spread over all devices (a no-op with one device)
+    population = shard_batch(jnp.concatenate([flat + sigma * eps, flat - sigma * eps]))
+    losses = jax.vmap(lambda p: loss_fn(unravel(p)))(population)
     fitness = _centred_ranks(losses) if rank_shaping else losses
     plus, minus = jnp.split(fitness, 2)
     return unravel(((plus - minus) @ eps) / (2 * sigma * pairs)), jnp.mean(losses)

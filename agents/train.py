@@ -34,6 +34,7 @@ import chaosgym
 from agents.gradients import EstimatorConfig, make_estimator
 from agents.policies import init_policy, mlp_policy
 from chaosgym.rollout import rollout
+from chaosgym.sharding import shard_batch
 
 METRIC_COLUMNS = ["update", "env_steps", "wall_time", "loss", "eval_score", "eval_objective",
                   "grad_norm", "skipped_updates", "cosine_modified_full", "fraction_zeroed"]
@@ -96,6 +97,8 @@ def compiled_update(env, estimator: EstimatorConfig, batch_size: int, learning_r
     def update(params, opt_state, seed_key, index):
         key_states, key_estimate = jax.random.split(jax.random.fold_in(seed_key, index))
         states = jax.vmap(env.reset)(jax.random.split(key_states, batch_size))
+        if estimator.name != "es":  # spread the batch over all devices; ES spreads its population
+            states = shard_batch(states)
         grad, diagnostics = estimate(params, states, key_estimate)
         step, new_opt_state = optimizer.update(grad, opt_state, params)
         ok = diagnostics["grad_finite"]

@@ -17,6 +17,8 @@ import jax.numpy as jnp
 import mujoco
 from mujoco import mjx
 
+from chaosgym.sharding import uncommitted
+
 
 @functools.partial(
     jax.tree_util.register_dataclass,
@@ -113,7 +115,10 @@ class Env:
     def __init__(self, task: Task, episode_length: int | None = None):
         self.task = task
         self.mj_model = task.mj_model()
-        self.model = mjx.put_model(self.mj_model)
+        # Bound to no device, so that batches can spread over all of them (chaosgym.sharding):
+        # mjx.put_model and mjx.make_data pin their arrays to the default device.
+        self.model = uncommitted(mjx.put_model(self.mj_model))
+        self.empty_data = jax.device_get(mjx.make_data(self.model))
         self.frame_skip = task.frame_skip
         self.episode_length = episode_length or task.episode_length
         self.dt = float(self.mj_model.opt.timestep) * self.frame_skip
@@ -125,7 +130,7 @@ class Env:
 
     def reset(self, key: jax.Array) -> State:
         qpos, qvel = self.task.initial_state(key, self.mj_model)
-        data = mjx.make_data(self.model).replace(qpos=qpos, qvel=qvel)
+        data = jax.tree.map(jnp.asarray, self.empty_data).replace(qpos=qpos, qvel=qvel)
         data = mjx.forward(self.model, data)
         zero_action = jnp.zeros(self.action_size, qpos.dtype)
         reward, metrics = self.task.reward(data, zero_action, data)

@@ -21,6 +21,7 @@ from gymnasium.vector.utils import batch_space
 from chaosgym.env import Env, State
 from chaosgym.mujoco_backend import MujocoBackend
 from chaosgym.registry import make
+from chaosgym.sharding import shard_batch
 
 
 def check_actions(actions: Any, shape: tuple[int, ...]) -> np.ndarray:
@@ -182,6 +183,7 @@ class _VectorFunctions:
         self.step_same = jax.jit(self._step_same, donate_argnums=0)
 
     def _with_outputs(self, state: State) -> tuple[State, jax.Array]:
+        state = shard_batch(state)  # the batch spread over all devices (a no-op with one)
         return state, _outputs(state, self.env.episode_length)
 
     def _reset_some(self, state: State, seeds: jax.Array, mask: jax.Array) -> State:
@@ -204,7 +206,7 @@ class _VectorFunctions:
     def _step_same(self, state: State, actions: jax.Array, seeds: jax.Array):
         """same_step autoreset: returns the reset state and the outputs before and after the reset."""
         stepped = jax.vmap(self.env.step)(state, actions)
-        state = self._reset_some(stepped, seeds, stepped.terminated | stepped.truncated)
+        state = shard_batch(self._reset_some(stepped, seeds, stepped.terminated | stepped.truncated))
         return state, jnp.stack([_outputs(stepped, self.env.episode_length), _outputs(state, self.env.episode_length)])
 
     def unpack(self, outputs: np.ndarray):

@@ -55,7 +55,7 @@ class _TaskFunctions:
 
     def __init__(self, env: Env):
         self.env = env
-        self.template = jax.device_get(mjx.make_data(env.model))  # numpy: bound to no device
+        self.template = env.empty_data  # numpy: bound to no device
         extra = fields_read(env.task, self.template, jnp.zeros(env.action_size)) - set(FIELDS)
         if extra:
             raise ValueError(f"{type(env.task).__name__} reads mjx.Data field(s) {sorted(extra)}, which the "
