@@ -1,6 +1,7 @@
 """Process-wide defaults applied on `import chaosgym`, before MuJoCo is imported.
 
-* Headless rendering: with no display and no `MUJOCO_GL` set, MuJoCo renders through EGL.
+* Headless rendering: with no display and no `MUJOCO_GL` set, MuJoCo renders through EGL (or
+  OSMesa) where that library is installed.
 * JAX's persistent compilation cache is on by default in `~/.cache/chaosgym/jax` (XLA compiles
   MJX gradients for a minute or more on CPU; the cache makes the second start fast). Override the
   folder with `CHAOSGYM_CACHE_DIR`, or turn the cache off with `CHAOSGYM_COMPILATION_CACHE=0`.
@@ -10,8 +11,17 @@
 import os
 from pathlib import Path
 
-if "MUJOCO_GL" not in os.environ and not os.environ.get("DISPLAY"):
-    os.environ["MUJOCO_GL"] = "egl"
+
+def _headless_gl() -> str | None:
+    """The GL backend MuJoCo can render with off screen here: EGL, else OSMesa, else none."""
+    from ctypes.util import find_library
+
+    return next((name for name, lib in (("egl", "EGL"), ("osmesa", "OSMesa")) if find_library(lib)), None)
+
+
+# Only a library that is there: MuJoCo fails on import when MUJOCO_GL names a missing one.
+if "MUJOCO_GL" not in os.environ and not os.environ.get("DISPLAY") and (_gl := _headless_gl()):
+    os.environ["MUJOCO_GL"] = _gl
 
 import jax  # noqa: E402
 

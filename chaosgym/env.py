@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -46,8 +47,15 @@ class State:
 
 
 def asset_path(name: str):
-    """Path of an MJCF file shipped in the package (the repository's top-level `assets/`)."""
-    return resources.files("chaosgym.assets").joinpath(name)
+    """Path of an MJCF file shipped in the package (the repository's top-level `assets/`).
+
+    An installed chaosgym carries them as the subpackage `chaosgym.assets`; a source checkout put
+    on `sys.path` (e.g. `python -c` in the repository root) has them beside the package instead.
+    """
+    try:
+        return resources.files("chaosgym.assets").joinpath(name)
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parent.parent / "assets" / name
 
 
 class Task:
