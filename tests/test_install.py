@@ -54,3 +54,14 @@ def test_installed_package_loads_its_assets(tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "ok" in result.stdout
+
+
+def test_source_checkout_on_sys_path_loads_the_assets():
+    # `python -c ...` in the repository root imports the source package, which has no
+    # chaosgym.assets subpackage (the MJCF files sit in the top-level assets/ folder).
+    check = ("import chaosgym; env = chaosgym.make('ChaosAnt-v0'); "
+             "assert chaosgym.__file__.startswith(%r), chaosgym.__file__; print(env.action_size)" % str(REPO_ROOT))
+    result = subprocess.run([sys.executable, "-c", check], cwd=REPO_ROOT, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split()[-1] == "8"
