@@ -1,0 +1,107 @@
+"""Every benchmark table in one run, written to docs/benchmarks.md under a description of the machine.
+
+Runs each benchmark script in its own process (so none inherits another's compiled functions or
+threads), in this order: throughput, gradient cost and memory, SB3 throughput, the two backends of
+the single env, compile times. A script that fails is reported in the file with the end of its
+error output, and the run goes on; the exit status is then 1.
+
+    python benchmarks/all.py            # the full tables: tens of minutes on a 2-core CPU
+    python benchmarks/all.py --quick    # every script's smoke run: a few minutes
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = [
+    ("Env throughput", "throughput.py"),
+    ("Gradient cost and memory", "gradient_cost.py"),
+    ("SB3 PPO throughput", "sb3_throughput.py"),
+    ("Backends of the single env: divergence and speed", "backends.py"),
+    ("Compile time, cold and warm", "compile_time.py"),
+]
+
+
+def _first_line(path: str, prefix: str) -> str:
+    try:
+        with open(path) as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith(prefix)), "unknown")
+    except OSError:
+        return "unknown"
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "(not installed)"
+
+
+def machine() -> list[str]:
+    """Markdown lines describing the machine and the software versions."""
+    import jax
+
+    memory = _first_line("/proc/meminfo", "MemTotal")
+    versions = ", ".join(f"{name} {_version(name)}" for name in
+                         ("jax", "jaxlib", "mujoco", "gymnasium", "stable_baselines3", "torch"))
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    return [
+        f"* CPU: {_first_line('/proc/cpuinfo', 'model name')}, {os.cpu_count()} cores; memory {memory}",
+        f"* JAX devices: {', '.join(str(d) for d in jax.devices())}",
+        f"* Python {platform.python_version()}; {versions}",
+        f"* chaosgym commit {commit or 'unknown'}; load average at the start "
+        f"{' / '.join(f'{x:.1f}' for x in os.getloadavg())} (1 / 5 / 15 min)",
+    ]
+
+
+def run(script: str, quick: bool) -> tuple[str, float, bool]:
+    """(stdout, seconds, ok) of one benchmark script in a fresh process."""
+    command = [sys.executable, str(ROOT / "benchmarks" / script)] + (["--quick"] if quick else [])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        tail = "\n".join(done.stderr.strip().splitlines()[-15:])
+        return f"{done.stdout}\n**Failed** (exit status {done.returncode}):\n\n```\n{tail}\n```\n", elapsed, False
+    return done.stdout, elapsed, True
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="pass --quick to every script (smoke run)")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md", help="markdown file to write")
+    args = parser.parse_args()
+
+    mode = "quick smoke run (`--quick`): small sizes, not for quoting" if args.quick else "full run"
+    lines = [f"# chaosgym benchmarks\n", f"{datetime.date.today().isoformat()}, {mode}, "
+             f"`python benchmarks/all.py{' --quick' if args.quick else ''}`.\n", *machine(), ""]
+    print("\n".join(lines), flush=True)
+    ok = True
+    for title, script in SCRIPTS:
+        if not (ROOT / "benchmarks" / script).exists():
+            section = f"## {title}\n\n`benchmarks/{script}` is missing.\n"
+            ok = False
+        else:
+            output, elapsed, succeeded = run(script, args.quick)
+            ok &= succeeded
+            section = f"## {title}\n\n`python benchmarks/{script}{' --quick' if args.quick else ''}` ({elapsed:.0f} s)\n\n{output.strip()}\n"
+        print(section, flush=True)
+        lines.append(section)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(lines))
+    print(f"written to {args.out}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
