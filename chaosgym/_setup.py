@@ -6,8 +6,12 @@
   MJX gradients for a minute or more on CPU; the cache makes the second start fast). Override the
   folder with `CHAOSGYM_CACHE_DIR`, or turn the cache off with `CHAOSGYM_COMPILATION_CACHE=0`.
   A cache folder the user already gave JAX is left alone.
+* MJX is imported once with its notice about the optional Warp backend held back ("Failed to
+  import warp"): it is printed to stdout on every import and would land in piped tables and CSVs.
 """
 
+import contextlib
+import io
 import os
 from pathlib import Path
 
@@ -44,3 +48,16 @@ def _enable_compilation_cache() -> None:
 
 
 _enable_compilation_cache()
+
+
+def _import_mjx_quietly() -> None:
+    captured = io.StringIO()
+    with contextlib.redirect_stdout(captured):
+        from mujoco import mjx  # noqa: F401
+    other = [line for line in captured.getvalue().splitlines()
+             if not line.startswith(("Failed to import warp", "Failed to import mujoco_warp"))]
+    if other:
+        print("\n".join(other))
+
+
+_import_mjx_quietly()
