@@ -112,12 +112,33 @@ def _all_finite(data: mjx.Data) -> jax.Array:
     return jnp.all(jnp.isfinite(data.qpos)) & jnp.all(jnp.isfinite(data.qvel))
 
 
+# What `mjx.step` advances from: every other `mjx.Data` field is either constant over a step
+# (model inputs such as mocap poses and applied forces) or recomputed from these.
+STEP_INPUTS = ("time", "qpos", "qvel", "act", "ctrl", "qacc_warmstart")
+
+
+def fields_read(task: Task, data: mjx.Data, action: jax.Array) -> set[str]:
+    """Names of the `mjx.Data` fields that the task's observation, reward, termination or objective use."""
+    def outputs(data, next_data):
+        return (task.observation(next_data), task.reward(data, action, next_data), task.terminated(next_data),
+                task.objective(jnp.zeros(1), next_data))
+
+    jaxpr = jax.make_jaxpr(outputs)(data, data).jaxpr
+    used = {id(v) for eqn in jaxpr.eqns for v in eqn.invars} | {id(v) for v in jaxpr.outvars}
+    paths = [path for path, _ in jax.tree_util.tree_flatten_with_path((data, data))[0]]
+    return {path[1].name for path, var in zip(paths, jaxpr.invars) if id(var) in used}
+
+
 class Env:
     """A task on MJX with frame skip, time limit and blow-up handling.
 
     Actions are clipped to [-1, 1] (every actuator's control range). When the physics produces a
-    non-finite state, the step is undone (the returned `data` and `obs` are those before the step),
-    the episode terminates, the reward is 0 and `info["nonfinite_state"]` is true.
+    non-finite state, the step is undone, the episode terminates, the reward is 0 and
+    `info["nonfinite_state"]` is true. Undone means: the state MJX steps from (`STEP_INPUTS`) and
+    every field the task reads (`restored_fields`) are those before the step, so the observation
+    and any later step are too; the remaining, derived fields of `data` (contact and constraint
+    arrays, inertias, ...) keep what the failed step computed. Restoring only these costs next to
+    nothing, where restoring the whole `mjx.Data` cost about 6% of an Ant step on CPU.
     """
 
     def __init__(self, task: Task, episode_length: int | None = None):
@@ -132,6 +153,8 @@ class Env:
         self.dt = float(self.mj_model.opt.timestep) * self.frame_skip
         self.action_size = int(self.mj_model.nu)
         self.observation_size = int(jax.eval_shape(self.reset, jax.random.key(0)).obs.shape[-1])
+        read = fields_read(task, self.empty_data, jnp.zeros(self.action_size))
+        self.restored_fields = tuple(sorted(set(STEP_INPUTS) | read))
 
     def __repr__(self) -> str:
         return f"Env({type(self.task).__name__}, obs={self.observation_size}, act={self.action_size}, dt={self.dt})"
@@ -159,7 +182,11 @@ class Env:
         action = jnp.clip(jnp.asarray(action, state.data.qpos.dtype), -1.0, 1.0)
         next_data = self.physics_step(state.data, action)
         finite = _all_finite(next_data)
-        next_data = jax.tree.map(lambda new, old: jnp.where(finite, new, old), next_data, state.data)
+        def undo(name):  # a field may be a pytree (MJX keeps some in `_impl`)
+            return jax.tree.map(lambda new, old: jnp.where(finite, new, old), getattr(next_data, name),
+                                getattr(state.data, name))
+
+        next_data = next_data.replace(**{name: undo(name) for name in self.restored_fields})
         reward, metrics = self.task.reward(state.data, action, next_data)
         reward = jnp.where(finite, reward, 0.0)
         terminated = self.task.terminated(next_data) | ~finite

@@ -24,7 +24,7 @@ import mujoco
 import numpy as np
 from mujoco import mjx
 
-from chaosgym.env import Env, Task
+from chaosgym.env import Env, fields_read
 
 # The MjData fields the task functions may read on this backend (see `Task`).
 FIELDS = ("time", "qpos", "qvel", "act", "ctrl", "xpos", "xquat", "site_xpos", "sensordata")
@@ -33,17 +33,6 @@ _BLOW_UP_WARNINGS = [int(w) for w in (mujoco.mjtWarning.mjWARN_BADQPOS, mujoco.m
                                       mujoco.mjtWarning.mjWARN_BADQACC)]
 _STATE = mujoco.mjtState.mjSTATE_INTEGRATION
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
-
-
-def fields_read(task: Task, data: mjx.Data, action: jax.Array) -> set[str]:
-    """Names of the `mjx.Data` fields that the task's observation, reward or termination use."""
-    def outputs(data, next_data):
-        return task.observation(next_data), task.reward(data, action, next_data), task.terminated(next_data)
-
-    jaxpr = jax.make_jaxpr(outputs)(data, data).jaxpr
-    used = {id(v) for eqn in jaxpr.eqns for v in eqn.invars} | {id(v) for v in jaxpr.outvars}
-    paths = [path for path, _ in jax.tree_util.tree_flatten_with_path((data, data))[0]]
-    return {path[1].name for path, var in zip(paths, jaxpr.invars) if id(var) in used}
 
 
 class _TaskFunctions:
