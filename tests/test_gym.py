@@ -45,9 +45,13 @@ def assert_same(a, b):
 
 def blow_up(env, index=None) -> None:
     """Give an unwrapped MJX env (or sub-env `index` of a vector env) a velocity whose next step overflows."""
-    state = env._state
+    state = env.state if index is not None else env._state
     qvel = state.data.qvel.at[index].set(1e20) if index is not None else jnp.full_like(state.data.qvel, 1e20)
-    env._state = state.replace(data=state.data.replace(qvel=qvel))
+    state = state.replace(data=state.data.replace(qvel=qvel))
+    if index is not None:
+        env.state = state
+    else:
+        env._state = state
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -201,10 +205,10 @@ def test_vector_env_rejects_bad_actions_and_steps_nothing(case, make_vector_env)
     good = np.zeros((3, 1), np.float32)
     bad = {"wrong shape": np.zeros((3, 2), np.float32), "strings": np.full((3, 1), "a"),
            "booleans": np.ones((3, 1), bool), "NaN": np.where([[True], [False], [False]], np.nan, good)}[case]
-    state = env.unwrapped._state
+    leaves = env.unwrapped._leaves
     with pytest.raises(ValueError, match=r"\(3, 1\)" if case == "wrong shape" else "dtype|NaN"):
         env.step(bad)
-    assert env.unwrapped._state is state
+    assert env.unwrapped._leaves is leaves
 
 
 def test_vector_blow_up_ends_only_that_episode(make_vector_env):

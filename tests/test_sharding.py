@@ -37,7 +37,7 @@ def compute() -> dict[str, np.ndarray]:
             obs, reward, terminated, truncated, _ = env.step(actions)  # resets after 5 steps
             rows += [obs, reward[:, None], terminated[:, None], truncated[:, None]]
         out[f"vector{num_envs}"] = np.concatenate(rows, axis=1)
-        sharding = env.unwrapped._state.data.qpos.sharding
+        sharding = env.unwrapped.state.data.qpos.sharding
         out[f"vector{num_envs}_devices"] = np.array(len(sharding.device_set))
         out[f"vector{num_envs}_split"] = np.array(not sharding.is_fully_replicated)
 
