@@ -1,18 +1,22 @@
 """The chaos findings of every task, written to docs/findings.md with figures in docs/figures/.
 
     python benchmarks/findings.py           # every task; about an hour on 2 CPU cores
-    python benchmarks/findings.py --quick --docs /tmp/findings   # a smoke run of the script
+    python benchmarks/findings.py --tasks ChaosAnt-v0   # one task; the others' saved sections are kept
+    python benchmarks/findings.py --quick --docs /tmp/findings --runs /tmp/runs   # a smoke run
 
 Per task (default options, a randomly initialised default MLP policy) this runs `chaosgym
 diagnose` with the settings below and reports the maximal Lyapunov exponent unforced and under
 the random policy, BPTT (`full`) and ES gradient statistics at horizons 10, 30, 100 and 300, and
 the loss landscape; for the double pendulum also the unforced exponent from a raised start (both
-links horizontal). Every CSV file and plot is kept under --runs/<task>/.
+links horizontal). Every CSV file and plot is kept under --runs/<task>/, with the task's section of
+the report (`findings.json`), so tasks can be run separately, even on different machines: the report
+holds every task with a saved section, each saying where and how long it ran.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import platform
@@ -129,36 +133,43 @@ def run_task(task: str, quick: bool, runs: Path, figures: Path) -> tuple[list[st
               f"![loss landscape: 1-D (top) and 2-D (bottom) slices along filter-normalised random directions, "
               f"per horizon](figures/{task}-landscape.png)", "",
               f"![running estimate of the maximal Lyapunov exponent](figures/{task}-lyapunov.png)", "",
-              f"({minutes:.0f} min on this machine.)", ""]
+              f"({minutes:.0f} min on {machine()}{', quick settings' if quick else ''}.)", ""]
+    (out / "findings.json").write_text(json.dumps({"lines": lines, "summary": summary}, indent=1))
     return lines, summary
+
+
+def machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} cores, JAX {jax.__version__} on {jax.default_backend()}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tasks", default=",".join(chaosgym.TASKS), help="comma-separated task ids")
+    parser.add_argument("--tasks", default=",".join(chaosgym.TASKS), help="comma-separated task ids to run")
     parser.add_argument("--docs", default="docs", help="folder of findings.md (figures go to DOCS/figures)")
     parser.add_argument("--runs", default="runs/findings", help="folder of every CSV file and plot")
     parser.add_argument("--quick", action="store_true", help="tiny settings, to check the script runs")
     args = parser.parse_args()
     docs, runs = Path(args.docs), Path(args.runs)
     (docs / "figures").mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    sections, summaries = [], {}
     for task in args.tasks.split(","):
-        lines, summaries[task] = run_task(task, args.quick, runs, docs / "figures")
-        sections += lines
-    minutes = (time.perf_counter() - start) / 60
+        if task not in chaosgym.TASKS:
+            parser.error(f"unknown task {task!r}; valid: {', '.join(chaosgym.TASKS)}")
+        start = time.perf_counter()
+        run_task(task, args.quick, runs, docs / "figures")
+        print(f"{task}: {(time.perf_counter() - start) / 60:.0f} min", flush=True)
+    saved = {t: json.loads((runs / t / "findings.json").read_text())
+             for t in chaosgym.TASKS if (runs / t / "findings.json").exists()}
     header = [
         "# Chaos diagnostics: findings", "",
-        f"Produced by `python benchmarks/findings.py{' --quick' if args.quick else ''}` in {minutes:.0f} min on "
-        f"{platform.machine()} ({os.cpu_count()} cores, JAX {jax.__version__} on {jax.default_backend()}), "
-        "with every task's default options and a randomly initialised default policy (MLP, 2 × 100 tanh "
-        "units). The settings are at the top of the script; every CSV file is under `runs/findings/`.", "",
+        f"Produced by `python benchmarks/findings.py{' --quick' if args.quick else ''}`, with every task's default "
+        "options and a randomly initialised default policy (MLP, 2 × 100 tanh units). The settings are at the top "
+        "of the script; every CSV file is under `runs/findings/<task>/`. Each section says where it ran.", "",
         "| task | max Lyapunov exponent, unforced (1/s) | under the random policy | unforced, raised start |",
         "|---|---|---|---|",
-        *[f"| {t} | {s['unforced']} | {s['policy']} | {s['raised']} |" for t, s in summaries.items()], ""]
-    (docs / "findings.md").write_text("\n".join(header + sections))
-    print(f"wrote {docs / 'findings.md'} and its figures in {minutes:.0f} min")
+        *[f"| {t} | {s['summary']['unforced']} | {s['summary']['policy']} | {s['summary']['raised']} |"
+          for t, s in saved.items()], ""]
+    (docs / "findings.md").write_text("\n".join(header + [line for s in saved.values() for line in s["lines"]]))
+    print(f"wrote {docs / 'findings.md'} ({', '.join(saved)}) and its figures")
 
 
 if __name__ == "__main__":
