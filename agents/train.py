@@ -35,6 +35,7 @@ from agents.gradients import EstimatorConfig, make_estimator
 from agents.policies import init_policy, mlp_policy
 from chaosgym.rollout import rollout
 from chaosgym.sharding import shard_batch
+from chaosgym.trace_cache import cached_jit
 
 METRIC_COLUMNS = ["update", "env_steps", "wall_time", "loss", "eval_score", "eval_objective",
                   "grad_norm", "skipped_updates", "cosine_modified_full", "fraction_zeroed"]
@@ -105,7 +106,7 @@ def compiled_update(env, estimator: EstimatorConfig, batch_size: int, learning_r
         keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
         return keep(optax.apply_updates(params, step), params), keep(new_opt_state, opt_state), diagnostics
 
-    return optimizer, jax.jit(update)
+    return optimizer, cached_jit(update, (env.cache_key, "update", repr(estimator), batch_size, learning_rate))
 
 
 @functools.lru_cache(maxsize=None)
@@ -118,7 +119,7 @@ def compiled_evaluation(env):
         returns = trajectory.rewards.sum(axis=0)
         return jnp.mean(returns), objective, returns
 
-    return jax.jit(evaluate)
+    return cached_jit(evaluate, (env.cache_key, "evaluate"))
 
 
 def evaluate_params(config: TrainConfig, params) -> dict[str, float]:

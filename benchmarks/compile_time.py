@@ -1,11 +1,13 @@
-"""Start-up cost: cold and warm compile times of one env step and of a 100-step gradient, per task.
+"""Start-up cost: cold and warm compile times of one env step and of a 100-step training update.
 
-Each measurement runs in a fresh Python process. "Cold" starts with an empty persistent
-compilation cache (a temporary folder given as `CHAOSGYM_CACHE_DIR`); "warm" is a second fresh
-process with the same folder, i.e. what a user sees from the second run on. A compile time is the
-time of `jax.jit(f).lower(...).compile()`: tracing, lowering and XLA compilation (or the cache
-lookup), without running anything. The gradient is `jax.value_and_grad` of the `full` rollout
-loss of the default MLP policy over a batch of 16 initial states. Prints one markdown table.
+Each measurement runs in a fresh Python process. "Cold" starts with empty caches (a temporary
+folder given as `CHAOSGYM_CACHE_DIR`); "warm" is a second fresh process with the same folder, i.e.
+what a user sees from the second run on, once with JAX's persistent compilation cache alone
+(`CHAOSGYM_TRACE_CACHE=0`: every process still traces the Python function) and once with
+chaosgym's trace cache too (the default: `chaosgym.trace_cache`). A compile time is the time to a
+compiled program through chaosgym's own entry points, without running it: `Env.jit_step` for the
+step, and the update of `chaosgym train --agent full --horizon 100` (BPTT gradient of the default
+MLP policy over 16 initial states, then Adam) for the gradient. Prints one markdown table.
 
     python benchmarks/compile_time.py [--quick]
 """
@@ -25,30 +27,33 @@ BATCH = 16
 
 
 def measure(env_id: str, options: dict, horizon: int) -> dict[str, float]:
-    """Compile times (s) of one env step and of the rollout gradient, in this process."""
+    """Compile times (s) of one env step and of the training update, in this process."""
     import jax
 
     import chaosgym
-    from agents.policies import init_policy, mlp_policy
-    from chaosgym.rollout import rollout
+    from agents.gradients import EstimatorConfig
+    from agents.policies import init_policy
+    from agents.train import compiled_update
 
     env = chaosgym.make(env_id, **options)
     state = jax.eval_shape(env.reset, jax.random.key(0))
     action = jax.ShapeDtypeStruct((env.action_size,), state.data.qpos.dtype)
-    states = jax.eval_shape(jax.vmap(env.reset), jax.random.split(jax.random.key(0), BATCH))
-    params = jax.eval_shape(lambda: init_policy(jax.random.key(0), env.observation_size, env.action_size))
-    loss = lambda p, s: rollout(env, mlp_policy, p, s, horizon)[0]  # noqa: E731
     times = {}
-    for name, fn, args in [("step", env.step, (state, action)),
-                           ("gradient", jax.value_and_grad(loss), (params, states))]:
-        start = time.perf_counter()
-        jax.jit(fn).lower(*args).compile()
-        times[name] = time.perf_counter() - start
+    start = time.perf_counter()
+    env.jit_step.compile(state, action)
+    times["step"] = time.perf_counter() - start
+    start = time.perf_counter()
+    optimizer, update = compiled_update(env, EstimatorConfig("full", horizon=horizon), BATCH, 1e-3)
+    params = jax.eval_shape(lambda: init_policy(jax.random.key(0), env.observation_size, env.action_size))
+    opt_state = jax.eval_shape(optimizer.init, params)
+    update.compile(params, opt_state, jax.eval_shape(lambda: jax.random.key(0)), 0)
+    times["gradient"] = time.perf_counter() - start
     return times
 
 
-def in_fresh_process(env_id: str, options: dict, horizon: int, cache_dir: str) -> dict[str, float]:
-    env = {**os.environ, "CHAOSGYM_CACHE_DIR": cache_dir, "CHAOSGYM_COMPILATION_CACHE": "1"}
+def in_fresh_process(env_id: str, options: dict, horizon: int, cache_dir: str, trace_cache: bool) -> dict[str, float]:
+    env = {**os.environ, "CHAOSGYM_CACHE_DIR": cache_dir, "CHAOSGYM_COMPILATION_CACHE": "1",
+           "CHAOSGYM_TRACE_CACHE": "1" if trace_cache else "0"}
     env.pop("JAX_COMPILATION_CACHE_DIR", None)  # chaosgym leaves a folder given to JAX alone
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
@@ -69,14 +74,17 @@ def main() -> None:
     cases, horizon = ([("ChaosCartPole-v0", {})], 10) if args.quick else (CASES, args.horizon)
 
     print(f"# compile time — fresh process each, load average {os.getloadavg()[0]:.1f} at the start\n")
-    print(f"| task | step cold (s) | step warm (s) | warm/cold | {horizon}-step gradient cold (s) | "
-          "gradient warm (s) | warm/cold |")
-    print("|---|---|---|---|---|---|---|")
+    print("Warm (XLA): JAX's compilation cache only; warm: with chaosgym's trace cache too (the default).\n")
+    print(f"| task | step cold (s) | step warm (XLA) | step warm | warm/cold | {horizon}-step update cold (s) | "
+          "update warm (XLA) | update warm | warm/cold |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for env_id, options in cases:
         with tempfile.TemporaryDirectory(prefix="chaosgym-cache-") as cache_dir:
-            cold = in_fresh_process(env_id, options, horizon, cache_dir)
-            warm = in_fresh_process(env_id, options, horizon, cache_dir)
-        cells = [f"{cold[k]:.2f} | {warm[k]:.2f} | {warm[k] / cold[k]:.0%}" for k in ("step", "gradient")]
+            cold = in_fresh_process(env_id, options, horizon, cache_dir, trace_cache=True)
+            xla_only = in_fresh_process(env_id, options, horizon, cache_dir, trace_cache=False)
+            warm = in_fresh_process(env_id, options, horizon, cache_dir, trace_cache=True)
+        cells = [f"{cold[k]:.2f} | {xla_only[k]:.2f} | {warm[k]:.2f} | {warm[k] / cold[k]:.0%}"
+                 for k in ("step", "gradient")]
         name = env_id + "".join(f" {k}={v}" for k, v in options.items())
         print(f"| {name} | {' | '.join(cells)} |", flush=True)
 

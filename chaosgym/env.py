@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import mujoco
+import numpy as np
 from mujoco import mjx
 
 from chaosgym.sharding import uncommitted
+from chaosgym.trace_cache import cached_jit
 
 
 @functools.partial(
@@ -197,9 +200,19 @@ class Env:
                      steps, info)
 
     @functools.cached_property
+    def cache_key(self) -> tuple:
+        """What tells this environment's traced functions apart in the trace cache: the task's
+        class and settings, the compiled model (bit for bit) and the episode length."""
+        model = np.zeros(mujoco.mj_sizeModel(self.mj_model), np.uint8)
+        mujoco.mj_saveModel(self.mj_model, None, model)
+        settings = sorted((k, repr(v)) for k, v in vars(self.task).items())
+        return (f"{type(self.task).__module__}.{type(self.task).__qualname__}", settings,
+                hashlib.sha256(model.tobytes()).hexdigest(), self.episode_length)
+
+    @functools.cached_property
     def jit_reset(self):
-        return jax.jit(self.reset)
+        return cached_jit(self.reset, (self.cache_key, "reset"))
 
     @functools.cached_property
     def jit_step(self):
-        return jax.jit(self.step)
+        return cached_jit(self.step, (self.cache_key, "step"))

@@ -22,6 +22,7 @@ from chaosgym.env import Env, State
 from chaosgym.mujoco_backend import MujocoBackend
 from chaosgym.registry import make
 from chaosgym.sharding import shard_batch
+from chaosgym.trace_cache import cached_jit
 
 
 def check_actions(actions: Any, shape: tuple[int, ...]) -> np.ndarray:
@@ -176,11 +177,13 @@ class VectorFunctions:
         # 10-15% against a bare `mjx.step` loop. Everything below works on such carried states.
         initial = jax.eval_shape(self._reset_all, jax.ShapeDtypeStruct((num_envs,), jnp.uint32))
         self.treedef = jax.tree.structure(initial)
-        self.reset = jax.jit(lambda seeds: self._flat(self._with_outputs(self._reset_all(seeds))))
-        self.reset_where = jax.jit(self._on_leaves(lambda state, seeds, mask: self._with_outputs(
-            self._reset_some(state, seeds, mask))), donate_argnums=0)
-        self.step = jax.jit(self._on_leaves(self._step), donate_argnums=0)
-        self.step_same = jax.jit(self._on_leaves(self._step_same), donate_argnums=0)
+        key = (env.cache_key, "vector", num_envs, self.chunk)
+        self.reset = cached_jit(lambda seeds: self._flat(self._with_outputs(self._reset_all(seeds))),
+                                (key, "reset"))
+        self.reset_where = cached_jit(self._on_leaves(lambda state, seeds, mask: self._with_outputs(
+            self._reset_some(state, seeds, mask))), (key, "reset_where"), donate_argnums=(0,))
+        self.step = cached_jit(self._on_leaves(self._step), (key, "step"), donate_argnums=(0,))
+        self.step_same = cached_jit(self._on_leaves(self._step_same), (key, "step_same"), donate_argnums=(0,))
 
     def carried(self, state: State) -> State:
         """`state` with only the carried fields in `data` (a dict)."""

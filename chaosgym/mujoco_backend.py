@@ -25,6 +25,7 @@ import numpy as np
 from mujoco import mjx
 
 from chaosgym.env import Env, fields_read
+from chaosgym.trace_cache import cached_jit
 
 # The MjData fields the task functions may read on this backend (see `Task`).
 FIELDS = ("time", "qpos", "qvel", "act", "ctrl", "xpos", "xquat", "site_xpos", "sensordata")
@@ -56,7 +57,8 @@ class _TaskFunctions:
         self.info_dtypes = {k: metrics[k].dtype for k in sorted(metrics)}  # sorted, as jax.device_get gives
         # MJX's own reset, so both backends start from the same state bit for bit (its forward
         # kinematics also normalises the quaternions in qpos); XLA drops the rest of it
-        self.initial_state = jax.jit(lambda key: (lambda data: (data.qpos, data.qvel))(env.reset(key).data))
+        self.initial_state = cached_jit(lambda key: (lambda data: (data.qpos, data.qvel))(env.reset(key).data),
+                                        (env.cache_key, "initial_state"))
         # on the host, next to the C engine, also where JAX's default device is an accelerator
         cpu = jax.sharding.SingleDeviceSharding(jax.devices("cpu")[0])
         self.outputs = jax.jit(self._outputs, in_shardings=cpu, out_shardings=cpu)
