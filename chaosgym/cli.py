@@ -11,6 +11,7 @@ COMMANDS = {
     "demo": ("chaosgym.demo", "step every task with a random policy and print a table"),
     "train": ("agents.train", "train a gradient-based agent or an SB3 baseline on a task"),
     "compare": ("agents.compare", "train tasks x agents x seeds under one budget; write a table and plots"),
+    "render": ("agents.render", "write an animated GIF of a trained policy's episode from a run folder"),
     "diagnose": ("chaosgym.diagnose", "Lyapunov exponents, Jacobian spectra, gradient variance and loss landscapes of a task"),
 }
 

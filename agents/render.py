@@ -1,0 +1,90 @@
+"""`chaosgym render`: an animated GIF of a trained policy's episode, from a run folder.
+
+Works on the folder of any `chaosgym train` (or `chaosgym compare`) run, gradient-based or SB3:
+the policy is the run's last checkpoint, acting deterministically, in the Gymnasium environment on
+MJX (the physics of the evaluation protocol), from `reset(seed=--seed)`.
+
+    chaosgym render --run runs/cp1-full --out cp1-full.gif
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import gymnasium
+import imageio.v3 as iio
+import numpy as np
+from tqdm.auto import tqdm
+
+import chaosgym  # noqa: F401  (registers the task ids with Gymnasium)
+from agents.train import SB3_AGENTS, load_checkpoint, policy_fn
+
+MAX_GIF_FPS = 30  # GIF frame delays are whole hundredths of a second; viewers slow faster ones down
+
+
+def load_run_policy(run: Path) -> tuple[str, dict, Callable[[np.ndarray], np.ndarray]]:
+    """`(env_id, task_kwargs, policy)` of a run folder's last checkpoint."""
+    config_path = Path(run) / "config.json"
+    if not config_path.exists():
+        raise ValueError(f"{run} is not a run folder of `chaosgym train` (it has no config.json)")
+    config = json.loads(config_path.read_text())
+    if config["agent"] in SB3_AGENTS:
+        from agents.sb3 import load_policy  # torch and SB3 only when needed
+
+        return config["env_id"], config["task_kwargs"], load_policy(run)
+    if not (Path(run) / "checkpoint.pkl").exists():
+        raise ValueError(f"{run} has no checkpoint yet")
+    return config["task"], config["task_kwargs"], policy_fn(load_checkpoint(Path(run))["params"])
+
+
+def render_episode(policy: Callable[[np.ndarray], np.ndarray], env_id: str, task_kwargs: dict, seed: int = 0,
+                   max_steps: int | None = None, width: int = 320, height: int = 320,
+                   every: int = 1) -> tuple[list[np.ndarray], float]:
+    """Frames of one episode (the first, then every `every`-th step's) and its return."""
+    env = gymnasium.make(env_id, backend="mjx", render_mode="rgb_array", width=width, height=height, **task_kwargs)
+    try:
+        obs, _ = env.reset(seed=seed)
+        frames, total, step, done = [env.render()], 0.0, 0, False
+        limit = max_steps or env.spec.max_episode_steps
+        with tqdm(total=limit, desc="render", unit="step") as bar:
+            while not done and step < limit:
+                obs, reward, terminated, truncated, _ = env.step(np.asarray(policy(obs), np.float32))
+                total, step, done = total + float(reward), step + 1, terminated or truncated
+                if step % every == 0 or done:
+                    frames.append(env.render())
+                bar.update()
+    finally:
+        env.close()
+    return frames, total
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run", type=Path, required=True, help="run folder of `chaosgym train` or `compare`")
+    parser.add_argument("--out", type=Path, default=None, help="GIF file to write (default: RUN/episode.gif)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the episode's reset")
+    parser.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (default: the time limit)")
+    parser.add_argument("--width", type=int, default=320, help="frame width in pixels")
+    parser.add_argument("--height", type=int, default=320, help="frame height in pixels")
+    parser.add_argument("--fps", type=float, default=None,
+                        help=f"frames per second of the GIF (default: real time, at most {MAX_GIF_FPS}: "
+                             "faster tasks keep every k-th step and play in real time)")
+
+
+def run(args: argparse.Namespace) -> int:
+    env_id, task_kwargs, policy = load_run_policy(args.run)
+    out = args.out or args.run / "episode.gif"
+    if out.suffix.lower() != ".gif":
+        raise ValueError(f"--out must name a .gif file, got {out}")
+    control_fps = 1.0 / chaosgym.make(env_id, **task_kwargs).dt
+    every = max(1, math.ceil(control_fps / MAX_GIF_FPS))
+    fps = args.fps or control_fps / every
+    frames, total = render_episode(policy, env_id, task_kwargs, args.seed, args.max_steps, args.width,
+                                   args.height, every)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    iio.imwrite(out, np.stack(frames), duration=1000.0 / fps, loop=0)
+    print(f"wrote {out}: {len(frames)} frames at {fps:g} fps (every {every} step(s)), episode return {total:.2f}")
+    return 0
