@@ -3,7 +3,9 @@
 Prints two markdown tables from one run on one machine:
 
 1. forward time, gradient time and their ratio for a 100-step rollout (cart pole with 1 and 3
-   poles, Ant), batch of initial states, default MLP policy;
+   poles, Ant), batch of initial states, default MLP policy; beside it the same ratio for bare
+   MJX, the floor under ours: `mjx.step` scanned over open-loop actions (no policy, no task
+   code), the gradient taken with respect to those actions;
 2. peak memory of the compiled gradient against horizon (100, 300, 1000), with and without
    rematerialisation. Memory is XLA's own buffer assignment for the compiled program
    (`memory_analysis()`: temporaries + arguments + outputs), the same figure on CPU and GPU.
@@ -18,9 +20,11 @@ import platform
 import statistics
 import time
 
+import chaosgym  # noqa: I001  (first: headless GL and MJX's import notice, before mujoco loads)
 import jax
+import jax.numpy as jnp
+from mujoco import mjx
 
-import chaosgym
 from agents.policies import init_policy, mlp_policy
 from chaosgym.rollout import rollout
 
@@ -45,6 +49,22 @@ def median_time(fn, *args, repeats):
     return statistics.median(times)
 
 
+def raw_mjx_ratio(env, states, horizon, repeats) -> float:
+    """Gradient/forward time of bare frame-skipped `mjx.step` over open-loop actions."""
+    model, frame_skip = env.model, env.frame_skip
+    actions = jnp.zeros((horizon, states.obs.shape[0], env.action_size))
+
+    def loss(actions, data):
+        def control_step(data, action):
+            data = data.replace(ctrl=action)
+            data = jax.lax.scan(lambda d, _: (mjx.step(model, d), None), data, None, length=frame_skip)[0]
+            return data, jnp.sum(data.qpos)
+        return jnp.sum(jax.lax.scan(lambda d, a: jax.vmap(control_step)(d, a), data, actions)[1])
+
+    forward = median_time(jax.jit(loss), actions, states.data, repeats=repeats)
+    return median_time(jax.jit(jax.value_and_grad(loss)), actions, states.data, repeats=repeats) / forward
+
+
 def peak_bytes(fn, *args):
     stats = jax.jit(fn).lower(*args).compile().memory_analysis()
     return stats.temp_size_in_bytes + stats.argument_size_in_bytes + stats.output_size_in_bytes
@@ -64,15 +84,17 @@ def main() -> None:
 
     print(f"# gradient cost — {platform.processor() or platform.machine()}, {jax.device_count()} x "
           f"{jax.devices()[0].platform}, jax {jax.__version__}, batch {args.batch}\n")
-    print(f"| task | forward {horizon} steps (ms) | gradient (ms) | gradient / forward |")
-    print("|---|---|---|---|")
+    print(f"| task | forward {horizon} steps (ms) | gradient (ms) | gradient / forward | bare MJX gradient / forward |")
+    print("|---|---|---|---|---|")
     for env_id, kwargs in cases:
         env, params, states = setup(env_id, kwargs, args.batch)
         loss = lambda p, s: rollout(env, mlp_policy, p, s, horizon)[0]
         forward = median_time(jax.jit(loss), params, states, repeats=repeats)
         gradient = median_time(jax.jit(jax.value_and_grad(loss)), params, states, repeats=repeats)
         name = env_id + "".join(f" {k}={v}" for k, v in kwargs.items())
-        print(f"| {name} | {forward * 1e3:.1f} | {gradient * 1e3:.1f} | {gradient / forward:.2f} |", flush=True)
+        bare = raw_mjx_ratio(env, states, horizon, repeats)
+        print(f"| {name} | {forward * 1e3:.1f} | {gradient * 1e3:.1f} | {gradient / forward:.2f} | {bare:.2f} |",
+              flush=True)
 
     env_id, kwargs = MEMORY_CASE
     env, params, states = setup(env_id, kwargs, args.batch)
