@@ -81,9 +81,10 @@ def train_run(env_id, kwargs, agent, seed, args, folder: Path):
 
 
 def curve_rows(folder: Path) -> list[dict]:
+    """The evaluated rows of a run's metrics.csv (SB3 runs log every rollout, evaluate every few)."""
     with open(folder / "metrics.csv", newline="") as f:
         return [{k: r[k] for k in ("env_steps", "wall_time", "eval_score", "eval_objective")}
-                for r in csv.DictReader(f) if r.get("eval_score")]
+                for r in csv.DictReader(f) if np.isfinite(float(r["eval_score"] or "nan"))]
 
 
 def first_reaching(curve: list[dict], threshold: float, key: str) -> float | None:
