@@ -20,11 +20,10 @@ import platform
 import statistics
 import time
 
-import chaosgym  # noqa: I001  (first: headless GL and MJX's import notice, before mujoco loads)
 import jax
 import jax.numpy as jnp
-from mujoco import mjx
 
+import chaosgym
 from agents.policies import init_policy, mlp_policy
 from chaosgym.rollout import rollout
 
@@ -51,15 +50,13 @@ def median_time(fn, *args, repeats):
 
 def raw_mjx_ratio(env, states, horizon, repeats) -> float:
     """Gradient/forward time of bare frame-skipped `mjx.step` over open-loop actions."""
-    model, frame_skip = env.model, env.frame_skip
     actions = jnp.zeros((horizon, states.obs.shape[0], env.action_size))
 
     def loss(actions, data):
         def control_step(data, action):
-            data = data.replace(ctrl=action)
-            data = jax.lax.scan(lambda d, _: (mjx.step(model, d), None), data, None, length=frame_skip)[0]
+            data = jax.vmap(env.physics_step)(data, action)  # frame-skipped mjx.step, no task code
             return data, jnp.sum(data.qpos)
-        return jnp.sum(jax.lax.scan(lambda d, a: jax.vmap(control_step)(d, a), data, actions)[1])
+        return jnp.sum(jax.lax.scan(control_step, data, actions)[1])
 
     forward = median_time(jax.jit(loss), actions, states.data, repeats=repeats)
     return median_time(jax.jit(jax.value_and_grad(loss)), actions, states.data, repeats=repeats) / forward

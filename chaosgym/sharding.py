@@ -43,6 +43,15 @@ def batch_sharding(size: int) -> NamedSharding | None:
     return NamedSharding(_mesh(devices), PartitionSpec(AXIS) if split else PartitionSpec())
 
 
+def replicated(tree):
+    """`tree` committed whole to every device, where a jitted computation over sharded batches puts
+    its unbatched outputs (parameters, optimiser state). Arrays placed so from the start make the
+    same jit program as those outputs: uncommitted ones would compile a second one."""
+    devices = tuple(jax.devices())
+    sharding = devices[0] if len(devices) == 1 else NamedSharding(_mesh(devices), PartitionSpec())
+    return jax.device_put(tree, sharding)
+
+
 def shard_batch(tree):
     """`tree` with the leading axis of every leaf (all of one size) split over the devices."""
     leaves = jax.tree.leaves(tree)

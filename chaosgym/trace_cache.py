@@ -142,7 +142,7 @@ class CachedJit:
                 payload = pickle.dumps((exported.serialize(), out_tree))
             except Exception:  # noqa: BLE001  (what jax.export cannot express is traced as usual)
                 return _PLAIN
-            _write_atomic(path, payload)
+            write_atomic(path, payload)
         offsets = [0, *itertools.accumulate(len(jax.tree.leaves(arg)) for arg in args)]
         donated = tuple(j for i in self.donate_argnums for j in range(offsets[i], offsets[i + 1]))
         return jax.jit(exported.call, donate_argnums=donated), out_tree
@@ -168,7 +168,8 @@ def cached_jit(fn: Callable, key: Any, donate_argnums: tuple[int, ...] = ()) -> 
     return CachedJit(fn, key, donate_argnums)
 
 
-def _write_atomic(path: Path, payload: bytes) -> None:
+def write_atomic(path: Path, payload: bytes) -> None:
+    """Write `path` whole or not at all, also with other processes writing it at the same time."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as tmp:
         tmp.write(payload)
