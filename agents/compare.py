@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 import chaosgym  # noqa: E402
-from agents.train import GRADIENT_AGENTS, SB3_AGENTS, TrainConfig, parse_task_kwargs  # noqa: E402
+from chaosgym.agents.train import GRADIENT_AGENTS, SB3_AGENTS, TrainConfig, parse_task_kwargs  # noqa: E402
 from chaosgym.evaluation import evaluate  # noqa: E402
 
 # per-task settings of the gradient agents and the score a run must reach to count as solved
@@ -68,12 +68,12 @@ def train_run(env_id, kwargs, agent, seed, args, folder: Path):
     """Train (or finish) one run; return its deterministic numpy policy."""
     resume = (folder / "config.json").exists()
     if agent in SB3_AGENTS:
-        from agents.sb3 import load_policy, train_sb3
+        from chaosgym.agents.sb3 import load_policy, train_sb3
 
         train_sb3(env_id, kwargs, agent, args.env_steps, seed, folder, resume=resume, progress=False,
                   time_budget=args.wall_clock)
         return load_policy(folder)
-    from agents.train import load_checkpoint, policy_fn, train
+    from chaosgym.agents.train import load_checkpoint, policy_fn, train
 
     config = gradient_config(env_id, kwargs, agent, seed, args.env_steps, args.es_pairs)
     train(config, folder, resume=resume, progress_bar=False, time_budget=args.wall_clock)

@@ -21,7 +21,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 import chaosgym  # noqa: F401  (registers the task ids with Gymnasium)
-from agents.train import SB3_AGENTS, load_checkpoint, policy_fn
+from chaosgym.agents.train import SB3_AGENTS, load_checkpoint, policy_fn
 
 MAX_GIF_FPS = 30  # GIF frame delays are whole hundredths of a second; viewers slow faster ones down
 
@@ -33,7 +33,7 @@ def load_run_policy(run: Path) -> tuple[str, dict, Callable[[np.ndarray], np.nda
         raise ValueError(f"{run} is not a run folder of `chaosgym train` (it has no config.json)")
     config = json.loads(config_path.read_text())
     if config["agent"] in SB3_AGENTS:
-        from agents.sb3 import load_policy  # torch and SB3 only when needed
+        from chaosgym.agents.sb3 import load_policy  # torch and SB3 only when needed
 
         return config["env_id"], config["task_kwargs"], load_policy(run)
     if not (Path(run) / "checkpoint.pkl").exists():

@@ -39,7 +39,7 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.vec_env import VecEnv, VecMonitor, VecNormalize
 from tqdm.auto import tqdm
 
-from agents.sb3_vec_env import ChaosSB3VecEnv
+from chaosgym.agents.sb3_vec_env import ChaosSB3VecEnv
 from chaosgym.evaluation import EVAL_EPISODES, evaluate
 
 SB3_AGENTS = ("ppo", "sac", "td3")

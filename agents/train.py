@@ -30,8 +30,9 @@ from gymnasium.utils.seeding import np_random
 from tqdm.auto import tqdm
 
 import chaosgym
-from agents.gradients import EstimatorConfig, make_estimator
-from agents.policies import init_policy, mlp_policy
+from chaosgym.registry import parse_task_kwargs
+from chaosgym.gradients import EstimatorConfig, make_estimator
+from chaosgym.policies import init_policy, mlp_policy
 from chaosgym.rollout import rollout
 from chaosgym.sharding import replicated, shard_batch
 from chaosgym.trace_cache import cached_jit, write_atomic
@@ -223,22 +224,6 @@ GRADIENT_AGENTS = ("full", "truncated", "modified", "stopped", "combined", "es")
 SB3_AGENTS = ("ppo", "sac", "td3")
 
 
-def parse_task_kwargs(text: str | None) -> dict:
-    """`"num_poles=3,foo=1.5"` -> `{"num_poles": 3, "foo": 1.5}` (values are Python literals)."""
-    import ast
-
-    kwargs = {}
-    for item in filter(None, (text or "").split(",")):
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip():
-            raise ValueError(f"malformed --task-kwargs item {item!r}; expected NAME=VALUE[,NAME=VALUE...]")
-        try:
-            kwargs[name.strip()] = ast.literal_eval(value.strip())
-        except (ValueError, SyntaxError):
-            kwargs[name.strip()] = value.strip()
-    return kwargs
-
-
 def add_arguments(parser) -> None:
     parser.add_argument("--task", required=True, choices=list(chaosgym.TASKS), help="task id")
     parser.add_argument("--task-kwargs", default="", help="task options, e.g. num_poles=3")
@@ -288,7 +273,7 @@ def run(args) -> int:
     if args.agent in SB3_AGENTS:
         if args.env_steps is None:
             raise SystemExit("SB3 agents need --env-steps")
-        from agents.sb3 import train_sb3
+        from chaosgym.agents.sb3 import train_sb3
 
         train_sb3(args.task, parse_task_kwargs(args.task_kwargs), args.agent, args.env_steps,
                   args.seed, Path(args.out), resume=args.resume, progress=not args.no_progress)

@@ -30,7 +30,7 @@ import numpy as np
 from mujoco import mjx
 
 import chaosgym
-from agents.policies import init_policy, mlp_policy
+from chaosgym.policies import init_policy, mlp_policy
 from chaosgym.diagnostics import lyapunov_exponents, mean_and_stderr
 from chaosgym.mujoco_backend import MujocoBackend
 from chaosgym.rollout import rollout

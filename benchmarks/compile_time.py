@@ -32,9 +32,9 @@ def measure(env_id: str, options: dict, horizon: int) -> dict[str, float]:
     import jax
 
     import chaosgym
-    from agents.gradients import EstimatorConfig
-    from agents.policies import init_policy
-    from agents.train import compiled_update
+    from chaosgym.gradients import EstimatorConfig
+    from chaosgym.policies import init_policy
+    from chaosgym.agents.train import compiled_update
 
     env = chaosgym.make(env_id, **options)
     state = jax.eval_shape(env.reset, jax.random.key(0))

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 import chaosgym
-from agents.policies import init_policy, mlp_policy
+from chaosgym.policies import init_policy, mlp_policy
 from chaosgym.rollout import rollout
 
 TIME_CASES = [("ChaosCartPole-v0", {"num_poles": 1}), ("ChaosCartPole-v0", {"num_poles": 3}), ("ChaosAnt-v0", {})]

@@ -28,7 +28,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from agents.train import TrainConfig, load_checkpoint, train  # noqa: E402
+from chaosgym.agents.train import TrainConfig, load_checkpoint, train  # noqa: E402
 
 AGENTS = ("full", "modified", "combined", "truncated", "es")
 

@@ -4,6 +4,15 @@ Every task is a Gymnasium environment (`gymnasium.make("ChaosAnt-v0")`), a batch
 environment (`gymnasium.make_vec`), and a pure differentiable JAX function (`chaosgym.make`).
 """
 
+from pathlib import Path
+
+# In a source checkout (the repository root on sys.path, e.g. `python -c` there) the subpackages
+# `chaosgym.agents` and `chaosgym.assets` are the top-level folders agents/ and assets/, which
+# pyproject.toml maps into the package at install time: let them import the same way here.
+_root = Path(__file__).resolve().parent.parent
+if (_root / "pyproject.toml").is_file() and (_root / "agents" / "__init__.py").is_file():
+    __path__.append(str(_root))
+
 from chaosgym import _setup  # noqa: F401  (headless GL and the compilation cache, before mujoco)
 from chaosgym.env import Env, State, Task
 from chaosgym.registry import TASKS, make, register_gymnasium, task_options

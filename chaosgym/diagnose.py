@@ -22,9 +22,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 import chaosgym
-from agents.gradients import ESTIMATORS
-from agents.policies import init_policy, mlp_policy
-from agents.train import parse_task_kwargs
+from chaosgym.gradients import ESTIMATORS
+from chaosgym.policies import init_policy, mlp_policy
+from chaosgym.registry import parse_task_kwargs
 from chaosgym import diagnostics, diagnostics_plots
 
 DIAGNOSTICS = ("lyapunov", "jacobian", "gradvar", "landscape")

@@ -25,7 +25,7 @@ from jax.flatten_util import ravel_pytree
 from mujoco import mjx
 from tqdm.auto import tqdm
 
-from agents.gradients import EstimatorConfig, make_estimator
+from chaosgym.gradients import EstimatorConfig, make_estimator
 from chaosgym.env import Env, State
 from chaosgym.rollout import Policy, rollout
 
@@ -250,7 +250,7 @@ class GradientStats(NamedTuple):
 
 def gradient_samples(env: Env, policy: Policy, params: Any, states: State, config: EstimatorConfig,
                      key: jax.Array, chunk: int | None = None) -> GradientStats:
-    """The gradient of estimator `config` (see `agents.gradients`) from each of a batch of N
+    """The gradient of estimator `config` (see `chaosgym.gradients`) from each of a batch of N
     `states`, `chunk` samples at a time under `vmap` (default: all N at once)."""
     grads, losses = _compiled_gradient_samples(env, policy, config, chunk)(
         params, states, jax.random.split(key, states.reward.shape[0]))
@@ -283,7 +283,7 @@ def gradient_variance(env: Env, policy: Policy, params: Any, states: State, hori
                       progress: bool = False) -> dict[tuple[str, int], GradientStats]:
     """`GradientStats` of every estimator at every horizon from the same N `states`.
 
-    Estimator names are those of `agents.gradients` (full, truncated, modified, stopped, combined,
+    Estimator names are those of `chaosgym.gradients` (full, truncated, modified, stopped, combined,
     es); the truncated flow cuts every `min(truncation, horizon)` steps.
     """
     key = jax.random.key(0) if key is None else key

@@ -11,8 +11,7 @@ import dataclasses
 import functools
 import hashlib
 from importlib import resources
-from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -50,15 +49,8 @@ class State:
 
 
 def asset_path(name: str):
-    """Path of an MJCF file shipped in the package (the repository's top-level `assets/`).
-
-    An installed chaosgym carries them as the subpackage `chaosgym.assets`; a source checkout put
-    on `sys.path` (e.g. `python -c` in the repository root) has them beside the package instead.
-    """
-    try:
-        return resources.files("chaosgym.assets").joinpath(name)
-    except ModuleNotFoundError:
-        return Path(__file__).resolve().parent.parent / "assets" / name
+    """Path of an MJCF file shipped in the package (`chaosgym.assets`, the repository's `assets/`)."""
+    return resources.files("chaosgym.assets").joinpath(name)
 
 
 class Task:
@@ -102,13 +94,24 @@ class Task:
     def terminated(self, data: mjx.Data) -> jax.Array:
         return jnp.array(False)
 
-    def objective(self, rewards: jax.Array, final_data: mjx.Data) -> jax.Array:
-        """Differentiable loss of one trajectory for gradient-based training.
+    def objectives(self) -> dict[str, Callable[[jax.Array, mjx.Data], jax.Array]]:
+        """Named differentiable losses of one trajectory, `loss(rewards, final_data)`; lower is better.
 
-        `rewards` has shape `(horizon,)`; by default the loss is the negative mean reward.
+        `rewards` has shape `(horizon,)` (zero after a termination). Every task has `return`, minus
+        the sum of rewards: what every agent of a comparison optimises and is ranked by. A task may
+        add its own (the cart pole's `final_state`, for the paper it reproduces).
         """
-        del final_data
-        return -jnp.mean(rewards)
+        return {"return": lambda rewards, final_data: -jnp.sum(rewards)}
+
+    # the objective that evaluation reports beside the return (`eval_objective`)
+    reported_objective: str = "return"
+
+    def objective(self, name: str) -> Callable[[jax.Array, mjx.Data], jax.Array]:
+        """The objective called `name` (see `objectives`)."""
+        objectives = self.objectives()
+        if name not in objectives:
+            raise ValueError(f"{type(self).__name__} has no objective {name!r}; its objectives: {', '.join(objectives)}")
+        return objectives[name]
 
 
 def _all_finite(data: mjx.Data) -> jax.Array:
@@ -123,8 +126,8 @@ STEP_INPUTS = ("time", "qpos", "qvel", "act", "ctrl", "qacc_warmstart")
 def fields_read(task: Task, data: mjx.Data, action: jax.Array) -> set[str]:
     """Names of the `mjx.Data` fields that the task's observation, reward, termination or objective use."""
     def outputs(data, next_data):
-        return (task.observation(next_data), task.reward(data, action, next_data), task.terminated(next_data),
-                task.objective(jnp.zeros(1), next_data))
+        objectives = [loss(jnp.zeros(1), next_data) for loss in task.objectives().values()]
+        return task.observation(next_data), task.reward(data, action, next_data), task.terminated(next_data), objectives
 
     jaxpr = jax.make_jaxpr(outputs)(data, data).jaxpr
     used = {id(v) for eqn in jaxpr.eqns for v in eqn.invars} | {id(v) for v in jaxpr.outvars}
@@ -163,7 +166,10 @@ class Env:
         return f"Env({type(self.task).__name__}, obs={self.observation_size}, act={self.action_size}, dt={self.dt})"
 
     def reset(self, key: jax.Array) -> State:
-        qpos, qvel = self.task.initial_state(key, self.mj_model)
+        return self.reset_to(*self.task.initial_state(key, self.mj_model))
+
+    def reset_to(self, qpos: jax.Array, qvel: jax.Array) -> State:
+        """The state of a new episode that starts at `(qpos, qvel)` (e.g. a fixed data set's)."""
         data = jax.tree.map(jnp.asarray, self.empty_data).replace(qpos=qpos, qvel=qvel)
         data = mjx.forward(self.model, data)
         zero_action = jnp.zeros(self.action_size, qpos.dtype)

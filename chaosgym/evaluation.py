@@ -5,8 +5,8 @@ A policy runs in the Gymnasium environment on MJX (`gymnasium.make(env_id, backe
 or the task's time limit) from a fixed, seeded set of initial states: episode i starts from
 `reset(seed=seed + i)`. The policy is called on one observation at a time
 and should act deterministically. The protocol reports the episode return and the task objective
-of the functional env (`Task.objective(rewards, final_data)`, lower is better; e.g. the cart
-pole's final-state loss 1 - mean cos(angle) after the last step). An agent's `eval_score` in its
+the task reports beside it (`Task.reported_objective`, lower is better; e.g. the cart pole's
+final-state loss 1 - mean cos(angle) after the last step). An agent's `eval_score` in its
 `metrics.csv` is the mean episode return on this protocol.
 """
 
@@ -35,6 +35,7 @@ def evaluate(policy_fn: Callable[[np.ndarray], np.ndarray], env_id: str, task_kw
     # MJX: the physics the gradient agents train and evaluate on, so their scores are these exactly
     env = gymnasium.make(env_id, backend="mjx", **(task_kwargs or {}))
     task = env.unwrapped.env.task
+    objective = task.objective(task.reported_objective)
     returns, objectives, lengths = [], [], []
     try:
         for episode in range(num_episodes):
@@ -46,7 +47,7 @@ def evaluate(policy_fn: Callable[[np.ndarray], np.ndarray], env_id: str, task_kw
                 done = terminated or truncated
             final_data = env.unwrapped._state.data
             returns.append(float(np.sum(rewards)))
-            objectives.append(float(task.objective(jnp.asarray(rewards, jnp.float32), final_data)))
+            objectives.append(float(objective(jnp.asarray(rewards, jnp.float32), final_data)))
             lengths.append(len(rewards))
     finally:
         env.close()

@@ -64,3 +64,19 @@ def register_gymnasium() -> None:
                 max_episode_steps=cls.episode_length,
                 kwargs={"env_id": env_id},
             )
+
+
+def parse_task_kwargs(text: str | None) -> dict:
+    """`"num_poles=3,foo=1.5"` -> `{"num_poles": 3, "foo": 1.5}` (values are Python literals)."""
+    import ast
+
+    kwargs = {}
+    for item in filter(None, (text or "").split(",")):
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"malformed --task-kwargs item {item!r}; expected NAME=VALUE[,NAME=VALUE...]")
+        try:
+            kwargs[name.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            kwargs[name.strip()] = value.strip()
+    return kwargs

@@ -10,7 +10,7 @@ Gradient flows (see DESIGN.md), for a policy a_t = pi(o_t) and dynamics s_{t+1} 
 * ``stopped``: the policy input and the state carried to the next step are both cut: each action
   gets only the credit of the step it acts in (Schnell & Thuerey's S).
 
-The combined update and ES are built from these in `agents.gradients`.
+The combined update and ES are built from these in `chaosgym.gradients`.
 """
 
 from __future__ import annotations
@@ -62,18 +62,18 @@ def rollout(
     flow: str = "full",
     truncation: int | None = None,
     remat: bool = False,
-    objective: Callable[[jax.Array, Any], jax.Array] | None = None,
+    objective: str | Callable[[jax.Array, Any], jax.Array] = "return",
 ) -> tuple[jax.Array, Trajectory]:
     """Unroll `policy` for `horizon` steps from a batch of states; return (loss, trajectory).
 
     `states` is a batch (leading axis) of `State`s, e.g. `jax.vmap(env.reset)(keys)`. The loss is
-    the mean over the batch of `objective(rewards, final_data)` per trajectory — the task's own
-    objective unless another is given. With `remat`, the scan is split into about sqrt(horizon)
+    the mean over the batch of the objective of each trajectory: one of the task's named
+    objectives (`Task.objectives`; `return` by default) or a function `loss(rewards, final_data)`. With `remat`, the scan is split into about sqrt(horizon)
     checkpointed chunks, so the backward pass stores O(sqrt(horizon)) states instead of every
     intermediate of every step.
     """
     check_flow(flow, truncation, horizon)
-    objective = objective or env.task.objective
+    objective = env.task.objective(objective) if isinstance(objective, str) else objective
     act = jax.vmap(policy, in_axes=(None, 0))
     step = jax.vmap(env.step)
 

@@ -9,7 +9,7 @@ shapes reads it back and goes straight to the (cached) compilation.
 
 A stored program is used only when everything it was traced from is the same: the caller's `key`
 names what `fn` closes over (task, options, configuration), and every key also holds the source
-and asset files of chaosgym and agents, the versions of jax, jaxlib and mujoco, and the JAX
+and asset files of chaosgym (its agents included), the versions of jax, jaxlib and mujoco, and the JAX
 settings that change tracing (float64 among them). With more than
 one device, with the compilation cache turned off, or with `CHAOSGYM_TRACE_CACHE=0`, `cached_jit`
 is plain `jax.jit`.
@@ -22,6 +22,7 @@ import hashlib
 import itertools
 import os
 import pickle
+import pkgutil
 import re
 import tempfile
 from importlib import metadata
@@ -33,7 +34,6 @@ from jax import export
 
 from chaosgym._setup import compilation_cache_dir
 
-_PACKAGES = ("chaosgym", "agents")
 
 
 @functools.cache
@@ -45,13 +45,16 @@ def _fingerprint() -> str:
             digest.update(f"{name}={metadata.version(name)};".encode())
         except metadata.PackageNotFoundError:
             digest.update(f"{name}=?;".encode())
-    for package in _PACKAGES:
-        spec = __import__(package).__spec__
-        for folder in spec.submodule_search_locations or []:
-            for path in sorted(Path(folder).rglob("*")):
-                if path.suffix in (".py", ".xml") and "__pycache__" not in path.parts:
-                    digest.update(str(path.relative_to(folder)).encode())
-                    digest.update(path.read_bytes())
+    import chaosgym
+
+    # the package's folder, and in a source checkout the top-level folders mapped into it
+    top, *mapped = map(Path, chaosgym.__path__)
+    folders = [top] + [root / info.name for root in mapped for info in pkgutil.iter_modules([str(root)]) if info.ispkg]
+    for folder in folders:
+        for path in sorted(folder.rglob("*")):
+            if path.suffix in (".py", ".xml") and "__pycache__" not in path.parts:
+                digest.update(str(path.relative_to(folder)).encode())
+                digest.update(path.read_bytes())
     digest.update(jax.default_backend().encode())
     return digest.hexdigest()
 

@@ -5,7 +5,7 @@ import csv
 import numpy as np
 import pytest
 
-from agents import compare
+from chaosgym.agents import compare
 from chaosgym.cli import main
 
 pytest.importorskip("stable_baselines3")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import chaosgym
-from agents.policies import init_policy, mlp_policy
+from chaosgym.policies import init_policy, mlp_policy
 from chaosgym import diagnostics
 from chaosgym.cli import main
 from chaosgym.env import Env, Task

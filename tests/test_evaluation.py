@@ -62,8 +62,8 @@ def test_jax_policies_are_accepted():
 
 def test_gradient_agents_batched_evaluation_scores_the_same_episodes():
     """agents.train evaluates in one batched rollout from the same held-out states."""
-    train = pytest.importorskip("agents.train")
-    from agents.policies import init_policy
+    train = pytest.importorskip("chaosgym.agents.train")
+    from chaosgym.policies import init_policy
 
     config = train.TrainConfig(task="ChaosCartPole-v0", eval_episodes=4)
     assert (config.eval_seed, train.TrainConfig().eval_episodes) == (EVAL_SEED, EVAL_EPISODES)

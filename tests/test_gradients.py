@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import chaosgym
-from agents.gradients import EstimatorConfig, es_gradient, make_estimator
-from agents.policies import init_policy, mlp_policy
+from chaosgym.gradients import EstimatorConfig, es_gradient, make_estimator
+from chaosgym.policies import init_policy, mlp_policy
 from chaosgym.rollout import rollout
 
 HORIZON = 6
@@ -134,7 +134,7 @@ def test_unknown_estimator_and_bad_truncation_are_rejected():
 
 FD_CHECK = textwrap.dedent("""
     import jax, jax.numpy as jnp, numpy as np, chaosgym
-    from agents.policies import init_policy, mlp_policy
+    from chaosgym.policies import init_policy, mlp_policy
     from chaosgym.rollout import rollout
     env = chaosgym.make("ChaosCartPole-v0", num_poles=2)
     params = init_policy(jax.random.key(0), env.observation_size, env.action_size, hidden=(8,))

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 import chaosgym
-from agents.policies import init_policy
-from agents.render import load_run_policy
-from agents.train import TrainConfig, save_checkpoint
+from chaosgym.policies import init_policy
+from chaosgym.agents.render import load_run_policy
+from chaosgym.agents.train import TrainConfig, save_checkpoint
 from chaosgym.cli import main
 
 
@@ -41,7 +41,7 @@ def test_render_loads_an_sb3_run(tmp_path):
     pytest.importorskip("stable_baselines3")
     from stable_baselines3 import PPO
 
-    from agents.sb3 import make_compiled_vec_env, save_checkpoint as save_sb3
+    from chaosgym.agents.sb3 import make_compiled_vec_env, save_checkpoint as save_sb3
 
     run = tmp_path / "ppo"
     run.mkdir()

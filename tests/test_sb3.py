@@ -17,9 +17,9 @@ from stable_baselines3.common.env_util import make_vec_env  # noqa: E402
 from stable_baselines3.common.monitor import Monitor  # noqa: E402
 from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor, VecNormalize  # noqa: E402
 
-import agents.sb3 as sb3  # noqa: E402
+import chaosgym.agents.sb3 as sb3  # noqa: E402
 import chaosgym  # noqa: E402
-from agents.sb3_vec_env import ChaosSB3VecEnv  # noqa: E402
+from chaosgym.agents.sb3_vec_env import ChaosSB3VecEnv  # noqa: E402
 from chaosgym.evaluation import evaluate  # noqa: E402
 
 torch.set_num_threads(1)

@@ -24,9 +24,9 @@ def compute() -> dict[str, np.ndarray]:
     from jax.flatten_util import ravel_pytree
 
     import chaosgym
-    from agents.gradients import EstimatorConfig, make_estimator
-    from agents.policies import init_policy, mlp_policy
-    from agents.train import compiled_update
+    from chaosgym.gradients import EstimatorConfig, make_estimator
+    from chaosgym.policies import init_policy, mlp_policy
+    from chaosgym.agents.train import compiled_update
 
     out = {}
     for num_envs in (4, 3):

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import chaosgym
-from agents.policies import init_policy
-from agents.train import TrainConfig, compiled_update, load_checkpoint, train
+from chaosgym.policies import init_policy
+from chaosgym.agents.train import TrainConfig, compiled_update, load_checkpoint, train
 from chaosgym.cli import main
 
 SMALL = TrainConfig(task="ChaosCartPole-v0", agent="full", horizon=100, updates=60, batch_size=16,

@@ -1,53 +1,106 @@
-"""ChaosCartPole-v0: swing up N independent poles on one cart (Schnell & Thuerey, ICLR 2024)."""
+"""ChaosCartPole-v0: Schnell & Thuerey's multi-pole cart pole (ICLR 2024), on MJX.
+
+The paper's system, as its published code integrates it: every pole i obeys the classic
+frictionless single-pole cart-pole equation under the same force F (g = 9.8, pole 0.1 kg, total
+mass 1.1 kg, a uniform 1 m rod), and no pole feels another; semi-implicit Euler with dt = 0.01 for
+100 steps. The MJCF (`assets/cartpole.xml`) is therefore N independent cart + pole pairs pushed by
+one force. The paper's single cart x, which only reaches the policy as an input, follows
+x'' = (F + m l sum_i C_i) / M with C_i the pole terms of pair i; a free 1.1 kg reference mass under
+the same force (x_ref'' = F / M) gives it exactly, because the integrator is linear in the
+accelerations: x = sum_i x_i - (N - 1) x_ref, and the same for its velocity.
+"""
 
 import jax
 import jax.numpy as jnp
+import mujoco
 import numpy as np
 
 from chaosgym.env import Task
 
 MAX_POLES = 4
+OBSERVATIONS = ("raw", "cos_sin")
 
 
 class CartPole(Task):
-    """One horizontal force on a cart swings up `num_poles` (1-4) poles that start hanging down.
+    """One force swings up `num_poles` (1-4) poles that start hanging down; lower loss is better.
 
-    Observation (2 + 3N): cart x, cart velocity, then cos, sin and angular velocity of each pole
-    (angle 0 is upright). Reward per step: mean over poles of cos(angle). The training objective is
-    the final-state loss of the paper, 1 - mean cos(angle) after the last step. Reset: cart x and
-    every velocity ~ U[-1, 1], each pole angle ~ pi + U[-pi/6, pi/6]. The action is the force in
-    units of 50 N.
+    * Action: the force on every cart in units of `force_scale` newtons (default 1000 N, a bound the
+      policies of the paper's protocol never reach), clipped to [-1, 1].
+    * Observation `"raw"` (default, the paper's network input, 2 + 2N): x, x', then theta_i,
+      theta_i' for each pole, theta unwrapped (0 upright, pi hanging). `"cos_sin"`: x, x', cos
+      theta_i, sin theta_i, theta_i'.
+    * Reward per step: mean over poles of cos theta after the step. Objectives: `return` (minus
+      the sum of rewards) and the paper's `final_state` loss, 1 - mean cos theta after the last step.
+    * Reset: x, x' and every theta_i' ~ U[-1, 1]; theta_i ~ pi + U[-1, 1] pi / 6 (the paper's
+      distribution). Episodes last 100 steps (1 s) and never terminate early.
     """
 
     asset = "cartpole.xml"
     frame_skip = 1
     episode_length = 100
     render_camera = "track"
+    reported_objective = "final_state"
 
-    def __init__(self, num_poles: int = 1):
+    def __init__(self, num_poles: int = 1, observation: str = "raw", force_scale: float = 1000.0):
         if isinstance(num_poles, bool) or not isinstance(num_poles, (int, np.integer)) or not 1 <= num_poles <= MAX_POLES:
             raise ValueError(f"num_poles must be an integer in 1..{MAX_POLES}, got {num_poles!r}")
+        if observation not in OBSERVATIONS:
+            raise ValueError(f"observation must be one of {', '.join(map(repr, OBSERVATIONS))}, got {observation!r}")
+        if isinstance(force_scale, bool) or not isinstance(force_scale, (int, float)) or not 0 < force_scale < np.inf:
+            raise ValueError(f"force_scale must be a positive finite number of newtons, got {force_scale!r}")
         self.num_poles = int(num_poles)
+        self.observation_kind = observation
+        self.force_scale = float(force_scale)
 
     def edit_spec(self, spec):
-        for i in range(self.num_poles, MAX_POLES):
-            spec.delete(spec.body(f"pole{i}"))
+        n = self.num_poles
+        for i in range(n, MAX_POLES):
+            spec.delete(spec.body(f"cart{i}"))
+            spec.delete(spec.geom(f"rail{i}"))
+        drive = spec.add_tendon(name="drive")  # one force, the same on every slider
+        for name in [f"slider{i}" for i in range(n)] + ["slider_ref"]:
+            drive.wrap_joint(name, 1.0)
+        spec.add_actuator(name="force", trntype=mujoco.mjtTrn.mjTRN_TENDON, target="drive",
+                          gear=[self.force_scale, 0, 0, 0, 0, 0], ctrllimited=True, ctrlrange=[-1, 1])
+
+    # qpos and qvel hold (x_i, theta_i) for each pair, then x_ref.
+    def cart(self, data) -> tuple[jax.Array, jax.Array]:
+        """The paper's cart position and velocity."""
+        n = self.num_poles
+        return ((jnp.sum(data.qpos[0:2 * n:2]) - (n - 1) * data.qpos[-1]),
+                (jnp.sum(data.qvel[0:2 * n:2]) - (n - 1) * data.qvel[-1]))
+
+    def poles(self, data) -> tuple[jax.Array, jax.Array]:
+        """Every pole's angle (unwrapped, 0 upright) and angular velocity."""
+        return data.qpos[1:2 * self.num_poles:2], data.qvel[1:2 * self.num_poles:2]
+
+    def qpos_qvel(self, x, x_dot, theta, theta_dot) -> tuple[jax.Array, jax.Array]:
+        """`(qpos, qvel)` of the paper's state: every cart at x, x', the reference mass too."""
+        x, x_dot = jnp.broadcast_to(x, theta.shape), jnp.broadcast_to(x_dot, theta.shape)
+        qpos = jnp.concatenate([jnp.stack([x, theta], axis=-1).ravel(), x[:1]])
+        qvel = jnp.concatenate([jnp.stack([x_dot, theta_dot], axis=-1).ravel(), x_dot[:1]])
+        return qpos, qvel
 
     def initial_state(self, key, model):
         kx, ka, kv = jax.random.split(key, 3)
         n = self.num_poles
-        x = jax.random.uniform(kx, (1,), minval=-1.0, maxval=1.0)
-        angles = jnp.pi + jax.random.uniform(ka, (n,), minval=-jnp.pi / 6, maxval=jnp.pi / 6)
-        qvel = jax.random.uniform(kv, (n + 1,), minval=-1.0, maxval=1.0)
-        return jnp.concatenate([x, angles]), qvel
+        x, x_dot = jax.random.uniform(kx, (2,), minval=-1.0, maxval=1.0)
+        theta = jnp.pi + jax.random.uniform(ka, (n,), minval=-1.0, maxval=1.0) * (jnp.pi / 6)
+        theta_dot = jax.random.uniform(kv, (n,), minval=-1.0, maxval=1.0)
+        return self.qpos_qvel(x, x_dot, theta, theta_dot)
 
     def observation(self, data):
-        angles = data.qpos[1:]
-        return jnp.concatenate([data.qpos[:1], data.qvel[:1], jnp.cos(angles), jnp.sin(angles), data.qvel[1:]])
+        x, x_dot = self.cart(data)
+        theta, theta_dot = self.poles(data)
+        if self.observation_kind == "raw":
+            return jnp.concatenate([jnp.stack([x, x_dot]), jnp.stack([theta, theta_dot], axis=-1).ravel()])
+        return jnp.concatenate([jnp.stack([x, x_dot]), jnp.cos(theta), jnp.sin(theta), theta_dot])
 
     def reward(self, data, action, next_data):
-        upright = jnp.mean(jnp.cos(next_data.qpos[1:]))
-        return upright, {"upright": upright, "cart_position": next_data.qpos[0]}
+        upright = jnp.mean(jnp.cos(self.poles(next_data)[0]))
+        return upright, {"upright": upright, "cart_position": self.cart(next_data)[0],
+                         "force": action[0] * self.force_scale}
 
-    def objective(self, rewards, final_data):
-        return 1.0 - jnp.mean(jnp.cos(final_data.qpos[1:]))
+    def objectives(self):
+        return {**super().objectives(),
+                "final_state": lambda rewards, final_data: 1.0 - jnp.mean(jnp.cos(self.poles(final_data)[0]))}

@@ -36,6 +36,7 @@ class EstimatorConfig:
 
     name: str = "full"
     horizon: int = 100
+    objective: str = "return"
     truncation: int | None = None
     remat: bool = False
     es_sigma: float = 0.05
@@ -94,11 +95,15 @@ def es_gradient(loss_fn: Callable[[Any], jax.Array], params, key: jax.Array, sig
 
 
 def make_estimator(env: Env, policy: Policy, config: EstimatorConfig) -> Estimator:
-    """The gradient estimator `config.name` for `policy` on `env` (pure; jit it yourself)."""
+    """The gradient estimator `config.name` for `policy` on `env` (pure; jit it yourself).
+
+    The loss is the task's objective `config.objective` (`Task.objectives`) averaged over the batch.
+    """
+    env.task.objective(config.objective)  # an unknown objective fails here, with the valid names
 
     def loss_fn(params, states, flow):
         loss, _ = rollout(env, policy, params, states, config.horizon, flow=flow,
-                          truncation=config.truncation, remat=config.remat)
+                          truncation=config.truncation, remat=config.remat, objective=config.objective)
         return loss
 
     def backprop(params, states, key):
@@ -123,7 +128,10 @@ def make_estimator(env: Env, policy: Policy, config: EstimatorConfig) -> Estimat
     estimate = {"combined": combined, "es": es}.get(config.name, backprop)
 
     def estimator(params, states, key):
-        grad, diagnostics = estimate(params, states, key)
+        # GPUs multiply float32 matrices at lower precision by default, enough to make gradients
+        # through a chaotic rollout explode; on a CPU this changes nothing
+        with jax.default_matmul_precision("highest"):
+            grad, diagnostics = estimate(params, states, key)
         flat = _flat(grad)
         diagnostics["grad_norm"] = jnp.linalg.norm(flat)
         diagnostics["grad_finite"] = jnp.all(jnp.isfinite(flat))

@@ -9,9 +9,10 @@ import sys
 # subcommand -> (module, one-line help); modules are imported only when their command runs
 COMMANDS = {
     "demo": ("chaosgym.demo", "step every task with a random policy and print a table"),
-    "train": ("agents.train", "train a gradient-based agent or an SB3 baseline on a task"),
-    "compare": ("agents.compare", "train tasks x agents x seeds under one budget; write a table and plots"),
-    "render": ("agents.render", "write an animated GIF of a trained policy's episode from a run folder"),
+    "train": ("chaosgym.agents.train", "train a gradient-based agent or an SB3 baseline on a task"),
+    "compare": ("chaosgym.agents.compare", "train tasks x agents x seeds under one budget; write a table and plots"),
+    "reproduce": ("chaosgym.agents.reproduce", "reproduce a paper's experiment (stable-bptt: Schnell & Thuerey's multi-pole cart pole)"),
+    "render": ("chaosgym.agents.render", "write an animated GIF of a trained policy's episode from a run folder"),
     "diagnose": ("chaosgym.diagnose", "Lyapunov exponents, Jacobian spectra, gradient variance and loss landscapes of a task"),
 }
 
