@@ -1,9 +1,11 @@
 """`chaosgym compare`: tasks x agents x seeds under one budget, turned into a table and plots.
 
-Every run is an ordinary `chaosgym train` run folder under OUT/runs/; runs already finished are
-read back, not redone, so an interrupted comparison continues where it stopped. Every trained
-policy, gradient-based or SB3, is then scored by the one Gymnasium evaluation protocol
-(`chaosgym.evaluation.evaluate`). Writes into OUT:
+Every run is an ordinary `chaosgym train` run folder under OUT/runs/, set up from the task's
+presets (`chaosgym.presets`); runs already finished are read back, not redone, so an interrupted
+comparison continues where it stopped, and a larger budget into the same OUT extends them. Every
+agent, gradient-based or SB3, optimises the episode return and is ranked by it: each trained policy
+is scored by the one Gymnasium evaluation protocol (`chaosgym.evaluation.evaluate`), with the
+task's reported objective (e.g. the cart pole's final-state loss) beside. Writes into OUT:
 
 * results.csv — learning-curve points (env_steps, wall_time, eval_score, eval_objective) of every
   run, and one `final` row per run from the common protocol;
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
@@ -28,18 +30,34 @@ import numpy as np  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 import chaosgym  # noqa: E402
-from chaosgym.agents.train import GRADIENT_AGENTS, SB3_AGENTS, TrainConfig, parse_task_kwargs  # noqa: E402
+from chaosgym.agents import config as config_module  # noqa: E402
+from chaosgym.agents.config import GRADIENT_AGENTS, SB3_AGENTS, TrainConfig, for_task  # noqa: E402
+from chaosgym.agents.run import Run  # noqa: E402
 from chaosgym.evaluation import evaluate  # noqa: E402
+from chaosgym.presets import presets  # noqa: E402
+from chaosgym.registry import parse_task_kwargs  # noqa: E402
 
-# per-task settings of the gradient agents and the score a run must reach to count as solved
-GRADIENT_DEFAULTS = {
-    "ChaosCartPole-v0": {"horizon": 100, "truncation": 20, "learning_rate": 3e-3},
-    "ChaosDoublePendulum-v0": {"horizon": 100, "truncation": 20, "learning_rate": 1e-3},
-    "ChaosAnt-v0": {"horizon": 50, "truncation": 10, "learning_rate": 1e-3},
-}
-THRESHOLDS = {"ChaosCartPole-v0": 50.0, "ChaosDoublePendulum-v0": 0.0, "ChaosAnt-v0": 500.0}
-QUICK = {"tasks": ["ChaosCartPole-v0"], "agents": ["full", "combined", "es", "ppo"], "seeds": 2,
-         "env_steps": 60_000, "es_pairs": 4}
+
+@dataclass(frozen=True)
+class CompareConfig:
+    """What `chaosgym compare` runs; every run's own settings are a `TrainConfig` from the task's presets."""
+
+    tasks: str = field(default="ChaosCartPole-v0", metadata={
+        "help": "comma-separated task ids, each with options after ':' (ChaosCartPole-v0:num_poles=2)"})
+    agents: str = field(default="full,truncated,combined,es,ppo", metadata={
+        "help": f"comma-separated agents from {', '.join(GRADIENT_AGENTS + SB3_AGENTS)} (sac and td3 step "
+                "~40 env steps/s on a 2-core CPU: give them a small budget)"})
+    seeds: int = field(default=2, metadata={"help": "seeds per task and agent"})
+    env_steps: int = field(default=100_000, metadata={"help": "budget per run in simulated env steps"})
+    wall_clock: float | None = field(default=None, metadata={
+        "help": "budget per run in seconds of training (stops at whichever budget ends first)"})
+
+
+QUICK = {"tasks": "ChaosCartPole-v0", "agents": "full,combined,es,ppo", "seeds": 2, "env_steps": 60_000,
+         "estimator.es_pairs": 4}
+# settings compare decides: the task, agent, seed and budget of every run, and the objective
+RUN_FIELDS = ("task", "task_kwargs", "agent", "seed", "updates", "env_steps", "eval_every",
+              "checkpoint_every", "estimator.objective", "sb3")
 
 
 def parse_task(spec: str) -> tuple[str, dict]:
@@ -54,37 +72,36 @@ def task_label(env_id: str, kwargs: dict) -> str:
     return env_id + "".join(f"-{k}{v}" for k, v in kwargs.items())
 
 
-def gradient_config(env_id, kwargs, agent, seed, env_steps, es_pairs) -> TrainConfig:
-    settings = GRADIENT_DEFAULTS[env_id]
-    config = TrainConfig(task=env_id, task_kwargs=kwargs, agent=agent, horizon=settings["horizon"],
-                         truncation=settings["truncation"] if agent == "truncated" else None,
-                         seed=seed, learning_rate=settings["learning_rate"], es_pairs=es_pairs)
-    updates = max(1, env_steps // config.steps_per_update())
-    every = max(1, updates // 10)
-    return TrainConfig(**{**config.__dict__, "updates": updates, "eval_every": every, "checkpoint_every": every})
-
-
-def train_run(env_id, kwargs, agent, seed, args, folder: Path):
-    """Train (or finish) one run; return its deterministic numpy policy."""
-    resume = (folder / "config.json").exists()
+def run_config(env_id: str, kwargs: dict, agent: str, seed: int, env_steps: int, changes: dict) -> TrainConfig:
+    """One run's config: the task's presets, the user's changes, the return as the objective
+    (every agent is ranked by it), evaluations and checkpoints every tenth of the budget."""
     if agent in SB3_AGENTS:
-        from chaosgym.agents.sb3 import load_policy, train_sb3
+        return for_task(env_id, agent, task_kwargs=kwargs, seed=seed, env_steps=env_steps,
+                        eval_episodes=changes.get("eval_episodes", 16))
+    config = for_task(env_id, agent, task_kwargs=kwargs, seed=seed, env_steps=env_steps,
+                      **{**changes, "estimator.objective": "return"})
+    every = max(1, config.updates // 10)
+    return config_module.with_changes(config, {"eval_every": every, "checkpoint_every": every})
 
-        train_sb3(env_id, kwargs, agent, args.env_steps, seed, folder, resume=resume, progress=False,
-                  time_budget=args.wall_clock)
-        return load_policy(folder)
-    from chaosgym.agents.train import load_checkpoint, policy_fn, train
 
-    config = gradient_config(env_id, kwargs, agent, seed, args.env_steps, args.es_pairs)
-    train(config, folder, resume=resume, progress_bar=False, time_budget=args.wall_clock)
-    return policy_fn(load_checkpoint(folder)["params"])
+def train_run(config: TrainConfig, wall_clock: float | None, folder: Path):
+    """Train (or finish, or extend) one run; return its deterministic numpy policy."""
+    resume = (folder / "config.json").exists()
+    if config.is_sb3:
+        from chaosgym.agents.sb3 import train_sb3
+
+        train_sb3(config, folder, resume=resume, progress=False, time_budget=wall_clock)
+    else:
+        from chaosgym.agents.train import train
+
+        train(config, folder, resume=resume, progress_bar=False, time_budget=wall_clock)
+    return Run(folder).policy()
 
 
 def curve_rows(folder: Path) -> list[dict]:
     """The evaluated rows of a run's metrics.csv (SB3 runs log every rollout, evaluate every few)."""
-    with open(folder / "metrics.csv", newline="") as f:
-        return [{k: r[k] for k in ("env_steps", "wall_time", "eval_score", "eval_objective")}
-                for r in csv.DictReader(f) if np.isfinite(float(r["eval_score"] or "nan"))]
+    return [{k: r[k] for k in ("env_steps", "wall_time", "eval_score", "eval_objective")}
+            for r in Run(folder).evaluated_metrics()]
 
 
 def first_reaching(curve: list[dict], threshold: float, key: str) -> float | None:
@@ -147,51 +164,57 @@ def plot_task(results: list[dict], task: str, agents: list[str], path: Path) -> 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--tasks", default="ChaosCartPole-v0",
-                        help="comma-separated task ids, each with options after ':' (ChaosCartPole-v0:num_poles=2)")
-    parser.add_argument("--agents", default="full,combined,truncated,es,ppo,sac",
-                        help=f"comma-separated agents from {', '.join(GRADIENT_AGENTS + SB3_AGENTS)}")
-    parser.add_argument("--seeds", type=int, default=3, help="seeds per task and agent")
-    parser.add_argument("--env-steps", type=int, default=200_000, help="budget per run in simulated env steps")
-    parser.add_argument("--wall-clock", type=float, default=None,
-                        help="budget per run in seconds of training (stops at whichever budget ends first)")
-    parser.add_argument("--es-pairs", type=int, default=8, help="antithetic pairs per ES update")
-    parser.add_argument("--eval-episodes", type=int, default=16, help="episodes of the final evaluation")
+    config_module.add_arguments(parser, CompareConfig)
+    # every other training setting, for every gradient run (the task's presets where not given)
+    config_module.add_arguments(parser, TrainConfig, skip=RUN_FIELDS)
     parser.add_argument("--threshold", action="append", default=[], metavar="TASK=SCORE",
-                        help="score that counts as solved (repeatable); defaults: "
-                             + ", ".join(f"{k}={v:g}" for k, v in THRESHOLDS.items()))
+                        help="evaluation score that counts as solved (repeatable; default: the task's preset)")
     parser.add_argument("--out", type=Path, default=Path("runs/compare"), help="output folder")
     parser.add_argument("--quick", action="store_true",
-                        help=f"small preset for a 2-core CPU (about 10 minutes): {json.dumps(QUICK)}")
+                        help=f"small preset for a 2-core CPU (about 10 minutes): {QUICK}")
 
 
 def run(args: argparse.Namespace) -> int:
+    compare = CompareConfig(**config_module.given(args, CompareConfig))
+    changes = config_module.given(args, TrainConfig)
     if args.quick:
-        args.tasks, args.agents = ",".join(QUICK["tasks"]), ",".join(QUICK["agents"])
-        args.seeds, args.env_steps, args.es_pairs = QUICK["seeds"], QUICK["env_steps"], QUICK["es_pairs"]
-    tasks = [parse_task(t) for t in args.tasks.split(",")]
-    agents = args.agents.split(",")
+        compare = CompareConfig(**{k: v for k, v in QUICK.items() if "." not in k})
+        changes = {"estimator.es_pairs": QUICK["estimator.es_pairs"], **changes}
+    for name in ("seeds", "env_steps"):
+        if getattr(compare, name) <= 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(compare, name)}")
+    if compare.wall_clock is not None and not compare.wall_clock > 0:
+        raise ValueError(f"--wall-clock must be a number of seconds > 0, got {compare.wall_clock}")
+    tasks = [parse_task(t) for t in compare.tasks.split(",")]
+    agents = compare.agents.split(",")
     unknown = [a for a in agents if a not in GRADIENT_AGENTS + SB3_AGENTS]
     if unknown:
         raise ValueError(f"unknown agent(s) {unknown}; valid: {', '.join(GRADIENT_AGENTS + SB3_AGENTS)}")
-    thresholds = dict(THRESHOLDS)
+    thresholds = {}
     for item in args.threshold:
         name, _, value = item.partition("=")
         thresholds[name] = float(value)
+    runs = [(t, a, s) for t in tasks for a in agents for s in range(compare.seeds)]
+    # every config is built (and so checked) before the first run trains
+    configs = [run_config(env_id, kwargs, agent, seed, compare.env_steps, changes)
+               for (env_id, kwargs), agent, seed in runs]
     args.out.mkdir(parents=True, exist_ok=True)
+    budget = f"{compare.env_steps:,} env steps" + (f" or {compare.wall_clock:g} s" if compare.wall_clock else "")
+    print(f"chaosgym compare: {len(runs)} runs of {budget} each into {args.out} (finished runs are read back; "
+          "on a 2-core CPU a gradient run of 100k env steps takes a few minutes, PPO's about as long, SAC/TD3 "
+          "about 40 min)")
 
     results = []
-    runs = [(t, a, s) for t in tasks for a in agents for s in range(args.seeds)]
-    for (env_id, kwargs), agent, seed in tqdm(runs, desc="compare", unit="run"):
+    for ((env_id, kwargs), agent, seed), config in tqdm(list(zip(runs, configs)), desc="compare", unit="run"):
         label = task_label(env_id, kwargs)
-        thresholds.setdefault(label, thresholds.get(env_id, 0.0))
+        thresholds.setdefault(label, thresholds.get(env_id, presets(env_id).threshold))
         folder = args.out / "runs" / f"{label}-{agent}-seed{seed}"
         tqdm.write(f"training {agent} on {label}, seed {seed} -> {folder}")
-        policy = train_run(env_id, kwargs, agent, seed, args, folder)
+        policy = train_run(config, compare.wall_clock, folder)
         row = {"task": label, "agent": agent, "seed": seed}
         curve = curve_rows(folder)
         results += [{**row, "kind": "curve", **r} for r in curve]
-        final = evaluate(policy, env_id, kwargs, num_episodes=args.eval_episodes)
+        final = evaluate(policy, env_id, kwargs, num_episodes=config.eval_episodes, seed=config.eval_seed)
         results.append({**row, "kind": "final", "env_steps": curve[-1]["env_steps"], "wall_time": curve[-1]["wall_time"],
                         "eval_score": final["mean_return"], "eval_objective": final["mean_objective"]})
 
@@ -202,10 +225,11 @@ def run(args: argparse.Namespace) -> int:
         writer.writerows(results)
     labels = [task_label(*t) for t in tasks]
     summary = summarise(results, labels, agents, thresholds)
-    budget = f"{args.env_steps:,} env steps" + (f" or {args.wall_clock:g} s" if args.wall_clock else "")
-    (args.out / "summary.md").write_text(f"# chaosgym compare — {budget} per run, {args.seeds} seeds\n\n{summary}")
+    title = (f"# chaosgym compare — {budget} per run, {compare.seeds} seeds\n\nEvery agent optimises and is "
+             "ranked by the episode return (score); the objective column is the task's reported objective.\n")
+    (args.out / "summary.md").write_text(f"{title}\n{summary}")
     for label in labels:
         plot_task(results, label, agents, args.out / f"curves_{label}.png")
-    print(f"\n# chaosgym compare — {budget} per run, {args.seeds} seeds\n\n{summary}")
+    print(f"\n{title}\n{summary}")
     print(f"wrote {args.out}/results.csv, summary.md and curves_*.png")
     return 0

@@ -10,7 +10,6 @@ MJX (the physics of the evaluation protocol), from `reset(seed=--seed)`.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -21,24 +20,17 @@ import numpy as np
 from tqdm.auto import tqdm
 
 import chaosgym  # noqa: F401  (registers the task ids with Gymnasium)
-from chaosgym.agents.train import SB3_AGENTS, load_checkpoint, policy_fn
+from chaosgym.agents.run import Run
 
 MAX_GIF_FPS = 30  # GIF frame delays are whole hundredths of a second; viewers slow faster ones down
 
 
-def load_run_policy(run: Path) -> tuple[str, dict, Callable[[np.ndarray], np.ndarray]]:
-    """`(env_id, task_kwargs, policy)` of a run folder's last checkpoint."""
-    config_path = Path(run) / "config.json"
-    if not config_path.exists():
-        raise ValueError(f"{run} is not a run folder of `chaosgym train` (it has no config.json)")
-    config = json.loads(config_path.read_text())
-    if config["agent"] in SB3_AGENTS:
-        from chaosgym.agents.sb3 import load_policy  # torch and SB3 only when needed
-
-        return config["env_id"], config["task_kwargs"], load_policy(run)
-    if not (Path(run) / "checkpoint.pkl").exists():
-        raise ValueError(f"{run} has no checkpoint yet")
-    return config["task"], config["task_kwargs"], policy_fn(load_checkpoint(Path(run))["params"])
+def load_run_policy(folder: Path) -> tuple[str, dict, Callable[[np.ndarray], np.ndarray]]:
+    """`(env_id, task_kwargs, policy)` of a run folder's newest readable checkpoint."""
+    run = Run(folder)
+    if run.config is None:
+        raise ValueError(f"{folder} is not a run folder of `chaosgym train` (it has no config.json)")
+    return run.config.task, run.config.task_kwargs, run.policy()
 
 
 def render_episode(policy: Callable[[np.ndarray], np.ndarray], env_id: str, task_kwargs: dict, seed: int = 0,
@@ -62,13 +54,19 @@ def render_episode(policy: Callable[[np.ndarray], np.ndarray], env_id: str, task
     return frames, total
 
 
+def _pixels(text: str) -> int:
+    if not text.isdigit() or int(text) <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of pixels, got {text!r}")
+    return int(text)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", type=Path, required=True, help="run folder of `chaosgym train` or `compare`")
     parser.add_argument("--out", type=Path, default=None, help="GIF file to write (default: RUN/episode.gif)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the episode's reset")
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (default: the time limit)")
-    parser.add_argument("--width", type=int, default=320, help="frame width in pixels")
-    parser.add_argument("--height", type=int, default=320, help="frame height in pixels")
+    parser.add_argument("--width", type=_pixels, default=320, help="frame width in pixels")
+    parser.add_argument("--height", type=_pixels, default=320, help="frame height in pixels")
     parser.add_argument("--fps", type=float, default=None,
                         help=f"frames per second of the GIF (default: real time, at most {MAX_GIF_FPS}: "
                              "faster tasks keep every k-th step and play in real time)")

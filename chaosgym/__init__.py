@@ -15,9 +15,9 @@ if (_root / "pyproject.toml").is_file() and (_root / "agents" / "__init__.py").i
 
 from chaosgym import _setup  # noqa: F401  (headless GL and the compilation cache, before mujoco)
 from chaosgym.env import Env, State, Task
-from chaosgym.registry import TASKS, make, register_gymnasium, task_options
+from chaosgym.presets import Presets
+from chaosgym.registry import TASKS, make, register, task_options
+from chaosgym import tasks  # noqa: F401,E402  (registers the built-in tasks)
 
-register_gymnasium()
-
-__all__ = ["Env", "State", "Task", "TASKS", "make", "task_options"]
+__all__ = ["Env", "Presets", "State", "Task", "TASKS", "make", "register", "task_options"]
 __version__ = "0.1.0"

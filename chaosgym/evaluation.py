@@ -8,17 +8,30 @@ and should act deterministically. The protocol reports the episode return and th
 the task reports beside it (`Task.reported_objective`, lower is better; e.g. the cart pole's
 final-state loss 1 - mean cos(angle) after the last step). An agent's `eval_score` in its
 `metrics.csv` is the mean episode return on this protocol.
+
+An episode whose policy gives a non-finite action (e.g. from diverged parameters) fails: its
+return is -inf and its objective NaN, so a diverged run never ranks above a working one.
+
+`batched_evaluation` plays the same episodes in one batched MJX rollout (what training uses
+between updates): episode i starts from the key `held_out_keys` gives, the key
+`reset(seed=seed + i)` draws.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import gymnasium
+import jax
 import jax.numpy as jnp
 import numpy as np
+from gymnasium.utils.seeding import np_random
 
 import chaosgym  # noqa: F401  (registers the task ids with Gymnasium)
+from chaosgym.env import Env
+from chaosgym.rollout import rollout
+from chaosgym.trace_cache import cached_jit
 
 # held-out initial states: far from the small seeds training runs use
 EVAL_SEED = 1_000_000
@@ -29,8 +42,9 @@ def evaluate(policy_fn: Callable[[np.ndarray], np.ndarray], env_id: str, task_kw
              num_episodes: int = EVAL_EPISODES, seed: int = EVAL_SEED) -> dict:
     """Score `policy_fn` (observation `(obs_dim,)` float32 -> action `(act_dim,)`) on the protocol.
 
-    Returns `mean_return`, `std_return`, `mean_objective`, `std_objective`, `mean_length`, and the
-    per-episode lists `returns`, `objectives` and `lengths`.
+    Returns `mean_return`, `std_return`, `mean_objective`, `std_objective`, `mean_length`,
+    `failed_episodes` (non-finite actions), and the per-episode lists `returns`, `objectives` and
+    `lengths`.
     """
     # MJX: the physics the gradient agents train and evaluate on, so their scores are these exactly
     env = gymnasium.make(env_id, backend="mjx", **(task_kwargs or {}))
@@ -40,20 +54,54 @@ def evaluate(policy_fn: Callable[[np.ndarray], np.ndarray], env_id: str, task_kw
     try:
         for episode in range(num_episodes):
             obs, _ = env.reset(seed=seed + episode)
-            rewards, done = [], False
+            rewards, done, failed = [], False, False
             while not done:
-                obs, reward, terminated, truncated, _ = env.step(np.asarray(policy_fn(obs)))
+                action = np.asarray(policy_fn(obs))
+                if not np.all(np.isfinite(action)):
+                    failed = True
+                    break
+                obs, reward, terminated, truncated, _ = env.step(action)
                 rewards.append(reward)
                 done = terminated or truncated
-            final_data = env.unwrapped._state.data
+            lengths.append(len(rewards))
+            if failed:
+                returns.append(-np.inf)
+                objectives.append(np.nan)
+                continue
+            final_data = env.unwrapped._state.data  # ChaosEnv has no public state yet
             returns.append(float(np.sum(rewards)))
             objectives.append(float(objective(jnp.asarray(rewards, jnp.float32), final_data)))
-            lengths.append(len(rewards))
     finally:
         env.close()
     return {
         "mean_return": float(np.mean(returns)), "std_return": float(np.std(returns)),
         "mean_objective": float(np.mean(objectives)), "std_objective": float(np.std(objectives)),
-        "mean_length": float(np.mean(lengths)),
+        "mean_length": float(np.mean(lengths)), "failed_episodes": int(np.sum(np.isneginf(returns))),
         "returns": returns, "objectives": objectives, "lengths": lengths,
     }
+
+
+def held_out_keys(seed: int, count: int) -> jax.Array:
+    """The reset keys of `gymnasium.make(task).reset(seed=seed + i)` for i < count."""
+    seeds = [int(np_random(seed + i)[0].integers(0, 2**31 - 1)) for i in range(count)]
+    return jax.vmap(jax.random.key)(np.array(seeds, np.uint32))
+
+
+@functools.lru_cache(maxsize=None)
+def batched_evaluation(env: Env, policy: Callable, policy_name: str):
+    """`evaluate(params, keys) -> (mean return, mean objective)` of the deterministic `policy`
+    (named `policy_name`, which keys the compiled program) for whole episodes from `keys`, in one
+    batched rollout; failed episodes as in `evaluate`."""
+    objective = env.task.objective(env.task.reported_objective)
+
+    def evaluate(params, keys):
+        states = jax.vmap(env.reset)(keys)
+        _, trajectory = rollout(env, policy, params, states, env.episode_length)
+        # actions after termination are never taken (the Gymnasium episode has ended)
+        ok = jnp.all(jnp.isfinite(trajectory.actions) | (trajectory.alive[..., None] == 0), axis=(0, 2))
+        returns = jnp.where(ok, trajectory.rewards.sum(axis=0), -jnp.inf)
+        objectives = jnp.where(ok, jax.vmap(objective, in_axes=(1, 0))(trajectory.rewards,
+                                                                        trajectory.final_state.data), jnp.nan)
+        return jnp.mean(returns), jnp.mean(objectives)
+
+    return cached_jit(evaluate, (env.cache_key, "evaluate", policy_name))

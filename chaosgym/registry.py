@@ -1,4 +1,4 @@
-"""Task ids, `make`, and their registration with Gymnasium."""
+"""Task ids, `register`, `make`: a task is registered once, here and with Gymnasium."""
 
 from __future__ import annotations
 
@@ -6,15 +6,34 @@ import functools
 import inspect
 
 import gymnasium
+import jax
+import numpy as np
 
-from chaosgym.env import Env, Task
-from chaosgym.tasks import Ant, CartPole, DoublePendulum
+from chaosgym.env import Env, Task, check_episode_length
+from chaosgym.presets import PRESETS, Presets
 
-TASKS: dict[str, type[Task]] = {
-    "ChaosAnt-v0": Ant,
-    "ChaosCartPole-v0": CartPole,
-    "ChaosDoublePendulum-v0": DoublePendulum,
-}
+TASKS: dict[str, type[Task]] = {}  # filled by `register`
+
+
+def register(env_id: str, task_class: type[Task], presets: Presets | None = None) -> None:
+    """Make `task_class` a chaosgym task: `chaosgym.make(env_id)`, `gymnasium.make(env_id)`,
+    `gymnasium.make_vec(env_id, ...)`, and every `chaosgym` command. `presets` are the settings
+    agents start from on it (`chaosgym.presets.Presets`; the defaults if not given).
+    """
+    if not (isinstance(task_class, type) and issubclass(task_class, Task)):
+        raise TypeError(f"register({env_id!r}, ...) expects a subclass of chaosgym.Task, got {task_class!r}")
+    if env_id in TASKS and TASKS[env_id] is not task_class:
+        raise ValueError(f"task id {env_id!r} is already registered to {TASKS[env_id].__name__}")
+    TASKS[env_id] = task_class
+    PRESETS[env_id] = presets or Presets()
+    if env_id not in gymnasium.registry:
+        gymnasium.register(
+            env_id,
+            entry_point="chaosgym.gym_adapters:ChaosEnv",
+            vector_entry_point="chaosgym.gym_adapters:ChaosVectorEnv",
+            max_episode_steps=task_class.episode_length,
+            kwargs={"env_id": env_id},
+        )
 
 
 def task_options(env_id: str) -> dict[str, object]:
@@ -40,30 +59,21 @@ def make_task(env_id: str, **kwargs) -> Task:
 
 
 @functools.lru_cache(maxsize=None)
-def _cached_env(env_id: str, options: tuple, episode_length: int | None) -> Env:
+def _cached_env(env_id: str, options: tuple, episode_length: int | None, dtype: str) -> Env:
     return Env(make_task(env_id, **dict(options)), episode_length=episode_length)
 
 
 def make(env_id: str, episode_length: int | None = None, **kwargs) -> Env:
     """The functional environment of a task, e.g. `make("ChaosCartPole-v0", num_poles=3)`.
 
-    Environments are cached by id and options, so every caller shares one set of compiled
-    functions. Unknown ids and invalid options raise an error that lists what is valid.
+    Environments are cached by id, options, episode length and JAX's float type (float64 once
+    `jax_enable_x64` is on: the model's arrays are made in it), so every caller shares one set of
+    compiled functions. Unknown ids and invalid options raise an error that lists what is valid.
     """
-    make_task(env_id, **kwargs)  # validate before caching
-    return _cached_env(env_id, tuple(sorted(kwargs.items())), episode_length)
-
-
-def register_gymnasium() -> None:
-    for env_id, cls in TASKS.items():
-        if env_id not in gymnasium.registry:
-            gymnasium.register(
-                env_id,
-                entry_point="chaosgym.gym_adapters:ChaosEnv",
-                vector_entry_point="chaosgym.gym_adapters:ChaosVectorEnv",
-                max_episode_steps=cls.episode_length,
-                kwargs={"env_id": env_id},
-            )
+    make_task(env_id, **kwargs)  # validate before caching (where True would be 1)
+    check_episode_length(episode_length)
+    dtype = str(jax.dtypes.canonicalize_dtype(np.float64))
+    return _cached_env(env_id, tuple(sorted(kwargs.items())), episode_length, dtype)
 
 
 def parse_task_kwargs(text: str | None) -> dict:

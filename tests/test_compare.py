@@ -1,14 +1,17 @@
 """`chaosgym compare` end to end on a tiny budget: every file, with sane contents."""
 
+import argparse
 import csv
 
+import gymnasium
 import numpy as np
 import pytest
 
+import chaosgym
 from chaosgym.agents import compare
-from chaosgym.cli import main
-
-pytest.importorskip("stable_baselines3")
+from chaosgym.presets import PRESETS, Presets
+from chaosgym.tasks import CartPole
+from chaosgym.agents.cli import main
 
 
 def test_compare_writes_results_summary_and_curves_of_every_agent(tmp_path, monkeypatch, capsys):
@@ -48,3 +51,35 @@ def test_compare_writes_results_summary_and_curves_of_every_agent(tmp_path, monk
     assert main(argv) == 0
     with open(out / "results.csv", newline="") as f:
         assert [r["eval_score"] for r in csv.DictReader(f)] == [r["eval_score"] for r in rows]
+
+    # a larger budget into the same folder extends the runs
+    assert main([a if a != "4800" else "6400" for a in argv]) == 0
+    with open(out / "results.csv", newline="") as f:
+        extended = [r for r in csv.DictReader(f) if r["agent"] == "full" and r["kind"] == "curve"]
+    assert float(extended[-1]["env_steps"]) == 6400
+
+
+def test_every_gradient_agent_optimises_the_return_it_is_ranked_by():
+    # the cart pole reports its final-state loss; compare's agents still optimise the return
+    assert chaosgym.make("ChaosCartPole-v0").task.reported_objective == "final_state"
+    for agent in ("full", "combined", "es"):
+        assert compare.run_config("ChaosCartPole-v0", {}, agent, 0, 4800, {}).estimator.objective == "return"
+    parser = argparse.ArgumentParser()
+    compare.add_arguments(parser)
+    assert "estimator.objective" not in {a.dest for a in parser._actions}
+
+
+def test_a_task_registered_without_presets_gets_the_defaults():
+    class Pole(CartPole):
+        pass
+
+    chaosgym.register("TestPole-v0", Pole)
+    try:
+        assert gymnasium.spec("TestPole-v0").max_episode_steps == Pole.episode_length
+        config = compare.run_config("TestPole-v0", {}, "truncated", 0, 4800, {})
+        defaults = Presets()
+        assert (config.learning_rate, config.estimator.horizon, config.estimator.truncation) == (
+            defaults.learning_rate, defaults.horizon, defaults.truncation)
+        assert chaosgym.make("TestPole-v0").observation_size == chaosgym.make("ChaosCartPole-v0").observation_size
+    finally:
+        del chaosgym.TASKS["TestPole-v0"], PRESETS["TestPole-v0"], gymnasium.registry["TestPole-v0"]

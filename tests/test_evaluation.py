@@ -21,7 +21,8 @@ def zero_policy(obs):
 def test_reports_returns_and_objectives_of_whole_episodes():
     result = evaluate(zero_policy, "ChaosCartPole-v0", num_episodes=3, seed=5)
     assert set(result) == {"mean_return", "std_return", "mean_objective", "std_objective", "mean_length",
-                           "returns", "objectives", "lengths"}
+                           "failed_episodes", "returns", "objectives", "lengths"}
+    assert result["failed_episodes"] == 0
     assert result["lengths"] == [100, 100, 100]
     assert result["mean_return"] == pytest.approx(np.mean(result["returns"]))
     assert result["std_objective"] == pytest.approx(np.std(result["objectives"]))
@@ -61,15 +62,22 @@ def test_jax_policies_are_accepted():
 
 
 def test_gradient_agents_batched_evaluation_scores_the_same_episodes():
-    """agents.train evaluates in one batched rollout from the same held-out states."""
-    train = pytest.importorskip("chaosgym.agents.train")
+    """Training evaluates in one batched rollout from the same held-out states."""
+    from chaosgym.agents import train
+    from chaosgym.agents.config import TrainConfig
     from chaosgym.policies import init_policy
 
-    config = train.TrainConfig(task="ChaosCartPole-v0", eval_episodes=4)
-    assert (config.eval_seed, train.TrainConfig().eval_episodes) == (EVAL_SEED, EVAL_EPISODES)
+    config = TrainConfig(task="ChaosCartPole-v0", eval_episodes=4)
+    assert (config.eval_seed, TrainConfig().eval_episodes) == (EVAL_SEED, EVAL_EPISODES)
     env = train.make_env(config)
     params = init_policy(jax.random.key(1), env.observation_size, env.action_size, config.hidden)
     batched = train.evaluate_params(config, params)
-    ours = evaluate(train.policy_fn(params), config.task, num_episodes=4, seed=config.eval_seed)
+    ours = evaluate(train.numpy_policy(config, params), config.task, num_episodes=4, seed=config.eval_seed)
     assert ours["mean_return"] == pytest.approx(batched["eval_score"], abs=1e-3)
     assert ours["mean_objective"] == pytest.approx(batched["eval_objective"], abs=1e-4)
+
+
+def test_a_non_finite_action_fails_the_episode():
+    result = evaluate(lambda obs: np.full(1, np.nan), "ChaosCartPole-v0", num_episodes=2, seed=0)
+    assert result["mean_return"] == -np.inf and result["failed_episodes"] == 2
+    assert np.isnan(result["mean_objective"])

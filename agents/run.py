@@ -1,0 +1,204 @@
+"""The run folder every agent writes, gradient-based or SB3: one `Run` owns all of it.
+
+    config.json         the run's `TrainConfig` (one schema for every agent)
+    metrics.csv         one row per update (SB3: per log dump), columns `METRIC_COLUMNS`; a value
+                        not measured at that row is left empty
+    checkpoint.<ext>    the newest checkpoint (`.pkl` for gradient agents, `.zip` for SB3), written
+                        whole or not at all; checkpoint.prev.<ext> is the one before it, the
+                        fallback when the newest cannot be read
+    .lock               held (flock) by the one process writing the folder
+
+`Run.open` refuses a folder that holds another run or files that are not a run's, unless the
+caller resumes that very run; it validates the checkpoint before it changes anything in the folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import io
+import json
+import os
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from chaosgym.agents.config import BUDGET_FIELDS, TrainConfig
+from chaosgym.trace_cache import write_atomic
+
+METRIC_COLUMNS = ["update", "env_steps", "wall_time", "loss", "eval_score", "eval_objective",
+                  "grad_norm", "skipped_updates", "cosine_modified_full", "fraction_zeroed"]
+RUN_FILES = {"config.json", "metrics.csv", ".lock", "checkpoint.pkl", "checkpoint.prev.pkl",
+             "checkpoint.zip", "checkpoint.prev.zip", "episode.gif"}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read, or that belongs to another config."""
+
+
+def _is_run_file(name: str) -> bool:
+    # write_atomic's temporary files (tmp*) are left behind only by a kill in mid-write
+    return name in RUN_FILES or name.startswith("tmp")
+
+
+class Run:
+    """A run folder: its config, metrics, checkpoints and policy. Open one with `Run.open` to
+    write (it holds the folder's lock until `close`), or `Run(folder)` to read a finished one."""
+
+    def __init__(self, folder: Path | str):
+        self.folder = Path(folder)
+        self._lock, self._newest_unreadable = None, False
+        self.config = self._read_config()
+
+    def _read_config(self) -> TrainConfig | None:
+        path = self.folder / "config.json"
+        if not path.exists():
+            return None
+        try:
+            return TrainConfig.from_json(json.loads(path.read_text()))
+        except (ValueError, TypeError) as error:
+            raise ValueError(f"{path} is not the config of a chaosgym run: {error}") from None
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.folder / ("checkpoint.zip" if self.config.is_sb3 else "checkpoint.pkl")
+
+    @property
+    def previous_checkpoint_path(self) -> Path:
+        path = self.checkpoint_path
+        return path.with_name(f"checkpoint.prev{path.suffix}")
+
+    # ---- opening ----------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, folder: Path | str, config: TrainConfig, resume: bool,
+             decode: Callable[[bytes], Any]) -> tuple[Run, Any]:
+        """Open `folder` to write `config`'s run: `(run, checkpoint)`, the checkpoint decoded by
+        `decode` (None for a new run). A resumed run may differ from the saved config only in its
+        budget (`BUDGET_FIELDS`); the saved config is then updated to the new budget."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        foreign = sorted(p.name for p in folder.iterdir() if not _is_run_file(p.name))
+        if foreign:
+            raise FileExistsError(f"{folder} holds files that are not a chaosgym run's ({', '.join(foreign[:5])}); "
+                                  "choose an empty or new folder")
+        run = cls.__new__(cls)
+        run.folder, run._lock, run._newest_unreadable = folder, None, False
+        run._take_lock()
+        try:
+            run.config = run._read_config()
+            checkpoint = None
+            if run.config is not None:
+                if not resume:
+                    raise FileExistsError(f"{folder} already holds a run; pass --resume (resume=True) to continue "
+                                          "it, or choose another folder")
+                saved, new = run.config.to_json(), config.to_json()
+                mismatched = sorted(k for k in new if k not in BUDGET_FIELDS and saved[k] != new[k])
+                if mismatched:
+                    raise ValueError(f"cannot resume {folder}: its config differs in {mismatched} "
+                                     f"(saved: {', '.join(f'{k}={saved[k]!r}' for k in mismatched)})")
+                run.config = config  # checks that `config` names the same kind of checkpoint
+                checkpoint = run.load_checkpoint(decode)
+            run.config = config
+            return run, checkpoint
+        except BaseException:
+            run.close()
+            raise
+
+    def _take_lock(self) -> None:
+        self._lock = open(self.folder / ".lock", "a")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            self._lock = None
+            raise FileExistsError(f"{self.folder} is being written by another process (it holds "
+                                  f"{self.folder / '.lock'}); wait for it or choose another folder") from None
+
+    def close(self) -> None:
+        if self._lock is not None:
+            self._lock.close()  # releases the flock
+            self._lock = None
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ---- config and metrics -------------------------------------------------------------------
+
+    def start(self, first_row: dict | None = None) -> None:
+        """Write a new run's config.json and metrics.csv (header, then `first_row` if given)."""
+        write_atomic(self.folder / "config.json", json.dumps(self.config.to_json(), indent=2).encode())
+        self._write_metrics([first_row] if first_row else [])
+
+    def resume_at(self, keep: Callable[[dict], bool]) -> None:
+        """Save the (re-budgeted) config and cut metrics.csv back to the rows `keep` accepts."""
+        write_atomic(self.folder / "config.json", json.dumps(self.config.to_json(), indent=2).encode())
+        self._write_metrics([r for r in self.metrics() if keep(r)])
+
+    def metrics(self) -> list[dict[str, str]]:
+        with open(self.folder / "metrics.csv", newline="") as f:
+            return list(csv.DictReader(f))
+
+    def _write_metrics(self, rows: list[dict]) -> None:
+        text = io.StringIO()
+        writer = csv.DictWriter(text, METRIC_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+        write_atomic(self.folder / "metrics.csv", text.getvalue().encode())
+
+    def append_metrics(self, rows: list[dict]) -> None:
+        """Append rows; columns a row lacks are left empty, keys not in METRIC_COLUMNS dropped."""
+        with open(self.folder / "metrics.csv", "a", newline="") as f:
+            csv.DictWriter(f, METRIC_COLUMNS, extrasaction="ignore").writerows(rows)
+
+    def evaluated_metrics(self) -> list[dict[str, str]]:
+        """The rows that carry an evaluation."""
+        return [r for r in self.metrics() if r["eval_score"] not in ("", "nan")]
+
+    # ---- checkpoints ----------------------------------------------------------------------------
+
+    def save_checkpoint(self, payload: bytes) -> None:
+        """Write the newest checkpoint atomically; the one it replaces becomes the previous one
+        (unless it was unreadable: the readable previous one is kept)."""
+        if self.checkpoint_path.exists() and not self._newest_unreadable:
+            os.replace(self.checkpoint_path, self.previous_checkpoint_path)
+        write_atomic(self.checkpoint_path, payload)
+        self._newest_unreadable = False
+
+    def load_checkpoint(self, decode: Callable[[bytes], Any]) -> Any:
+        """The newest checkpoint that `decode` accepts (it raises on anything else); falls back to
+        the previous one, with a warning naming the unreadable file."""
+        errors = []
+        for path in (self.checkpoint_path, self.previous_checkpoint_path):
+            if not path.exists():
+                continue
+            try:
+                checkpoint = decode(path.read_bytes())
+            except Exception as error:  # noqa: BLE001 (pickle and zip raise many kinds)
+                errors.append(f"{path}: {type(error).__name__}: {error}")
+                continue
+            self._newest_unreadable = bool(errors)
+            if errors:
+                warnings.warn(f"could not read {errors[0]}; resuming from the previous checkpoint {path}",
+                              stacklevel=2)
+            return checkpoint
+        if not errors:
+            raise CheckpointError(f"{self.folder} has no checkpoint ({self.checkpoint_path.name}) to resume from")
+        raise CheckpointError("cannot read the checkpoint " + "; nor ".join(errors))
+
+    def policy(self) -> Callable:
+        """The deterministic numpy policy `obs -> action` of the run's newest readable checkpoint."""
+        if self.config is None:
+            raise ValueError(f"{self.folder} is not a chaosgym run folder (it has no config.json)")
+        if self.config.is_sb3:
+            from chaosgym.agents.sb3 import load_policy  # torch and SB3 only when needed
+
+            return load_policy(self)
+        from chaosgym.agents.train import decode_checkpoint, numpy_policy
+
+        checkpoint = self.load_checkpoint(lambda b: decode_checkpoint(b, self.config))
+        return numpy_policy(self.config, checkpoint["params"])
