@@ -1,4 +1,8 @@
-"""ChaosAnt-v0: the Brax-style quadruped used by Metz et al. to show exploding BPTT gradients."""
+"""ChaosAnt-v0: Brax's MJX Ant, the quadruped Metz et al. used to show exploding BPTT gradients.
+
+As Brax models it: only a sphere at each leg tip touches the floor, and episodes start from its
+standing pose (the MJCF's keyframe "home").
+"""
 
 import jax
 import jax.numpy as jnp
@@ -11,7 +15,8 @@ class Ant(Task):
     """Run forward. Reward = x-velocity of the torso + 1 (while healthy) - 0.5 |a|^2.
 
     Observation (27): qpos without the torso's x, y (13) and qvel (14). The episode terminates when
-    the torso height leaves [0.2, 1.0]. Reset: qpos0 + U(-0.1, 0.1), qvel = 0.1 N(0, 1).
+    the torso height leaves [0.2, 1.0]. Reset: the standing pose (torso at 0.55 m, ankles bent 1 rad)
+    + U(-0.1, 0.1), qvel = 0.1 N(0, 1), as Brax's Ant.
     """
 
     asset = "ant.xml"
@@ -30,7 +35,7 @@ class Ant(Task):
     def initial_state(self, key, model):
         kq, kv = jax.random.split(key)
         noise = self.reset_noise
-        qpos = jnp.asarray(model.qpos0) + jax.random.uniform(kq, (model.nq,), minval=-noise, maxval=noise)
+        qpos = jnp.asarray(model.key("home").qpos) + jax.random.uniform(kq, (model.nq,), minval=-noise, maxval=noise)
         qvel = noise * jax.random.normal(kv, (model.nv,))
         return qpos, qvel
 
