@@ -19,12 +19,10 @@ from typing import Any
 import chaosgym  # noqa: F401, I001  (first: it picks the headless GL backend before mujoco loads)
 import gymnasium
 import jax
-import mujoco
 import numpy as np
-from gymnasium.utils.seeding import np_random
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvStepReturn
 
-from chaosgym.gym_adapters import _seed_to_key, _spaces, check_actions, vector_functions
+from chaosgym.gym_adapters import SceneRenderer, SeedStreams, _spaces, check_actions, vector_functions
 from chaosgym.registry import make
 
 
@@ -48,11 +46,12 @@ class ChaosSB3VecEnv(VecEnv):
 
     def __init__(self, env_id: str, num_envs: int = 1, episode_length: int | None = None,
                  render_mode: str | None = None, width: int = 480, height: int = 480, **task_kwargs):
-        if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+        if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         self.env = make(env_id, episode_length=episode_length, **task_kwargs)
+        self._scene = SceneRenderer(self.env.mj_model, width, height, self.env.task.render_camera)
         # the spec of one sub-environment: `gymnasium.make(vec_env.spec)` builds its single twin
         self.spec = dataclasses.replace(gymnasium.spec(env_id), max_episode_steps=self.env.episode_length,
                                         kwargs={"env_id": env_id, "backend": "mjx", **task_kwargs})
@@ -61,33 +60,17 @@ class ChaosSB3VecEnv(VecEnv):
         super().__init__(int(num_envs), observation_space, action_space)
         self.metadata = {**self.metadata, "render_fps": int(round(1.0 / self.env.dt))}
         self._fns = vector_functions(self.env, self.num_envs)
-        self._rngs = [np_random()[0] for _ in range(self.num_envs)]
-        # the seed of each environment's next reset, drawn ahead so a step can reset at once
-        self._next_seeds = np.zeros(self.num_envs, np.uint32)
-        self._draw_next_seeds(range(self.num_envs))
+        self._streams = SeedStreams(self.num_envs)  # each environment's seed stream, as the vector env's
         self._leaves = None  # the batched `State`, flattened (see `VectorFunctions`)
         self._pending = None
-        self._size = (height, width)
-        self._renderer: mujoco.Renderer | None = None
-
-    def _draw_next_seeds(self, indices) -> None:
-        # a fresh array, never an in-place write: JAX on CPU may still be reading the old one,
-        # which a dispatched (asynchronous) call can alias instead of copying
-        seeds = self._next_seeds.copy()
-        for i in indices:
-            seeds[i] = _seed_to_key(self._rngs[i])
-        self._next_seeds = seeds
 
     def reset(self) -> np.ndarray:
-        for i, seed in enumerate(self._seeds):
-            if seed is not None:
-                self._rngs[i] = np_random(seed)[0]
-                self._draw_next_seeds([i])
+        self._streams.seed(self._seeds)  # those of `seed()`, or all None: every stream goes on
         # options are accepted for SB3's contract; chaosgym tasks take none
         self._reset_seeds()
         self._reset_options()
-        self._leaves, outputs = self._fns.reset(self._next_seeds)
-        self._draw_next_seeds(range(self.num_envs))
+        self._leaves, outputs = self._fns.reset(self._streams.next)
+        self._streams.advance(range(self.num_envs))
         self._pending = None
         obs, _, _, _, info = self._fns.unpack(np.asarray(outputs))
         self.reset_infos = _item_dicts(info, range(self.num_envs))
@@ -96,10 +79,14 @@ class ChaosSB3VecEnv(VecEnv):
     def step_async(self, actions: np.ndarray) -> None:
         if self._leaves is None:
             raise gymnasium.error.ResetNeeded("call reset() before step()")
+        if self._pending is not None:
+            raise RuntimeError("step_async() was called again before step_wait() collected the previous step")
         actions = check_actions(actions, (self.num_envs, *self.action_space.shape))
-        self._leaves, self._pending = self._fns.step_same(self._leaves, actions, self._next_seeds)
+        self._leaves, self._pending = self._fns.step_same(self._leaves, actions, self._streams.next)
 
     def step_wait(self) -> VecEnvStepReturn:
+        if self._pending is None:
+            raise RuntimeError("step_wait() needs a step_async(actions) before it (or call step(actions))")
         final, after_reset = np.asarray(self._pending)
         self._pending = None
         terminal_obs, reward, terminated, truncated, info = self._fns.unpack(final)
@@ -113,15 +100,13 @@ class ChaosSB3VecEnv(VecEnv):
             for i, reset_info_i in zip(finished, _item_dicts(reset_info, finished)):
                 infos[i]["terminal_observation"] = terminal_obs[i]
                 self.reset_infos[i] = reset_info_i
-            self._draw_next_seeds(finished)
+            self._streams.advance(finished)
         else:
             obs = terminal_obs
         return obs, reward.astype(np.float32), dones, infos
 
     def close(self) -> None:
-        if self._renderer is not None:
-            self._renderer.close()
-            self._renderer = None
+        self._scene.close()
 
     def get_images(self) -> Sequence[np.ndarray | None]:
         if self.render_mode != "rgb_array":
@@ -129,18 +114,9 @@ class ChaosSB3VecEnv(VecEnv):
             return [None] * self.num_envs
         if self._leaves is None:
             raise gymnasium.error.ResetNeeded("call reset() before render()")
-        if self._renderer is None:
-            self._renderer = mujoco.Renderer(self.env.mj_model, *self._size)
-            self._mj_data = mujoco.MjData(self.env.mj_model)
         data = self._fns.state(self._leaves).data
         qpos, qvel = jax.device_get((data.qpos, data.qvel))
-        images = []
-        for i in range(self.num_envs):
-            self._mj_data.qpos[:], self._mj_data.qvel[:] = qpos[i], qvel[i]
-            mujoco.mj_forward(self.env.mj_model, self._mj_data)
-            self._renderer.update_scene(self._mj_data, camera=self.env.task.render_camera)
-            images.append(self._renderer.render())
-        return images
+        return [self._scene.render(qpos[i], qvel[i]) for i in range(self.num_envs)]
 
     def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
         return [getattr(self, attr_name) for _ in self._get_indices(indices)]

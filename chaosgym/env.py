@@ -20,7 +20,7 @@ import numpy as np
 from mujoco import mjx
 
 from chaosgym.sharding import uncommitted
-from chaosgym.trace_cache import cached_jit
+from chaosgym.trace_cache import UNCACHED, cached_jit, object_key
 
 
 @functools.partial(
@@ -114,8 +114,57 @@ class Task:
         return objectives[name]
 
 
-def _all_finite(data: mjx.Data) -> jax.Array:
+def all_finite(data: mjx.Data) -> jax.Array:
+    """Whether the state is finite in its own precision (float32 on MJX): the non-finite-step rule's test."""
     return jnp.all(jnp.isfinite(data.qpos)) & jnp.all(jnp.isfinite(data.qvel))
+
+
+def finish_step(task: Task, data: mjx.Data, action: jax.Array, next_data: mjx.Data, finite: jax.Array,
+                fields: tuple[str, ...]):
+    """The rule every backend follows after the physics: `(next_data, obs, reward, terminated, info)`.
+
+    Where `finite` is false the step is undone (the `fields` of `next_data` are those of `data`),
+    the reward is 0, the episode terminates and `info["nonfinite_state"]` is true.
+    """
+    def undo(name):  # a field may be a pytree (MJX keeps some in `_impl`)
+        return jax.tree.map(lambda new, old: jnp.where(finite, new, old), getattr(next_data, name),
+                            getattr(data, name))
+
+    next_data = next_data.replace(**{name: undo(name) for name in fields})
+    reward, metrics = task.reward(data, action, next_data)
+    reward = jnp.where(finite, reward, 0.0)
+    terminated = task.terminated(next_data) | ~finite
+    return next_data, task.observation(next_data), reward, terminated, {**metrics, "nonfinite_state": ~finite}
+
+
+def nonfinite_safe(physics: Callable[[mjx.Data, jax.Array], mjx.Data]):
+    """`physics` returning `(next_data, finite)`, whose backward pass is 0 where `finite` is false.
+
+    A blown-up step holds inf and NaN among its intermediates, and the backward pass multiplies them
+    by the zero cotangent that the undo (`finish_step`'s `jnp.where`) sends to the discarded branch:
+    0 * inf is NaN, and one blow-up makes the gradient of a whole batch NaN. The usual "double where"
+    (sanitise the input before the risky function) cannot be used, because whether a step blows up
+    is known only after taking it; the cotangents are selected after the backward pass instead.
+    Forward-mode differentiation (`jax.jvp`) does not go through a `custom_vjp`: differentiate
+    `Env.physics_step` forward instead, as `chaosgym.diagnostics` does (a select's tangent is safe).
+    """
+    @jax.custom_vjp
+    def step(data, action):
+        next_data = physics(data, action)
+        return next_data, all_finite(next_data)
+
+    def forward(data, action):
+        next_data, backward = jax.vjp(physics, data, action)
+        finite = all_finite(next_data)
+        return (next_data, finite), (backward, finite)
+
+    def backward(residuals, cotangents):
+        backward, finite = residuals
+        keep = lambda ct: ct if ct.dtype == jax.dtypes.float0 else jnp.where(finite, ct, jnp.zeros_like(ct))
+        return jax.tree.map(keep, backward(cotangents[0]))
+
+    step.defvjp(forward, backward)
+    return step
 
 
 # What `mjx.step` advances from: every other `mjx.Data` field is either constant over a step
@@ -135,12 +184,19 @@ def fields_read(task: Task, data: mjx.Data, action: jax.Array) -> set[str]:
     return {path[1].name for path, var in zip(paths, jaxpr.invars) if id(var) in used}
 
 
+def check_episode_length(value: Any, name: str = "episode_length") -> None:
+    """Refuse a time limit that is not None (the task's own) or a positive integer."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
+        raise ValueError(f"{name} must be a positive integer, or None for the task's own, got {value!r}")
+
+
 class Env:
     """A task on MJX with frame skip, time limit and blow-up handling.
 
     Actions are clipped to [-1, 1] (every actuator's control range). When the physics produces a
     non-finite state, the step is undone, the episode terminates, the reward is 0 and
-    `info["nonfinite_state"]` is true. Undone means: the state MJX steps from (`STEP_INPUTS`) and
+    `info["nonfinite_state"]` is true (`finish_step`, the rule of both backends); the gradient
+    through such a step is 0, not NaN (`nonfinite_safe`). Undone means: the state MJX steps from (`STEP_INPUTS`) and
     every field the task reads (`restored_fields`) are those before the step, so the observation
     and any later step are too; the remaining, derived fields of `data` (contact and constraint
     arrays, inertias, ...) keep what the failed step computed. Restoring only these costs next to
@@ -155,7 +211,8 @@ class Env:
         self.model = uncommitted(mjx.put_model(self.mj_model))
         self.empty_data = jax.device_get(mjx.make_data(self.model))
         self.frame_skip = task.frame_skip
-        self.episode_length = episode_length or task.episode_length
+        check_episode_length(episode_length)
+        self.episode_length = task.episode_length if episode_length is None else int(episode_length)
         self.dt = float(self.mj_model.opt.timestep) * self.frame_skip
         self.action_size = int(self.mj_model.nu)
         self.observation_size = int(jax.eval_shape(self.reset, jax.random.key(0)).obs.shape[-1])
@@ -188,32 +245,34 @@ class Env:
         return data
 
     def step(self, state: State, action: jax.Array) -> State:
-        action = jnp.clip(jnp.asarray(action, state.data.qpos.dtype), -1.0, 1.0)
-        next_data = self.physics_step(state.data, action)
-        finite = _all_finite(next_data)
-        def undo(name):  # a field may be a pytree (MJX keeps some in `_impl`)
-            return jax.tree.map(lambda new, old: jnp.where(finite, new, old), getattr(next_data, name),
-                                getattr(state.data, name))
-
-        next_data = next_data.replace(**{name: undo(name) for name in self.restored_fields})
-        reward, metrics = self.task.reward(state.data, action, next_data)
-        reward = jnp.where(finite, reward, 0.0)
-        terminated = self.task.terminated(next_data) | ~finite
+        """One control step. `action` has shape `(action_size,)` (under `vmap`, per environment)."""
+        action = jnp.asarray(action)
+        if action.shape != (self.action_size,):
+            raise ValueError(f"expected an action of shape ({self.action_size},) for one environment (a batch "
+                             f"goes through jax.vmap(env.step)), got shape {action.shape}")
+        action = jnp.clip(action.astype(state.data.qpos.dtype), -1.0, 1.0)
+        next_data, finite = self._safe_physics_step(state.data, action)
+        next_data, obs, reward, terminated, info = finish_step(self.task, state.data, action, next_data, finite,
+                                                               self.restored_fields)
         steps = state.steps + 1
         truncated = (steps >= self.episode_length) & ~terminated
-        info = {**metrics, "nonfinite_state": ~finite}
-        return State(next_data, self.task.observation(next_data), reward, terminated, truncated,
-                     steps, info)
+        return State(next_data, obs, reward, terminated, truncated, steps, info)
 
     @functools.cached_property
-    def cache_key(self) -> tuple:
+    def _safe_physics_step(self):
+        return nonfinite_safe(self.physics_step)
+
+    @functools.cached_property
+    def cache_key(self) -> tuple | str:
         """What tells this environment's traced functions apart in the trace cache: the task's
-        class and settings, the compiled model (bit for bit) and the episode length."""
+        class, class and instance attributes (`trace_cache.object_key`), the compiled model (bit for
+        bit) and the episode length; `trace_cache.UNCACHED` for a task whose code is not chaosgym's."""
+        task = object_key(self.task)
+        if task == UNCACHED:
+            return UNCACHED
         model = np.zeros(mujoco.mj_sizeModel(self.mj_model), np.uint8)
         mujoco.mj_saveModel(self.mj_model, None, model)
-        settings = sorted((k, repr(v)) for k, v in vars(self.task).items())
-        return (f"{type(self.task).__module__}.{type(self.task).__qualname__}", settings,
-                hashlib.sha256(model.tobytes()).hexdigest(), self.episode_length)
+        return task, hashlib.sha256(model.tobytes()).hexdigest(), self.episode_length
 
     @functools.cached_property
     def jit_reset(self):

@@ -1,6 +1,8 @@
 """Gymnasium faces of a functional environment: one `gymnasium.Env` and one batched `VectorEnv`.
 
-They convert to numpy at the boundary, validate actions, and add no physics of their own.
+They convert to numpy at the boundary, validate their inputs, and add no physics of their own. The
+pieces every face shares live here too: action checks, the per-environment seed streams
+(`SeedStreams`) and the renderer of a task's states (`SceneRenderer`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from gymnasium.utils.seeding import np_random
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
-from chaosgym.env import Env, State
+from chaosgym.env import Env, State, check_episode_length
 from chaosgym.mujoco_backend import MujocoBackend
 from chaosgym.registry import make
 from chaosgym.sharding import shard_batch
@@ -39,6 +41,99 @@ def check_actions(actions: Any, shape: tuple[int, ...]) -> np.ndarray:
 
 def _seed_to_key(rng: np.random.Generator) -> int:
     return int(rng.integers(0, 2**31 - 1))
+
+
+def _is_seed(seed: Any) -> bool:
+    return isinstance(seed, (int, np.integer)) and not isinstance(seed, (bool, np.bool_)) and seed >= 0
+
+
+def vector_seeds(seed: Any, num_envs: int) -> list[int | None]:
+    """One seed (or None) per environment from a vector `reset(seed=...)`, as Gymnasium's vector envs
+    read it: None, an int s (environment i gets s + i), or a sequence of `num_envs` ints or Nones."""
+    if seed is None:
+        return [None] * num_envs
+    if _is_seed(seed):
+        return [int(seed) + i for i in range(num_envs)]
+    if isinstance(seed, (list, tuple, np.ndarray)) and len(seed) == num_envs and all(s is None or _is_seed(s) for s in seed):
+        return [None if s is None else int(s) for s in seed]
+    raise ValueError(f"seed must be None, a non-negative int, or a list of {num_envs} non-negative ints or "
+                     f"Nones (one per environment), got {seed!r}")
+
+
+class SeedStreams:
+    """The seed generator of each of `num_envs` environments, as each single Gymnasium env has its own
+    `np_random`, with the seed of every environment's next reset drawn ahead (so that a step can
+    reset an environment without a second device call). Each generator still yields one seed per
+    reset, in the order a `ChaosEnv` would draw them. Shared by the Gymnasium vector env and the
+    SB3 `VecEnv`.
+    """
+
+    def __init__(self, num_envs: int):
+        self.generators = [np_random()[0] for _ in range(num_envs)]
+        self.next = np.zeros(num_envs, np.uint32)
+        self.advance(range(num_envs))
+
+    def seed(self, seeds: list[int | None]) -> None:
+        """Restart the generator of every environment given an int; one given None keeps its stream."""
+        reseeded = [i for i, seed in enumerate(seeds) if seed is not None]
+        for i in reseeded:
+            self.generators[i] = np_random(seeds[i])[0]
+        self.advance(reseeded)
+
+    def advance(self, indices) -> None:
+        """Draw the next reset seed of the environments at `indices` (ints, or a boolean mask)."""
+        indices = np.flatnonzero(indices) if np.asarray(indices).dtype == np.bool_ else indices
+        # a fresh array, never an in-place write: a dispatched (asynchronous) JAX call on CPU may
+        # alias the old one instead of copying it, and still be reading it
+        seeds = self.next.copy()
+        for i in indices:
+            seeds[i] = _seed_to_key(self.generators[i])
+        self.next = seeds
+
+
+class SceneRenderer:
+    """RGB images of a task's states through MuJoCo's offscreen renderer, shared by every face
+    (`ChaosEnv.render`, the SB3 `VecEnv`'s `get_images`, `chaosgym render`).
+
+    The size is checked here, when a face is built: positive integers within the model's offscreen
+    buffer (`<visual><global offwidth offheight>` in the MJCF). The GL context is made at the first frame.
+    """
+
+    def __init__(self, mj_model: mujoco.MjModel, width: int, height: int, camera: str | int = -1):
+        limits = {"width": mj_model.vis.global_.offwidth, "height": mj_model.vis.global_.offheight}
+        for name, value in (("width", width), ("height", height)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= limits[name]:
+                raise ValueError(f"render {name} must be an integer in 1..{limits[name]} (the model's offscreen "
+                                 f"buffer), got {value!r}")
+        self.model, self.size, self.camera = mj_model, (int(height), int(width)), camera
+        self._renderer: mujoco.Renderer | None = None
+
+    def render(self, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
+        """The image, `(height, width, 3)` uint8, of the state `(qpos, qvel)`."""
+        if self._renderer is None:
+            self._renderer = mujoco.Renderer(self.model, *self.size)
+            self._data = mujoco.MjData(self.model)
+        self._data.qpos[:], self._data.qvel[:] = qpos, qvel
+        mujoco.mj_forward(self.model, self._data)
+        self._renderer.update_scene(self._data, camera=self.camera)
+        return self._renderer.render()
+
+    def close(self) -> None:
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
+
+
+def parse_autoreset_mode(mode: str | AutoresetMode) -> AutoresetMode:
+    """Gymnasium's `AutoresetMode` from itself, its value (`"SameStep"`) or its name in any case (`"same_step"`)."""
+    if isinstance(mode, AutoresetMode):
+        return mode
+    spelling = mode.lower().replace("_", "").replace("-", "") if isinstance(mode, str) else None
+    for member in AutoresetMode:
+        if spelling == member.value.lower():
+            return member
+    valid = ", ".join(f"{m.name.lower()!r}" for m in AutoresetMode)
+    raise ValueError(f"autoreset_mode must be one of {valid} (or a gymnasium.vector.AutoresetMode), got {mode!r}")
 
 
 def _spaces(env: Env) -> tuple[spaces.Box, spaces.Box]:
@@ -83,18 +178,38 @@ class ChaosEnv(gymnasium.Env):
                  height: int = 480, backend: str = DEFAULT_BACKEND, **task_kwargs):
         if backend not in ("mujoco", "mjx"):
             raise ValueError(f"backend must be 'mujoco' or 'mjx', got {backend!r}")
-        self.env = make(env_id, **task_kwargs)
-        # the C engine keeps its state in its own MjData; the MJX path keeps it in `_state`
-        self._engine = MujocoBackend(self.env) if backend == "mujoco" else None
         if render_mode not in (None, *self.metadata["render_modes"]):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+        self.env = make(env_id, **task_kwargs)
+        self._scene = SceneRenderer(self.env.mj_model, width, height, self.env.task.render_camera)
+        # the C engine keeps its state in its own MjData; the MJX path keeps it in `_state`
+        self._engine = MujocoBackend(self.env) if backend == "mujoco" else None
         self.render_mode = render_mode
         self.metadata = {**self.metadata, "render_fps": int(round(1.0 / self.env.dt))}
         self.observation_space, self.action_space = _spaces(self.env)
-        self._size = (height, width)
         self._state: State | None = None
         self._needs_reset = True
-        self._renderer: mujoco.Renderer | None = None
+
+    @property
+    def state(self) -> State | None:
+        """The current functional `State` (None before the first reset).
+
+        On MJX the state itself; on the C engine one built from its `MjData` (the fields the task
+        reads there, `mujoco_backend.FIELDS`, in MJX's precision; the other fields are placeholders).
+        Setting it sets the simulation (on the C engine its time, qpos, qvel, act and ctrl).
+        """
+        if self._needs_reset:
+            return None
+        return self._engine.state if self._engine is not None else self._state
+
+    @state.setter
+    def state(self, state: State) -> None:
+        if self._needs_reset:
+            raise gymnasium.error.ResetNeeded("call reset() before setting the state")
+        if self._engine is not None:
+            self._engine.state = state
+        else:
+            self._state = state
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
@@ -124,22 +239,14 @@ class ChaosEnv(gymnasium.Env):
             return None
         if self._needs_reset:
             raise gymnasium.error.ResetNeeded("call reset() before render()")
-        if self._renderer is None:
-            self._renderer = mujoco.Renderer(self.env.mj_model, *self._size)
-            self._mj_data = mujoco.MjData(self.env.mj_model)
         if self._engine is not None:
             qpos, qvel = self._engine.data.qpos, self._engine.data.qvel
         else:
             qpos, qvel = jax.device_get((self._state.data.qpos, self._state.data.qvel))
-        self._mj_data.qpos[:], self._mj_data.qvel[:] = qpos, qvel
-        mujoco.mj_forward(self.env.mj_model, self._mj_data)
-        self._renderer.update_scene(self._mj_data, camera=self.env.task.render_camera)
-        return self._renderer.render()
+        return self._scene.render(qpos, qvel)
 
     def close(self):
-        if self._renderer is not None:
-            self._renderer.close()
-            self._renderer = None
+        self._scene.close()
 
 
 def _outputs(state: State, episode_length: int) -> jax.Array:
@@ -267,19 +374,18 @@ class ChaosVectorEnv(gymnasium.vector.VectorEnv):
 
     def __init__(self, env_id: str, num_envs: int = 1, max_episode_steps: int | None = None,
                  autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP, **task_kwargs):
-        if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+        if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
+        check_episode_length(max_episode_steps, "max_episode_steps")
+        self.autoreset_mode = parse_autoreset_mode(autoreset_mode)
         self.env = make(env_id, episode_length=max_episode_steps, **task_kwargs)
         self.num_envs = int(num_envs)
-        self.autoreset_mode = AutoresetMode(autoreset_mode)
         self.metadata = {"autoreset_mode": self.autoreset_mode, "render_modes": []}
         self.single_observation_space, self.single_action_space = _spaces(self.env)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self._fns = vector_functions(self.env, self.num_envs)
-        self._rngs = [np_random()[0] for _ in range(self.num_envs)]
-        self._next_seeds = np.zeros(self.num_envs, np.uint32)
-        self._draw_next_seeds(np.ones(self.num_envs, bool))
+        self._seeds = SeedStreams(self.num_envs)
         self._leaves: list[jax.Array] | None = None  # the batched State, flattened (see VectorFunctions)
         self._needs_reset = np.zeros(self.num_envs, bool)
 
@@ -296,35 +402,27 @@ class ChaosVectorEnv(gymnasium.vector.VectorEnv):
     def state(self, state: State) -> None:
         self._leaves = jax.tree.leaves(self._fns.carried(state))
 
-    def _draw_next_seeds(self, mask: np.ndarray) -> None:
-        """Draw the seed of each masked environment's next reset from its generator.
-
-        Drawn ahead so that a same-step reset needs no second device call; each generator still
-        yields one seed per reset, in the order a `ChaosEnv` would draw them.
-        """
-        for i in np.flatnonzero(mask):
-            self._next_seeds[i] = _seed_to_key(self._rngs[i])
-
     def reset(self, *, seed: int | list[int | None] | None = None, options: dict | None = None):
-        if isinstance(seed, (int, np.integer)):
-            seed = [int(seed) + i for i in range(self.num_envs)]
-        if seed is not None:
-            if len(seed) != self.num_envs:
-                raise ValueError(f"expected {self.num_envs} seeds, got {len(seed)}")
-            self._rngs = [np_random(s)[0] for s in seed]
-            self._draw_next_seeds(np.ones(self.num_envs, bool))
+        seeds = vector_seeds(seed, self.num_envs)
+        if options is not None and not isinstance(options, dict):
+            raise ValueError(f"options must be None or a dict, got {options!r}")
+        unknown = sorted(set(options or {}) - {"reset_mask"})
+        if unknown:
+            raise ValueError(f"unknown reset option(s) {', '.join(map(repr, unknown))}; the only one is 'reset_mask'")
         mask = (options or {}).get("reset_mask")
         if mask is not None:
             mask = np.asarray(mask)
             if mask.shape != (self.num_envs,) or mask.dtype != np.bool_:
-                raise ValueError(f"options['reset_mask'] must be a bool array of shape ({self.num_envs},)")
+                raise ValueError(f"options['reset_mask'] must be a bool array of shape ({self.num_envs},), "
+                                 f"got {mask.dtype} of shape {mask.shape}")
+        self._seeds.seed(seeds)
         if mask is None or self._leaves is None:
             mask = np.ones(self.num_envs, bool)
-            self._leaves, outputs = self._fns.reset(self._next_seeds)
+            self._leaves, outputs = self._fns.reset(self._seeds.next)
         else:
-            self._leaves, outputs = self._fns.reset_where(self._leaves, self._next_seeds, mask)
+            self._leaves, outputs = self._fns.reset_where(self._leaves, self._seeds.next, mask)
         obs, _, _, _, info = self._fns.unpack(np.asarray(outputs))  # waits for the call to finish
-        self._draw_next_seeds(mask)  # which used the seeds now being replaced
+        self._seeds.advance(mask)  # which used the seeds now being replaced
         self._needs_reset &= ~mask
         return obs, info
 
@@ -336,20 +434,20 @@ class ChaosVectorEnv(gymnasium.vector.VectorEnv):
             return self._step_same(actions)
         next_step = self.autoreset_mode == AutoresetMode.NEXT_STEP
         reset_mask = self._needs_reset if next_step else np.zeros(self.num_envs, bool)
-        self._leaves, outputs = self._fns.step(self._leaves, actions, self._next_seeds, reset_mask)
+        self._leaves, outputs = self._fns.step(self._leaves, actions, self._seeds.next, reset_mask)
         obs, reward, terminated, truncated, info = self._fns.unpack(np.asarray(outputs))
-        self._draw_next_seeds(reset_mask)
+        self._seeds.advance(reset_mask)
         self._needs_reset = terminated | truncated
         return obs, reward, terminated, truncated, info
 
     def _step_same(self, actions: np.ndarray):
-        self._leaves, outputs = self._fns.step_same(self._leaves, actions, self._next_seeds)
+        self._leaves, outputs = self._fns.step_same(self._leaves, actions, self._seeds.next)
         final, after_reset = np.asarray(outputs)
         final_obs, reward, terminated, truncated, final_info = self._fns.unpack(final)
         done = terminated | truncated
         if not done.any():
             return final_obs, reward, terminated, truncated, final_info
-        self._draw_next_seeds(done)
+        self._seeds.advance(done)
         obs, _, _, _, info = self._fns.unpack(after_reset)
         final_obs_by_env = np.full(self.num_envs, None, dtype=object)
         for i in np.flatnonzero(done):

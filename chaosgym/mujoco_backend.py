@@ -7,11 +7,13 @@ ONE jitted call of the task's functions on an `mjx.Data` built from the MjData f
 (cast to float32, the precision MJX runs in). The task code therefore exists once; a task that
 reads any other field is refused when the backend is built (it would read placeholders here).
 
-The step semantics are those of `chaosgym.env.Env.step`: the previous and the new data go to
-`Task.reward`, and a state that is not finite in float32 undoes the step, terminates the episode
-with reward 0 and sets `info["nonfinite_state"]`. MuJoCo's C engine resets the simulation by
-itself when qpos, qvel or qacc turn NaN, inf or larger than 1e10 (its `mjWARN_BAD*` warnings);
-such a step counts as non-finite too.
+The step semantics are those of `chaosgym.env.Env.step`, by the same function
+(`chaosgym.env.finish_step`): the previous and the new data go to `Task.reward`, and a state that
+is not finite in float32 undoes the step, terminates the episode with reward 0 and sets
+`info["nonfinite_state"]`. MuJoCo's C engine resets the simulation by itself when qpos, qvel or
+qacc turn NaN, inf or larger than 1e10 (its `mjWARN_BAD*` warnings); such a step counts as
+non-finite too. The warning counters are cleared before every step, so every such reset is seen
+(MuJoCo's reset sets a counter back to 1, so comparing counts missed the second one).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import mujoco
 import numpy as np
 from mujoco import mjx
 
-from chaosgym.env import Env, fields_read
+from chaosgym.env import Env, State, all_finite, fields_read, finish_step
 from chaosgym.trace_cache import cached_jit
 
 # The MjData fields the task functions may read on this backend (see `Task`).
@@ -33,14 +35,14 @@ FIELDS = ("time", "qpos", "qvel", "act", "ctrl", "xpos", "xquat", "site_xpos", "
 _BLOW_UP_WARNINGS = [int(w) for w in (mujoco.mjtWarning.mjWARN_BADQPOS, mujoco.mjtWarning.mjWARN_BADQVEL,
                                       mujoco.mjtWarning.mjWARN_BADQACC)]
 _STATE = mujoco.mjtState.mjSTATE_INTEGRATION
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 class _TaskFunctions:
     """The task's functions on packed MjData fields, jitted once per `Env` and shared by its backends.
 
-    The input is one float32 vector [previous fields | new fields | action | finite], the output
-    one float32 vector [observation, reward, terminated, info...]: one transfer each way.
+    The input is one float32 vector [previous fields | new fields | action | no blow-up warning],
+    the output one float32 vector [observation, reward, terminated, info..., undone new fields]:
+    one transfer each way. Values beyond float32's range arrive as inf, as MJX would hold them.
     """
 
     def __init__(self, env: Env):
@@ -72,16 +74,14 @@ class _TaskFunctions:
         return self.template.replace(**fields)
 
     def _outputs(self, vector: jax.Array) -> jax.Array:
-        """What `Env.step` computes after the physics, from the same task functions."""
-        n, task = self.size, self.env.task
+        """What `Env.step` computes after the physics, by the same rule (`finish_step`)."""
+        n = self.size
         data, next_data = self._unpack(vector[:n]), self._unpack(vector[n:2 * n])
-        action, finite = vector[2 * n:-1], vector[-1] > 0
-        reward, metrics = task.reward(data, action, next_data)
-        reward = jnp.where(finite, reward, 0.0)
-        terminated = task.terminated(next_data) | ~finite
-        info = {**metrics, "nonfinite_state": ~finite}
+        action, finite = vector[2 * n:-1], (vector[-1] > 0) & all_finite(next_data)
+        next_data, obs, reward, terminated, info = finish_step(self.env.task, data, action, next_data, finite, FIELDS)
         scalars = jnp.stack([jnp.asarray(x, jnp.float32) for x in [reward, terminated, *(info[k] for k in self.info_dtypes)]])
-        return jnp.concatenate([task.observation(next_data), scalars])
+        fields = [jnp.ravel(getattr(next_data, name)).astype(jnp.float32) for name in FIELDS]
+        return jnp.concatenate([obs, scalars, *fields])
 
 
 _task_functions = functools.cache(_TaskFunctions)
@@ -102,16 +102,42 @@ class MujocoBackend:
         self._saved = np.empty(mujoco.mj_stateSize(self.model, _STATE))
         # Only the new fields are packed per step; the previous ones are the last step's new ones.
         self._input = np.zeros(2 * self._fns.size + env.action_size + 1, np.float32)
+        self._steps, self._last = 0, None  # the last (obs, reward, terminated, info)
+
+    @property
+    def state(self) -> State:
+        """The current state as a functional `State`: the `FIELDS` of the MjData in MJX's precision
+        (the other fields of `data` are `Env.empty_data`'s placeholders)."""
+        template = self._fns.template
+        data = template.replace(**{f: np.asarray(getattr(self.data, f), getattr(template, f).dtype) for f in FIELDS})
+        obs, reward, terminated, info = self._last
+        truncated = self._steps >= self.env.episode_length and not terminated
+        return State(data, obs, np.float32(reward), np.bool_(terminated), np.bool_(truncated),
+                     np.int32(self._steps), {k: np.asarray(v) for k, v in info.items()})
+
+    @state.setter
+    def state(self, state: State) -> None:
+        """Set the simulation to `state.data`'s time, qpos, qvel, act and ctrl (what MuJoCo steps from)."""
+        self.data.time = float(state.data.time)
+        for name in ("qpos", "qvel", "act", "ctrl"):
+            getattr(self.data, name)[:] = np.asarray(getattr(state.data, name))
+        mujoco.mj_forward(self.model, self.data)
+        self._pack_new_fields()
 
     def _pack_new_fields(self) -> None:
         n = self._fns.size
-        np.concatenate([np.ravel(getattr(self.data, f)) for f in FIELDS], out=self._input[n:2 * n],
-                       casting="same_kind")
+        with np.errstate(over="ignore"):  # beyond float32's range is inf, a blow-up as on MJX
+            np.concatenate([np.ravel(getattr(self.data, f)) for f in FIELDS], out=self._input[n:2 * n],
+                           casting="same_kind")
 
     def _results(self):
         out = np.asarray(self._fns.outputs(self._input))
-        size = self.env.observation_size
-        info = {k: dtype.type(v).item() for (k, dtype), v in zip(self._fns.info_dtypes.items(), out[size + 2:])}
+        size, n = self.env.observation_size, self._fns.size
+        # the new fields as the rule left them (the previous ones where it undid the step), which
+        # the next step's reward reads as its previous data
+        self._input[n:2 * n] = out[-n:]
+        values = zip(self._fns.info_dtypes.items(), out[size + 2:-n])
+        info = {k: dtype.type(v).item() for (k, dtype), v in values}
         return out[:size].copy(), float(out[size]), bool(out[size + 1]), info
 
     def reset(self, key: jax.Array) -> tuple[np.ndarray, dict]:
@@ -129,21 +155,22 @@ class MujocoBackend:
         self._input[2 * n:] = 0.0
         self._input[-1] = 1.0
         obs, _, _, info = self._results()
-        return obs, {k: type(v)(0) for k, v in info.items()}
+        info = {k: type(v)(0) for k, v in info.items()}
+        self._steps, self._last = 0, (obs, 0.0, False, info)
+        return obs, info
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, dict]:
         model, data, n = self.model, self.data, self._fns.size
         mujoco.mj_getState(model, data, self._saved, _STATE)
-        blow_ups = data.warning.number[_BLOW_UP_WARNINGS].sum()
+        data.warning.number[_BLOW_UP_WARNINGS] = 0
         data.ctrl[:] = action
         mujoco.mj_step(model, data, nstep=self.env.frame_skip)
-        finite = (data.warning.number[_BLOW_UP_WARNINGS].sum() == blow_ups
-                  and np.all(np.abs(data.qpos) <= _FLOAT32_MAX) and np.all(np.abs(data.qvel) <= _FLOAT32_MAX))
         self._input[:n] = self._input[n:2 * n]
-        if finite:
-            self._pack_new_fields()
-        else:  # undo the step: the state before it, whose fields are still the previous ones
-            mujoco.mj_setState(model, data, self._saved, _STATE)
+        self._pack_new_fields()
         self._input[2 * n:-1] = action
-        self._input[-1] = float(finite)
-        return self._results()
+        self._input[-1] = float(not data.warning.number[_BLOW_UP_WARNINGS].any())
+        obs, reward, terminated, info = self._results()
+        if info["nonfinite_state"]:  # undone: back to the state before the step
+            mujoco.mj_setState(model, data, self._saved, _STATE)
+        self._steps, self._last = self._steps + 1, (obs, reward, terminated, info)
+        return obs, reward, terminated, info

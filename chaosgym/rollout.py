@@ -20,6 +20,7 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from chaosgym.env import Env, State
 
@@ -72,9 +73,18 @@ def rollout(
     checkpointed chunks, so the backward pass stores O(sqrt(horizon)) states instead of every
     intermediate of every step.
     """
+    if isinstance(horizon, bool) or not isinstance(horizon, (int, np.integer)) or horizon < 1:
+        raise ValueError(f"horizon must be a positive integer, got {horizon!r}")
     check_flow(flow, truncation, horizon)
     objective = env.task.objective(objective) if isinstance(objective, str) else objective
+    if jnp.ndim(states.reward) != 1:
+        raise ValueError("rollout needs a batch of states with a leading batch axis, e.g. "
+                         f"jax.vmap(env.reset)(keys); got states of reward shape {jnp.shape(states.reward)}")
     act = jax.vmap(policy, in_axes=(None, 0))
+    action_shape = jax.eval_shape(act, params, states.obs).shape[1:]
+    if action_shape != (env.action_size,):
+        raise ValueError(f"the policy must map one observation of shape {states.obs.shape[1:]} to one action of "
+                         f"shape ({env.action_size},); it returned shape {action_shape}")
     step = jax.vmap(env.step)
 
     def one_step(carry, t):

@@ -10,9 +10,15 @@ shapes reads it back and goes straight to the (cached) compilation.
 A stored program is used only when everything it was traced from is the same: the caller's `key`
 names what `fn` closes over (task, options, configuration), and every key also holds the source
 and asset files of chaosgym (its agents included), the versions of jax, jaxlib and mujoco, and the JAX
-settings that change tracing (float64 among them). With more than
-one device, with the compilation cache turned off, or with `CHAOSGYM_TRACE_CACHE=0`, `cached_jit`
-is plain `jax.jit`.
+settings that change tracing (float64 among them). Code outside chaosgym cannot be fingerprinted
+(a task of your own may call anything, anywhere), so a program that runs any is never stored: a key
+holding `UNCACHED` (see `object_key`) is plain `jax.jit`, as is every key with more than one device,
+with the compilation cache turned off, or with `CHAOSGYM_TRACE_CACHE=0`. XLA's own compilation
+cache, keyed on the traced program itself, still serves all of them.
+
+A cache folder that cannot be read or written (read-only, another user's, not a folder) never
+stops the program: it warns once and traces as usual. Files are written with the permissions
+`open` would give them (the umask's), so a shared cache is readable by the other users.
 """
 
 from __future__ import annotations
@@ -25,16 +31,20 @@ import pickle
 import pkgutil
 import re
 import tempfile
+import types
+import warnings
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
 import jax
+import numpy as np
 from jax import export
 
 from chaosgym._setup import compilation_cache_dir
 
-
+# In a key: the program runs code that the trace cache cannot fingerprint; trace it every time.
+UNCACHED = "<uncached>"
 
 @functools.cache
 def _fingerprint() -> str:
@@ -57,6 +67,49 @@ def _fingerprint() -> str:
                 digest.update(path.read_bytes())
     digest.update(jax.default_backend().encode())
     return digest.hexdigest()
+
+
+def _is_chaosgym(module: str | None) -> bool:
+    return module is not None and (module == "chaosgym" or module.startswith("chaosgym."))
+
+
+def _value_key(value: Any) -> Any:
+    """A process-independent description of an attribute's value, or UNCACHED."""
+    if isinstance(value, (types.FunctionType, types.MethodType, property, staticmethod, classmethod,
+                          functools.partial, type)):
+        target = getattr(value, "__func__", getattr(value, "fget", getattr(value, "func", value)))
+        module = getattr(target, "__module__", None)
+        return f"{module}.{getattr(target, '__qualname__', '')}" if _is_chaosgym(module) else UNCACHED
+    if hasattr(value, "__array__") and hasattr(value, "dtype"):  # numpy and JAX arrays: whole, not repr's summary
+        array = np.asarray(value)
+        return ("array", str(array.dtype), array.shape, hashlib.sha256(array.tobytes()).hexdigest())
+    if isinstance(value, (tuple, list)):
+        return (type(value).__name__, *map(_value_key, value))
+    if isinstance(value, dict):
+        return ("dict", *sorted((repr(k), _value_key(v)) for k, v in value.items()))
+    text = repr(value)
+    # a default repr names an address: it neither says what the object does nor survives a restart
+    return UNCACHED if re.search(r" at 0x[0-9a-f]+", text) else text
+
+
+def object_key(obj: Any) -> tuple | str:
+    """What a traced program that calls `obj`'s methods depends on beyond chaosgym's own files: the
+    class attributes of every class of its MRO (changed at run time, e.g. `Task.ctrl_cost_weight`)
+    and its instance attributes. `UNCACHED` when any class, method or attribute holds code that is
+    not chaosgym's (a user's own subclass, a function assigned to an attribute)."""
+    classes = [cls for cls in type(obj).__mro__ if cls is not object]
+    if not all(_is_chaosgym(cls.__module__) for cls in classes):
+        return UNCACHED
+    attributes = [(cls.__qualname__, name, _value_key(value)) for cls in classes
+                  for name, value in vars(cls).items() if not (name.startswith("__") and name.endswith("__"))]
+    attributes += [("self", name, _value_key(value)) for name, value in sorted(vars(obj).items())]
+    if any(_holds_uncached(key) for *_, key in attributes):
+        return UNCACHED
+    return (f"{type(obj).__module__}.{type(obj).__qualname__}", tuple(attributes))
+
+
+def _holds_uncached(key: Any) -> bool:
+    return key == UNCACHED if isinstance(key, str) else isinstance(key, tuple) and any(map(_holds_uncached, key))
 
 
 def _settings() -> tuple:
@@ -88,6 +141,17 @@ def _aval(x) -> jax.ShapeDtypeStruct:
 _PLAIN = object()  # a program traced by plain `jax.jit` (no cache)
 
 
+_warned: set[str] = set()
+
+
+def _warn_once(what: str, folder: Path, error: Exception) -> None:
+    if what not in _warned:
+        _warned.add(what)
+        warnings.warn(f"chaosgym's trace cache cannot {what} {folder} ({error}); tracing as usual instead. "
+                      "Set CHAOSGYM_CACHE_DIR to a writable folder, or CHAOSGYM_TRACE_CACHE=0 to turn it off.",
+                      RuntimeWarning, stacklevel=5)
+
+
 class CachedJit:
     """`jax.jit(fn)` whose traced program is read from, or written to, the trace cache.
 
@@ -97,7 +161,8 @@ class CachedJit:
     """
 
     def __init__(self, fn: Callable, key: Any, donate_argnums: tuple[int, ...] = ()):
-        self.fn, self.key, self.donate_argnums = fn, repr(key), tuple(donate_argnums)
+        self.fn, self.donate_argnums = fn, tuple(donate_argnums)
+        self.key = None if _holds_uncached(key) else repr(key)
         self._plain = jax.jit(fn, donate_argnums=self.donate_argnums)
         self._programs: dict[tuple, Any] = {}
         functools.update_wrapper(self, fn)
@@ -129,7 +194,7 @@ class CachedJit:
 
     def _load_or_export(self, args, leaves, in_tree):
         folder = _folder()
-        if folder is None:
+        if folder is None or self.key is None:
             return _PLAIN
         # a treedef prints static node data, some of it as object addresses (MJX's contact
         # arrays): those differ between processes and are covered by the key (the model)
@@ -139,13 +204,19 @@ class CachedJit:
         try:
             serialized, out_tree = pickle.loads(path.read_bytes())
             exported = export.deserialize(serialized)
-        except Exception:  # noqa: BLE001  (missing, partial or from an older format: trace anew)
+        except Exception as error:  # noqa: BLE001  (missing, partial or from an older format: trace anew)
+            if isinstance(error, PermissionError):
+                _warn_once("read", folder, error)
             try:
                 exported, out_tree = self._export(leaves, in_tree)
                 payload = pickle.dumps((exported.serialize(), out_tree))
             except Exception:  # noqa: BLE001  (what jax.export cannot express is traced as usual)
                 return _PLAIN
-            write_atomic(path, payload)
+            if "write" not in _warned:  # one failed write per process is enough to know
+                try:
+                    write_atomic(path, payload)
+                except OSError as error:
+                    _warn_once("write", folder, error)
         offsets = [0, *itertools.accumulate(len(jax.tree.leaves(arg)) for arg in args)]
         donated = tuple(j for i in self.donate_argnums for j in range(offsets[i], offsets[i + 1]))
         return jax.jit(exported.call, donate_argnums=donated), out_tree
@@ -171,9 +242,32 @@ def cached_jit(fn: Callable, key: Any, donate_argnums: tuple[int, ...] = ()) -> 
     return CachedJit(fn, key, donate_argnums)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()  # what `open(path, "w")` gives a new file
+
+
 def write_atomic(path: Path, payload: bytes) -> None:
-    """Write `path` whole or not at all, also with other processes writing it at the same time."""
+    """Write `path` whole or not at all, also with other processes writing it at the same time.
+
+    The file gets the permissions `open` would give it (a temporary file alone would be 0600).
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as tmp:
-        tmp.write(payload)
-    os.replace(tmp.name, path)
+        try:
+            tmp.write(payload)
+            tmp.flush()
+            os.fchmod(tmp.fileno(), _FILE_MODE)
+        except BaseException:
+            os.unlink(tmp.name)
+            raise
+    try:
+        os.replace(tmp.name, path)
+    except BaseException:
+        os.unlink(tmp.name)
+        raise
