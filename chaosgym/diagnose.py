@@ -4,8 +4,14 @@
 
 Without `--policy` the closed loop runs a randomly initialised MLP policy (`--hidden`, `--seed`);
 with `--policy RUN_DIR` (or its checkpoint.pkl) it runs a policy trained by `chaosgym train`.
-Outputs in --out: lyapunov.csv, lyapunov_running.csv, jacobian.csv, gradvar.csv,
+Outputs in --out: lyapunov.csv, lyapunov_running.csv, jacobian.csv, gradvar.csv, weight_scales.csv,
 landscape_1d.csv, landscape_2d.csv and one PNG per diagnostic.
+
+Metz et al.'s gradient study, on the Ant, with the loss summed over unrolls that never terminate and
+the policy's initial weights scaled by 0.1, 1 and 3:
+
+    chaosgym diagnose --task ChaosAnt-v0 --what gradvar --no-termination --weight-scales 0.1,1,3 \
+        --horizons 10,30,100 --es-pairs 128 --out runs/metz
 """
 
 from __future__ import annotations
@@ -35,6 +41,16 @@ def _ints(text: str) -> tuple[int, ...]:
     return tuple(int(x) for x in text.split(",") if x.strip())
 
 
+def _positive_floats(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        values = ()
+    if not values or not all(0 < v < float("inf") for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive numbers, e.g. 0.1,1,3; got {text!r}")
+    return values
+
+
 def _names(valid):
     def parse(text: str) -> tuple[str, ...]:
         names = tuple(x.strip() for x in text.split(",") if x.strip())
@@ -58,6 +74,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output folder for CSV files and plots")
     parser.add_argument("--start-qpos", default=None,
                         help="comma-separated qpos replacing that of every initial state, e.g. 1.5708,0 for a raised double pendulum")
+    parser.add_argument("--no-termination", action="store_true",
+                        help="episodes never end inside a rollout (the task's termination is ignored), as in Metz et al.")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     chaos = parser.add_argument_group("lyapunov and jacobian")
     chaos.add_argument("--modes", type=_names(MODES), default=",".join(MODES),
@@ -69,9 +87,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     chaos.add_argument("--jacobian-horizon", type=int, default=100, help="control steps of the Jacobian trajectory")
     gradvar = parser.add_argument_group("gradvar")
     gradvar.add_argument("--horizons", type=_ints, default="10,30,100", help="rollout horizons")
+    gradvar.add_argument("--weight-scales", type=_positive_floats, default="1",
+                         help="factors on the policy's weight matrices, e.g. 0.1,1,3; each also gets the closed "
+                              "loop's maximal Lyapunov exponent (--lyapunov-steps, --transient)")
     gradvar.add_argument("--estimators", type=_names(ESTIMATORS), default="full,es",
                          help=f"out of {','.join(ESTIMATORS)}")
-    gradvar.add_argument("--gradvar-samples", type=int, default=16, help="initial states, one gradient each")
+    gradvar.add_argument("--gradvar-samples", type=int, default=16, help="initial states, one gradient each (at least 3)")
     gradvar.add_argument("--truncation", type=int, default=10, help="window of the truncated flow")
     gradvar.add_argument("--es-sigma", type=float, default=0.05, help="ES perturbation scale")
     gradvar.add_argument("--es-pairs", type=int, default=16, help="ES antithetic pairs per gradient")
@@ -115,7 +136,15 @@ def _task_and_params(args):
     env = chaosgym.make(task, **kwargs)
     if params is None:
         params = init_policy(jax.random.key(args.seed), env.observation_size, env.action_size, args.hidden)
-    return env, params
+    return env, params, task, kwargs
+
+
+def describe(task: str, kwargs: dict, args) -> str:
+    """The figures' title: the task with its options, the policy, and the study's options."""
+    options = f" ({', '.join(f'{k}={v}' for k, v in kwargs.items())})" if kwargs else ""
+    policy = f"policy {args.policy}" if args.policy else f"random MLP {','.join(map(str, args.hidden))}, seed {args.seed}"
+    termination = ", no termination" if args.no_termination else ""
+    return f"{task}{options}: {policy}{termination}"
 
 
 def initial_states(env, key, count: int, start_qpos: str | None):
@@ -180,22 +209,33 @@ def run_jacobian(env, params, states, args, out: Path, title: str) -> dict:
 
 
 def run_gradvar(env, params, states, args, out: Path, title: str) -> dict:
-    stats = diagnostics.gradient_variance(
-        env, mlp_policy, params, states, args.horizons, args.estimators, jax.random.key(args.seed),
-        truncation=args.truncation, es_sigma=args.es_sigma, es_pairs=args.es_pairs, remat=args.remat,
-        chunk=args.chunk, progress=not args.no_progress)
-    columns = ["samples", "finite_fraction", "loss_mean", "norm_mean", "norm_median", "norm_max", "variance", "snr"]
-    rows = [[name, horizon, *(s.summary()[c] for c in columns)] for (name, horizon), s in stats.items()]
-    _write_csv(out / "gradvar.csv", ["estimator", "horizon", *columns], rows)
-    diagnostics_plots.plot_gradient_variance(stats, out / "gradvar.png", title)
-    return stats
+    """Gradient statistics per weight scale, estimator and horizon, and the closed loop's maximal
+    Lyapunov exponent at each weight scale (from the same states)."""
+    stats, exponents = {}, {}
+    for scale in tqdm(args.weight_scales, desc="weight scales", disable=args.no_progress or len(args.weight_scales) == 1):
+        scaled = diagnostics.scale_weights(params, scale)
+        lyapunov = diagnostics.lyapunov_exponents(env, states, args.lyapunov_steps, 1, policy=mlp_policy, params=scaled,
+                                                  transient=args.transient, key=jax.random.key(args.seed))
+        exponents[scale] = (*diagnostics.mean_and_stderr(lyapunov.exponents[:, 0]), int(np.min(lyapunov.steps)))
+        results = diagnostics.gradient_variance(
+            env, mlp_policy, scaled, states, args.horizons, args.estimators, jax.random.key(args.seed),
+            truncation=args.truncation, es_sigma=args.es_sigma, es_pairs=args.es_pairs, remat=args.remat, chunk=args.chunk, progress=not args.no_progress)
+        stats.update({(name, horizon, scale): s for (name, horizon), s in results.items()})
+    columns = ["samples", "finite_fraction", "loss_mean", "norm_mean", "norm_median", "norm_max", "variance",
+               "snr", "snr_stderr"]
+    _write_csv(out / "gradvar.csv", ["weight_scale", "estimator", "horizon", *columns],
+               [[scale, name, horizon, *(s.summary()[c] for c in columns)] for (name, horizon, scale), s in stats.items()])
+    _write_csv(out / "weight_scales.csv", ["weight_scale", "lyapunov", "lyapunov_stderr", "min_steps"],
+               [[scale, *values] for scale, values in exponents.items()])
+    diagnostics_plots.plot_gradient_variance(stats, exponents, out / "gradvar.png", title)
+    return {"stats": stats, "exponents": exponents}
 
 
 def run_landscape(env, params, states, args, out: Path, title: str):
     landscape = jax.device_get(diagnostics.loss_landscape(
         env, mlp_policy, params, states, args.landscape_horizons, jax.random.key(args.seed),
         radius=args.landscape_radius, points=args.landscape_points, plane_points=args.landscape_plane,
-        chunk=args.landscape_chunk, progress=not args.no_progress))
+        chunk=args.landscape_chunk))
     horizons = args.landscape_horizons
     _write_csv(out / "landscape_1d.csv", ["horizon", "offset", "loss"],
                [[h, a, landscape.line[i, j]] for i, h in enumerate(horizons) for j, a in enumerate(landscape.offsets)])
@@ -214,10 +254,14 @@ STATE_COUNTS = {"lyapunov": "num_states", "jacobian": "num_states", "gradvar": "
 
 def diagnose(args: argparse.Namespace) -> dict:
     """Run the diagnostics of `args.what`; return their results by name."""
-    env, params = _task_and_params(args)
+    env, params, task, kwargs = _task_and_params(args)
+    if args.no_termination:
+        env = diagnostics.without_termination(env)
+    if "gradvar" in args.what and args.gradvar_samples < 3:
+        raise ValueError(f"--gradvar-samples must be at least 3 (the signal-to-noise ratio's error needs them), got {args.gradvar_samples}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    title = f"{env.task.__class__.__name__} ({'policy ' + args.policy if args.policy else 'random policy'})"
+    title = describe(task, kwargs, args)
     results = {}
     for name in args.what:
         # every diagnostic draws its own initial states, the same ones on every run

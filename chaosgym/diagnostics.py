@@ -1,6 +1,11 @@
 """Why gradients through a chaotic simulator fail: Lyapunov exponents, Jacobian spectra, gradient
 variance against horizon, and loss-landscape slices, for any task, open or closed loop.
 
+The gradient study follows Metz et al. (2021): the loss is minus the rewards summed over the unroll,
+episodes may be kept from terminating inside it (`without_termination`), the policy's weights can be
+scaled (`scale_weights`) to move the closed loop between stable and chaotic, and the signal-to-noise
+ratio of each estimator comes with a standard error (`signal_to_noise`).
+
 The dynamical system studied is one control step of the env on the state x = (qpos, qvel):
 x_{t+1} = F(x_t), with a fixed action (open loop; zero = unforced) or a_t = policy(obs(x_t))
 (closed loop). The physics step recomputes every derived quantity of `mjx.Data` (body positions,
@@ -16,16 +21,18 @@ estimators (each a separate compile) are Python.
 
 from __future__ import annotations
 
+import copy
 import functools
 from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
+import numpy as np
 from mujoco import mjx
 from tqdm.auto import tqdm
 
-from chaosgym.gradients import EstimatorConfig, make_estimator
+from chaosgym.gradients import ESTIMATORS, EstimatorConfig
 from chaosgym.env import Env, State
 from chaosgym.rollout import Policy, rollout
 
@@ -215,63 +222,154 @@ def _compiled_jacobian(env, policy, horizon):
 # ---- gradient variance against horizon -------------------------------------------------------
 
 
-class GradientStats(NamedTuple):
-    """One estimator's gradient from each of N initial states (one state per sample), flattened.
+@functools.cache
+def _never_terminating_class(cls: type) -> type:
+    return type(f"{cls.__name__}WithoutTermination", (cls,),
+                {"terminated": lambda self, data: jnp.array(False), "__module__": cls.__module__})
 
-    `mean` and `variance` (per parameter, across samples) use the finite samples only. A batch of
-    B states averages B samples, so its variance is `variance / B`.
+
+def without_termination(env: Env) -> Env:
+    """`env` with a task whose episodes never end early (`terminated` is always false), so a rollout
+    runs, and sums its loss over, the whole unroll, as in Metz et al.'s study. A physics step that
+    produces a non-finite state still ends the episode (`Env.step`): there is nothing to step from."""
+    task = copy.copy(env.task)
+    task.__class__ = _never_terminating_class(type(env.task))
+    return Env(task, env.episode_length)
+
+
+def scale_weights(params: Any, scale: float) -> Any:
+    """`params` with every weight matrix (every leaf of 2 or more dimensions) multiplied by `scale`
+    and the biases left alone: Metz et al.'s initial-weight-scale knob, which moves a closed loop
+    between stable and chaotic."""
+    return jax.tree.map(lambda w: w * scale if w.ndim >= 2 else w, params)
+
+
+def signal_to_noise(gram: np.ndarray) -> tuple[float, float]:
+    """(SNR, its jackknife standard error) of a one-sample gradient g from the Gram matrix
+    G_ij = g_i . g_j of N >= 3 samples: SNR = |E g|^2 / tr Cov g.
+
+    |E g|^2 is estimated without bias by the mean of g_i . g_j over pairs i != j (|mean|^2 would
+    overestimate it by tr Cov / N), tr Cov by the unbiased sample variance. The estimate is negative
+    when the mean gradient is indistinguishable from noise; SNR > 2 stderr says it is measurably not.
+    """
+    gram = np.asarray(gram, np.float64)
+    n = gram.shape[0]
+    if gram.shape != (n, n) or n < 3:
+        raise ValueError(f"signal_to_noise needs the Gram matrix of at least 3 samples, got shape {gram.shape}")
+
+    def ratio(g):
+        m, total, diagonal = g.shape[0], g.sum(), np.trace(g)
+        return ((total - diagonal) / (m * (m - 1))) / ((diagonal - total / m) / (m - 1))
+
+    keep = ~np.eye(n, dtype=bool)
+    left_out = np.array([ratio(gram[keep[i]][:, keep[i]]) for i in range(n)])
+    stderr = np.sqrt((n - 1) / n * np.sum(np.square(left_out - left_out.mean())))
+    return float(ratio(gram)), float(stderr)
+
+
+class GradientStats(NamedTuple):
+    """One estimator's gradient from each of N initial states (one state per sample).
+
+    `samples` (N, parameters) are the flattened gradients in float64; `losses` (N,) the rollout
+    losses. Statistics use the finite samples only; a batch of B states averages B samples, so its
+    variance is the per-sample variance / B.
     """
 
-    norms: jax.Array
-    losses: jax.Array
-    mean: jax.Array
-    variance: jax.Array
-    finite: jax.Array
+    samples: np.ndarray
+    losses: np.ndarray
+
+    @property
+    def finite(self) -> np.ndarray:
+        return np.all(np.isfinite(self.samples), axis=1)
+
+    @property
+    def norms(self) -> np.ndarray:
+        return np.linalg.norm(self.samples, axis=1)
 
     def summary(self) -> dict[str, float]:
-        """Norm mean/median/max and mean per-parameter variance over finite samples; `snr` is
-        |E g|^2 / tr Cov g, the signal-to-noise power ratio of a one-state gradient g, estimated
-        without the bias of the sample mean (|mean|^2 overestimates |E g|^2 by tr Cov / N) and
-        floored at 0: 0 means the mean gradient is indistinguishable from noise."""
-        finite = self.norms[self.finite]
-        total_variance = jnp.sum(self.variance)
-        signal = jnp.sum(jnp.square(self.mean)) - total_variance / finite.size
+        """Norm mean/median/max; `variance`, the mean over parameters of the variance across
+        samples; `snr` and `snr_stderr` (see `signal_to_noise`); nan where fewer than 3 samples are
+        finite."""
+        finite = self.samples[self.finite]
+        norms = np.linalg.norm(finite, axis=1)
+        enough = finite.shape[0] >= 3
+        snr, snr_stderr = signal_to_noise(finite @ finite.T) if enough else (np.nan, np.nan)
         return {
-            "samples": int(self.norms.shape[0]),
-            "finite_fraction": float(jnp.mean(self.finite)),
-            "loss_mean": float(jnp.mean(self.losses)),
-            "norm_mean": float(jnp.mean(finite)) if finite.size else float("nan"),
-            "norm_median": float(jnp.median(finite)) if finite.size else float("nan"),
-            "norm_max": float(jnp.max(finite)) if finite.size else float("nan"),
-            "variance": float(jnp.mean(self.variance)),
-            "snr": float(jnp.maximum(signal, 0.0) / total_variance),
+            "samples": int(self.samples.shape[0]),
+            "finite_fraction": float(np.mean(self.finite)),
+            "loss_mean": float(np.mean(self.losses)),
+            "norm_mean": float(np.mean(norms)) if enough else np.nan,
+            "norm_median": float(np.median(norms)) if enough else np.nan,
+            "norm_max": float(np.max(norms)) if enough else np.nan,
+            "variance": float(np.mean(np.var(finite, axis=0, ddof=1))) if enough else np.nan,
+            "snr": snr,
+            "snr_stderr": snr_stderr,
         }
 
 
-def gradient_samples(env: Env, policy: Policy, params: Any, states: State, config: EstimatorConfig,
-                     key: jax.Array, chunk: int | None = None) -> GradientStats:
-    """The gradient of estimator `config` (see `chaosgym.gradients`) from each of a batch of N
-    `states`, `chunk` samples at a time under `vmap` (default: all N at once)."""
-    grads, losses = _compiled_gradient_samples(env, policy, config, chunk)(
+def prefix_masks(horizons: Sequence[int], dtype) -> jax.Array:
+    """(len(horizons), max(horizons)) rows of -1 on the first h steps: row @ rewards is the
+    return loss of the unroll cut at h."""
+    steps = jnp.arange(max(horizons))
+    return -(steps[None, :] < jnp.asarray(horizons)[:, None]).astype(dtype)
+
+
+def gradient_samples(env: Env, policy: Policy, params: Any, states: State, name: str, horizons: Sequence[int],
+                     key: jax.Array, truncation: int | None = None, es_sigma: float = 0.05, es_pairs: int = 16,
+                     remat: bool = False, chunk: int | None = None) -> dict[int, GradientStats]:
+    """The gradient of estimator `name` (see `chaosgym.gradients`) of the return loss (minus the
+    rewards summed over the unroll) from each of a batch of N `states`, at every horizon in `horizons`.
+
+    Every horizon comes from one unroll of the longest: the loss cut at h is a prefix sum of the
+    rewards, and nothing in a rollout before step h depends on a later step, so the gradient at h
+    (one backward pass per horizon, or one ES population for all) is the same number a rollout of
+    h steps gives, for one compile and one forward pass. The ES noise of state i comes from
+    `split(key, N)[i]`, as in `make_estimator`; `chunk` states run at once under `vmap` (default all).
+    """
+    horizons = tuple(sorted(set(horizons)))
+    config = EstimatorConfig(name=name, horizon=max(horizons), remat=remat, es_sigma=es_sigma, es_pairs=es_pairs,
+                             truncation=min(truncation, max(horizons)) if name == "truncated" else None)
+    grads, losses = _compiled_gradient_samples(env, policy, config, horizons, chunk)(
         params, states, jax.random.split(key, states.reward.shape[0]))
-    finite = jnp.all(jnp.isfinite(grads), axis=1)
-    kept = jnp.where(finite[:, None], grads, jnp.nan)
-    return GradientStats(jnp.linalg.norm(grads, axis=1), losses, jnp.nanmean(kept, axis=0),
-                         jnp.nanvar(kept, axis=0, ddof=1), finite)
+    grads, losses = np.asarray(grads, np.float64), np.asarray(losses, np.float64)
+    return {h: GradientStats(grads[:, i], losses[:, i]) for i, h in enumerate(horizons)}
 
 
 @functools.lru_cache(maxsize=None)
-def _compiled_gradient_samples(env, policy, config, chunk):
-    estimate = make_estimator(env, policy, config)
+def _compiled_gradient_samples(env, policy, config, horizons, chunk):
+    flow = "full" if config.name in ("es", "combined") else config.name
+
+    def rewards(params, state, flow):
+        _, trajectory = rollout(env, policy, params, jax.tree.map(lambda x: x[None], state), config.horizon,
+                                flow=flow, truncation=config.truncation, remat=config.remat)
+        return trajectory.rewards[:, 0]
+
+    def backprop(params, state, flow):
+        rewards_, pull_back = jax.vjp(lambda p: rewards(p, state, flow), params)
+        masks = prefix_masks(horizons, rewards_.dtype)
+        grads = jax.vmap(lambda mask: ravel_pytree(pull_back(mask)[0])[0])(masks)
+        return grads, masks @ rewards_
 
     def one(params, state, key):
-        grad, diagnostics = estimate(params, jax.tree.map(lambda x: x[None], state), key)
-        return ravel_pytree(grad)[0], diagnostics["loss"]
+        if config.name == "es":  # `chaosgym.gradients.es_gradient` for every prefix loss at once
+            flat, unravel = ravel_pytree(params)
+            eps = jax.random.normal(key, (config.es_pairs, flat.size), flat.dtype)
+            population = jnp.concatenate([flat + config.es_sigma * eps, flat - config.es_sigma * eps])
+            losses = jax.vmap(lambda p: rewards(unravel(p), state, "full"))(population) @ prefix_masks(
+                horizons, flat.dtype).T
+            plus, minus = jnp.split(losses, 2)
+            return ((plus - minus).T @ eps) / (2 * config.es_sigma * config.es_pairs), jnp.mean(losses, axis=0)
+        if config.name == "combined":  # Schnell & Thuerey's sign rule, per horizon
+            g_full, losses = backprop(params, state, "full")
+            g_modified, _ = backprop(params, state, "modified")
+            return jnp.where(jnp.sign(g_modified) == jnp.sign(g_full), g_modified, 0.0), losses
+        return backprop(params, state, flow)
 
     @jax.jit
     def all_samples(params, states, keys):
-        batch = chunk or keys.shape[0]
-        return jax.lax.map(lambda s: one(params, *s), (states, keys), batch_size=batch)
+        # as `make_estimator`: GPUs' default float32 matmuls are too coarse for chaotic rollouts
+        with jax.default_matmul_precision("highest"):
+            return jax.lax.map(lambda s: one(params, *s), (states, keys), batch_size=chunk or keys.shape[0])
 
     return all_samples
 
@@ -281,18 +379,22 @@ def gradient_variance(env: Env, policy: Policy, params: Any, states: State, hori
                       truncation: int = 10, es_sigma: float = 0.05, es_pairs: int = 16,
                       remat: bool = False, chunk: int | None = None,
                       progress: bool = False) -> dict[tuple[str, int], GradientStats]:
-    """`GradientStats` of every estimator at every horizon from the same N `states`.
+    """`GradientStats` of every estimator at every horizon from the same N `states` (see
+    `gradient_samples`): the loss is minus the rewards summed over the unroll, so it grows with the
+    horizon, as in Metz et al. Wrap `env` in `without_termination` to keep episodes from ending
+    inside the unroll.
 
     Estimator names are those of `chaosgym.gradients` (full, truncated, modified, stopped, combined,
-    es); the truncated flow cuts every `min(truncation, horizon)` steps.
+    es); the truncated flow cuts every `min(truncation, max(horizons))` steps.
     """
     key = jax.random.key(0) if key is None else key
-    jobs = [(name, horizon) for horizon in horizons for name in estimators]
     results = {}
-    for name, horizon in tqdm(jobs, desc="gradient variance", disable=not progress):
-        config = EstimatorConfig(name=name, horizon=horizon, remat=remat, es_sigma=es_sigma, es_pairs=es_pairs,
-                                 truncation=min(truncation, horizon) if name == "truncated" else None)
-        results[name, horizon] = gradient_samples(env, policy, params, states, config, key, chunk)
+    for name in tqdm(estimators, desc="gradient variance", disable=not progress):
+        if name not in ESTIMATORS:
+            raise ValueError(f"unknown gradient estimator {name!r}; valid: {', '.join(ESTIMATORS)}")
+        by_horizon = gradient_samples(env, policy, params, states, name, horizons, key, truncation, es_sigma,
+                                      es_pairs, remat, chunk)
+        results.update({(name, h): stats for h, stats in by_horizon.items()})
     return results
 
 
@@ -330,11 +432,11 @@ class LossLandscape(NamedTuple):
 
 def loss_landscape(env: Env, policy: Policy, params: Any, states: State, horizons: Sequence[int],
                    key: jax.Array | None = None, radius: float = 1.0, points: int = 41,
-                   plane_points: int = 11, chunk: int | None = None,
-                   progress: bool = False) -> LossLandscape:
-    """1-D (`points` offsets) and 2-D (`plane_points`^2; 0 to skip) slices of the objective of
-    `rollout` from the batch `states` for each horizon, over offsets in [-radius, radius] times
-    the filter-normalised directions; `chunk` parameter points are evaluated at once."""
+                   plane_points: int = 11, chunk: int | None = None) -> LossLandscape:
+    """1-D (`points` offsets) and 2-D (`plane_points`^2; 0 to skip) slices of the return loss
+    (minus the summed rewards, averaged over the batch `states`) for each horizon, all horizons from
+    one unroll of the longest, over offsets in [-radius, radius] times the filter-normalised
+    directions; `chunk` parameter points are evaluated at once."""
     key = jax.random.key(0) if key is None else key
     k1, k2 = jax.random.split(key)
     d1, d2 = filter_normalized_direction(k1, params), filter_normalized_direction(k2, params)
@@ -342,23 +444,23 @@ def loss_landscape(env: Env, policy: Policy, params: Any, states: State, horizon
     plane_offsets = jnp.linspace(-radius, radius, plane_points)
     a, b = (x.ravel() for x in jnp.meshgrid(plane_offsets, plane_offsets, indexing="ij"))
     coefficients = jnp.concatenate([jnp.stack([offsets, jnp.zeros_like(offsets)], 1), jnp.stack([a, b], 1)])
-    lines, planes = [], []
-    for horizon in tqdm(horizons, desc="loss landscape", disable=not progress):
-        losses = _compiled_losses(env, policy, horizon, chunk)(params, d1, d2, states, coefficients)
-        lines.append(losses[:points])
-        planes.append(losses[points:].reshape(plane_points, plane_points))
-    return LossLandscape(offsets, jnp.stack(lines), plane_offsets, jnp.stack(planes))
+    horizons = tuple(horizons)
+    losses = _compiled_losses(env, policy, horizons, chunk)(params, d1, d2, states, coefficients).T
+    return LossLandscape(offsets, losses[:, :points], plane_offsets,
+                         losses[:, points:].reshape(len(horizons), plane_points, plane_points))
 
 
 @functools.lru_cache(maxsize=None)
-def _compiled_losses(env, policy, horizon, chunk):
-    """Rollout loss at params + c[0] d1 + c[1] d2 for each row c of `coefficients`."""
+def _compiled_losses(env, policy, horizons, chunk):
+    """Return loss at every horizon (from one unroll of the longest, as in `gradient_samples`) at
+    params + c[0] d1 + c[1] d2 for each row c of `coefficients`: shape (len(coefficients), len(horizons))."""
 
     @jax.jit
     def losses(params, d1, d2, states, coefficients):
         def loss(c):
             moved = jax.tree.map(lambda p, u, v: p + c[0] * u + c[1] * v, params, d1, d2)
-            return rollout(env, policy, moved, states, horizon)[0]
+            rewards = rollout(env, policy, moved, states, max(horizons))[1].rewards
+            return prefix_masks(horizons, rewards.dtype) @ jnp.mean(rewards, axis=1)
         return jax.lax.map(loss, coefficients, batch_size=chunk or coefficients.shape[0])
 
     return losses

@@ -15,7 +15,8 @@ import pytest
 import chaosgym
 from chaosgym.policies import init_policy, mlp_policy
 from chaosgym import diagnostics
-from chaosgym.cli import main
+from chaosgym.agents.cli import main
+from chaosgym.gradients import EstimatorConfig, make_estimator
 from chaosgym.env import Env, Task
 
 POLICY_HIDDEN = (16,)
@@ -82,6 +83,80 @@ def test_damped_pendulum_exponent_is_its_decay_rate():
     np.testing.assert_allclose(result.exponents[:, 0], decay_rate, rtol=0.1)
 
 
+class FallingPendulum(DampedPendulum):
+    """The damped pendulum earning 1 per step, whose episode terminates on its first step."""
+
+    def reward(self, data, action, next_data):
+        return jnp.ones(()), {}
+
+    def terminated(self, data):
+        return jnp.array(True)
+
+
+def test_loss_is_summed_over_the_whole_unroll_only_without_termination():
+    env = Env(FallingPendulum())
+    params = init_policy(jax.random.key(0), env.observation_size, env.action_size, (4,))
+    states = jax.vmap(env.reset)(jax.random.split(jax.random.key(1), 3))
+    horizons = (5, 20)
+    ended = diagnostics.gradient_variance(env, mlp_policy, params, states, horizons, ("full",))
+    unending = diagnostics.gradient_variance(diagnostics.without_termination(env), mlp_policy, params, states,
+                                             horizons, ("full",))
+    for h in horizons:
+        assert ended["full", h].summary()["loss_mean"] == -1.0  # the first step's reward, then the episode ended
+        assert unending["full", h].summary()["loss_mean"] == -float(h)  # summed, not averaged, over h steps
+    assert not diagnostics.without_termination(env).task.terminated(None)
+    assert isinstance(diagnostics.without_termination(env).task, FallingPendulum)
+
+
+@pytest.mark.parametrize("name", ["full", "combined", "es"])
+def test_gradients_at_every_horizon_from_one_unroll_equal_the_estimators(name):
+    env = Env(DampedPendulum())
+    params = init_policy(jax.random.key(0), env.observation_size, env.action_size, (8,))
+    states = jax.vmap(env.reset)(jax.random.split(jax.random.key(1), 3))
+    key, horizons = jax.random.key(2), (7, 30)
+    samples = diagnostics.gradient_samples(env, mlp_policy, params, states, name, horizons, key, es_pairs=4)
+    for h in horizons:
+        estimate = make_estimator(env, mlp_policy, EstimatorConfig(name=name, horizon=h, es_pairs=4))
+        for i, k in enumerate(jax.random.split(key, 3)):
+            grad, _ = estimate(params, jax.tree.map(lambda x: x[i:i + 1], states), k)
+            flat = np.concatenate([np.ravel(x) for x in jax.tree.leaves(grad)])
+            np.testing.assert_allclose(samples[h].samples[i], flat, rtol=1e-4, atol=1e-4 * np.abs(flat).max())
+
+
+def test_signal_to_noise_of_a_known_distribution():
+    dimension, samples = 400, 40
+    mean = np.zeros(dimension)
+    mean[0] = 4.0  # SNR = |mean|^2 / (dimension * variance) = 16 / 400
+    g = mean + np.random.default_rng(0).normal(size=(samples, dimension))
+    snr, stderr = diagnostics.signal_to_noise(g @ g.T)
+    assert abs(snr - 0.04) < 2.5 * stderr and stderr < 0.01, (snr, stderr)
+    # pure noise: an estimate within its error of zero, negative as often as not
+    noise = np.random.default_rng(1).normal(size=(samples, dimension))
+    snr, stderr = diagnostics.signal_to_noise(noise @ noise.T)
+    assert abs(snr) < 2.5 * stderr, (snr, stderr)
+    # the same numbers as the definition: |mean|^2 less tr Cov / N, over tr Cov
+    trace = np.sum(np.var(g, axis=0, ddof=1))
+    np.testing.assert_allclose(diagnostics.signal_to_noise(g @ g.T)[0],
+                               (np.sum(g.mean(0) ** 2) - trace / samples) / trace, rtol=1e-10)
+    with pytest.raises(ValueError, match="at least 3 samples"):
+        diagnostics.signal_to_noise(g[:2] @ g[:2].T)
+
+
+def test_larger_policy_weights_make_the_cart_pole_closed_loop_chaotic():
+    env = chaosgym.make("ChaosCartPole-v0")
+    assert env.observation_size == 4 and env.task.force_scale == 1000.0  # the paper's raw state; newtons per action
+    params = init_policy(jax.random.key(0), env.observation_size, env.action_size)
+    states = jax.vmap(env.reset)(jax.random.split(jax.random.key(1), 4))
+    exponents = {}
+    for scale in (0.1, 3.0):
+        result = diagnostics.lyapunov_exponents(env, states, 300, 1, policy=mlp_policy, transient=50,
+                                                params=diagnostics.scale_weights(params, scale))
+        exponents[scale] = diagnostics.mean_and_stderr(result.exponents[:, 0])
+    (weak, weak_stderr), (strong, strong_stderr) = exponents[0.1], exponents[3.0]
+    # weights x0.1 push ~1 N: near the marginally stable hanging poles; x3 push hundreds: chaotic
+    assert abs(weak) < 1.0 and strong > 5.0 and strong - weak > 3 * (weak_stderr + strong_stderr), exponents
+
+
 def raised_double_pendulum(count: int, qpos: tuple[float, float], key) -> tuple[chaosgym.Env, chaosgym.State]:
     """`count` resting starts of the unforced double pendulum with the base angle spread by
     U(-0.1, 0.1) around `qpos` (angle 0 is upright)."""
@@ -120,17 +195,23 @@ def test_cli_writes_every_table_and_plot(tmp_path, capsys):
             "--num-states", str(LYAPUNOV_STARTS), "--lyapunov-steps", str(LYAPUNOV_STEPS),
             "--lyapunov-k", str(LYAPUNOV_K), "--transient", str(TRANSIENT), "--jacobian-horizon", "20",
             "--horizons", ",".join(map(str, HORIZONS)), "--gradvar-samples", str(GRADIENT_SAMPLES),
-            "--es-pairs", str(ES_PAIRS), "--landscape-horizons", "10", "--landscape-points", "5",
-            "--landscape-plane", "3", "--landscape-states", "2"]
+            "--es-pairs", str(ES_PAIRS), "--weight-scales", "0.1,1", "--no-termination",
+            "--landscape-horizons", "10,30", "--landscape-points", "5", "--landscape-plane", "3", "--landscape-states", "2"]
     assert main(args) == 0
-    for name in ("lyapunov.csv", "lyapunov_running.csv", "jacobian.csv", "gradvar.csv", "landscape_1d.csv",
-                 "landscape_2d.csv", "lyapunov.png", "jacobian.png", "gradvar.png", "landscape.png"):
+    for name in ("lyapunov.csv", "lyapunov_running.csv", "jacobian.csv", "gradvar.csv", "weight_scales.csv",
+                 "landscape_1d.csv", "landscape_2d.csv", "lyapunov.png", "jacobian.png", "gradvar.png", "landscape.png"):
         assert (tmp_path / name).stat().st_size > 0, name
     assert "maximal Lyapunov exponent (unforced)" in capsys.readouterr().out
+    gradvar = np.genfromtxt(tmp_path / "gradvar.csv", delimiter=",", names=True, dtype=None, encoding=None)
+    assert len(gradvar) == 2 * 2 * len(HORIZONS) and set(gradvar["weight_scale"]) == {0.1, 1.0}
+    assert np.all(np.isfinite(gradvar["snr"])) and np.all(gradvar["snr_stderr"] > 0)
+    scales = np.genfromtxt(tmp_path / "weight_scales.csv", delimiter=",", names=True)
+    assert list(scales["weight_scale"]) == [0.1, 1.0] and np.all(np.isfinite(scales["lyapunov"]))
     # the centre of both landscape slices is the unperturbed policy's loss
     line = np.loadtxt(tmp_path / "landscape_1d.csv", delimiter=",", skiprows=1)
     plane = np.loadtxt(tmp_path / "landscape_2d.csv", delimiter=",", skiprows=1)
     np.testing.assert_allclose(line[2, 2], plane[4, 3], rtol=1e-5)
+    np.testing.assert_allclose(line[5 + 2, 2], plane[9 + 4, 3], rtol=1e-5)  # horizon 30, from the same unroll
 
 
 def test_cli_diagnoses_a_checkpointed_policy(tmp_path):
