@@ -109,7 +109,8 @@ def load_model(payload: bytes, agent: str, venv: VecEnv | None) -> tuple[BaseAlg
     with zipfile.ZipFile(io.BytesIO(payload)) as z:
         names = z.namelist()
         vec_normalize = _vec_normalize(z, venv) if "vecnormalize.pkl" in names else None
-        model = ALGORITHMS[agent].load(io.BytesIO(z.read("model.zip")), env=vec_normalize or venv, device="cpu")
+        env = vec_normalize if venv is not None and vec_normalize is not None else venv
+        model = ALGORITHMS[agent].load(io.BytesIO(z.read("model.zip")), env=env, device="cpu")
         if venv is not None and "replay_buffer.pkl" in names:
             model.load_replay_buffer(io.BytesIO(z.read("replay_buffer.pkl")))
     return model, vec_normalize
