@@ -17,7 +17,10 @@ if ! ldconfig -p | grep -q libEGL_mesa; then
 fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
+echo "install: pip, then PyTorch (CPU build), then chaosgym with JAX and MuJoCo (a few minutes in all)..."
 .venv/bin/pip install -q --upgrade pip
 .venv/bin/pip install -q torch==2.13.0
+echo "install: chaosgym and its dependencies..."
 .venv/bin/pip install -q --force-reinstall --no-deps .
 .venv/bin/pip install -q ".[sb3,test]"
+echo "install: done (.venv); run the fast tests with .venv/bin/pytest, the slow ones with .venv/bin/pytest -m slow"

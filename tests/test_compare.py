@@ -14,29 +14,38 @@ from chaosgym.tasks import CartPole
 from chaosgym.agents.cli import main
 
 
-def test_compare_writes_results_summary_and_curves_of_every_agent(tmp_path, monkeypatch, capsys):
+# fast: one small gradient agent (80 env steps per update); slow: with PPO, at the presets' sizes
+CASES = [
+    pytest.param(["full"], ["--horizon", "20", "--batch-size", "4", "--hidden", "8"], 240, 320, id="full"),
+    pytest.param(["full", "ppo"], [], 4800, 6400, id="full-ppo", marks=pytest.mark.slow),
+]
+
+
+@pytest.mark.parametrize("agents, flags, budget, extended_budget", CASES)
+def test_compare_writes_results_summary_and_curves_of_every_agent(agents, flags, budget, extended_budget,
+                                                                  tmp_path, monkeypatch, capsys):
     figures = []
     real_close = compare.plt.close
     monkeypatch.setattr(compare.plt, "close", lambda fig: (figures.append(fig), real_close(fig)))
     out = tmp_path / "cmp"
-    argv = ["compare", "--tasks", "ChaosCartPole-v0", "--agents", "full,ppo", "--seeds", "1",
-            "--env-steps", "4800", "--eval-episodes", "4", "--out", str(out)]
+    argv = ["compare", "--tasks", "ChaosCartPole-v0", "--agents", ",".join(agents), "--seeds", "1",
+            "--env-steps", str(budget), "--eval-episodes", "4", "--out", str(out), *flags]
     assert main(argv) == 0
 
     with open(out / "results.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    for agent in ("full", "ppo"):
+    for agent in agents:
         curve = [r for r in rows if r["agent"] == agent and r["kind"] == "curve"]
         final = [r for r in rows if r["agent"] == agent and r["kind"] == "final"]
         assert len(curve) >= 2 and len(final) == 1
         assert all(np.isfinite(float(r["eval_score"])) for r in curve + final), f"{agent}: unevaluated rows"
-        assert float(curve[0]["env_steps"]) == 0 and 0 < float(curve[-1]["env_steps"]) <= 4800 + 1024
+        assert float(curve[0]["env_steps"]) == 0 and 0 < float(curve[-1]["env_steps"]) <= budget + 1024
         times = [float(r["wall_time"]) for r in curve]
         assert times == sorted(times)
         assert -100 <= float(final[0]["eval_score"]) <= 100  # mean cos of the pole, summed over 100 steps
 
     summary = (out / "summary.md").read_text()
-    assert "| full |" in summary and "| ppo |" in summary and "Threshold: evaluation score ≥ 50" in summary
+    assert all(f"| {agent} |" in summary for agent in agents) and "Threshold: evaluation score ≥ 50" in summary
     assert (out / "curves_ChaosCartPole-v0.png").stat().st_size > 10_000
     assert "wrote" in capsys.readouterr().out
 
@@ -44,7 +53,7 @@ def test_compare_writes_results_summary_and_curves_of_every_agent(tmp_path, monk
     [figure] = figures
     for axes in figure.axes:
         lines = axes.get_lines()
-        assert [line.get_label() for line in lines] == ["full", "ppo"]
+        assert [line.get_label() for line in lines] == agents
         assert all(np.isfinite(line.get_ydata()).all() for line in lines)
 
     # a second call reads the finished runs back instead of training again
@@ -53,10 +62,10 @@ def test_compare_writes_results_summary_and_curves_of_every_agent(tmp_path, monk
         assert [r["eval_score"] for r in csv.DictReader(f)] == [r["eval_score"] for r in rows]
 
     # a larger budget into the same folder extends the runs
-    assert main([a if a != "4800" else "6400" for a in argv]) == 0
+    assert main([a if a != str(budget) else str(extended_budget) for a in argv]) == 0
     with open(out / "results.csv", newline="") as f:
         extended = [r for r in csv.DictReader(f) if r["agent"] == "full" and r["kind"] == "curve"]
-    assert float(extended[-1]["env_steps"]) == 6400
+    assert float(extended[-1]["env_steps"]) == extended_budget
 
 
 def test_every_gradient_agent_optimises_the_return_it_is_ranked_by():

@@ -7,6 +7,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Left out of the copy that is built: git's data, the .gitignore'd outputs, and the build folder an
 # in-tree build would otherwise leave behind (stale files there can end up in a later wheel).
@@ -32,10 +34,14 @@ CHECK_INSTALLED = textwrap.dedent("""
         assert target in Path(str(chaosgym.env.asset_path(task.asset))).resolve().parents
         model = make_task(env_id).mj_model()
         assert model.nu >= 1, env_id
+    import chaosgym.agents.cli  # the agents install as chaosgym's subpackage, not as a top-level one
+
+    assert target in Path(chaosgym.agents.cli.__file__).resolve().parents
     print("ok", sorted(chaosgym.TASKS))
 """)
 
 
+@pytest.mark.slow
 def test_installed_package_loads_its_assets(tmp_path):
     source, target = tmp_path / "source", tmp_path / "site-packages"
     shutil.copytree(REPO_ROOT, source, ignore=NOT_SOURCE)
@@ -65,3 +71,14 @@ def test_source_checkout_on_sys_path_loads_the_assets():
                             timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.split()[-1] == "8"
+
+
+def test_the_core_never_imports_the_agents():
+    core = sorted(p.stem for p in (REPO_ROOT / "chaosgym").glob("*.py") if p.stem not in ("__init__", "__main__"))
+    check = ("import sys, importlib; import chaosgym; "
+             f"[importlib.import_module('chaosgym.' + m) for m in {core!r}]; "
+             "print(sorted(m for m in sys.modules if m.startswith('chaosgym.agents')))")
+    result = subprocess.run([sys.executable, "-c", check], cwd=REPO_ROOT, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split("\n")[-2] == "[]" and len(core) > 10

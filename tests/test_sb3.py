@@ -153,7 +153,7 @@ def test_sb3_check_env(env_id, backend):
 def test_plain_make_vec_env_route_trains():
     venv = make_vec_env(lambda: gymnasium.make("ChaosCartPole-v0"), n_envs=2, seed=0)
     model = PPO("MlpPolicy", venv, n_steps=32, batch_size=32, n_epochs=1, seed=0, device="cpu").learn(64)
-    assert model.num_timesteps == 64 and model._n_updates == 2  # two rollouts, one epoch each
+    assert model.num_timesteps == 64 and model._n_updates == 1  # one rollout of 2 envs x 32 steps, one epoch
 
 
 def read_metrics(out):
