@@ -176,7 +176,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     compare = CompareConfig(**config_module.given(args, CompareConfig))
-    changes = config_module.given(args, TrainConfig)
+    changes = {k: v for k, v in config_module.given(args, TrainConfig).items() if k not in RUN_FIELDS}
     if args.quick:
         compare = CompareConfig(**{k: v for k, v in QUICK.items() if "." not in k})
         changes = {"estimator.es_pairs": QUICK["estimator.es_pairs"], **changes}
