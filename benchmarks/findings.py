@@ -17,6 +17,7 @@ saying where and how long it ran.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import math
 import os
@@ -66,104 +67,140 @@ def _snr(s: dict) -> str:
     return f"{bold}{_g(s['snr'])} ± {_g(s['snr_stderr'])}{bold}"
 
 
-def orders(stats, name: str, scale: float, horizons) -> float:
+def read_study(out: Path) -> tuple[dict, dict, list[int]]:
+    """(summaries by (estimator, horizon, weight scale), (lambda_1, stderr) by weight scale, horizons)
+    from the CSV files `chaosgym diagnose` wrote to `out`."""
+    with open(out / "gradvar.csv") as f:
+        summaries = {(r["estimator"], int(r["horizon"]), float(r["weight_scale"])):
+                     {k: float(v) for k, v in r.items() if k != "estimator"} for r in csv.DictReader(f)}
+    with open(out / "weight_scales.csv") as f:
+        exponents = {float(r["weight_scale"]): (float(r["lyapunov"]), float(r["lyapunov_stderr"]))
+                     for r in csv.DictReader(f)}
+    return summaries, exponents, sorted({h for _, h, _ in summaries})
+
+
+def orders(summaries, name: str, scale: float, horizons) -> float:
     """Orders of magnitude the mean per-parameter variance grows from the shortest to the longest horizon."""
-    first, last = stats[name, horizons[0], scale].summary(), stats[name, horizons[-1], scale].summary()
-    return math.log10(last["variance"] / first["variance"])
+    return math.log10(summaries[name, horizons[-1], scale]["variance"] / summaries[name, horizons[0], scale]["variance"])
 
 
 def chaotic_orders(exponent: float, dt: float, horizons) -> float:
-    """Orders of magnitude a variance growing like exp(2 lambda t) gains over the horizons."""
+    """Orders of magnitude a variance growing like exp(2 lambda_1 t) gains over the horizons."""
     return 2 * exponent * (horizons[-1] - horizons[0]) * dt / math.log(10)
 
 
 def polynomial_orders(horizons) -> float:
-    """Orders of magnitude of H^2: what the variance of any gradient of a summed loss may gain
-    without chaos (H terms, each of bounded size)."""
+    """Orders of magnitude of H^2: what the variance of a gradient of a loss summed over H steps
+    gains when each step's contribution stays bounded (no chaos)."""
     return 2 * math.log10(horizons[-1] / horizons[0])
 
 
-def scale_table(stats, exponents, dt, horizons) -> list[str]:
-    lines = [f"| weight scale | λ₁ (1/s) | BPTT variance growth, H {horizons[0]} → {horizons[-1]} (orders) "
-             f"| if it followed exp(2λ₁t) | ES variance growth | ES SNR > 0 at |",
-             "|---|---|---|---|---|---|"]
-    for scale, (mean, stderr, _) in exponents.items():
-        measurable = [str(h) for h in horizons
-                      if (lambda s: s["snr"] > 2 * s["snr_stderr"])(stats["es", h, scale].summary())]
-        lines.append(f"| ×{scale:g} | {_g(mean)} ± {_g(stderr)} | {orders(stats, 'full', scale, horizons):.1f} "
-                     f"| {max(0.0, chaotic_orders(mean, dt, horizons)):.1f} | {orders(stats, 'es', scale, horizons):.1f} "
-                     f"| {', '.join(measurable) or 'no horizon'} |")
+def is_chaotic(mean: float, stderr: float) -> bool:
+    return mean > max(2 * stderr, 0.5)
+
+
+def measurable(summary: dict) -> bool:
+    return summary["snr"] > 2 * summary["snr_stderr"]
+
+
+def scale_table(summaries, exponents, dt, horizons) -> list[str]:
+    first, last = horizons[0], horizons[-1]
+    lines = [f"| weight scale | λ₁ (1/s) | BPTT variance growth, H {first} → {last} (orders) "
+             f"| exp(2λ₁t) would give | ES variance growth | BPTT / ES variance at H {last} | ES SNR > 2 s.e. at H |",
+             "|---|---|---|---|---|---|---|"]
+    for scale, (mean, stderr) in exponents.items():
+        full, es = summaries["full", last, scale], summaries["es", last, scale]
+        finite = "" if full["finite_fraction"] == 1 else f" ({1 - full['finite_fraction']:.0%} of BPTT gradients not finite)"
+        snr_at = [str(h) for h in horizons if measurable(summaries["es", h, scale])]
+        lines.append(f"| ×{scale:g} | {_g(mean)} ± {_g(stderr)} | {orders(summaries, 'full', scale, horizons):.1f}{finite} "
+                     f"| {max(0.0, chaotic_orders(mean, dt, horizons)):.1f} | {orders(summaries, 'es', scale, horizons):.1f} "
+                     f"| {_g(full['variance'] / es['variance'])} | {', '.join(snr_at) or 'none'} |")
     return lines
 
 
-def gradient_table(stats, exponents, horizons) -> list[str]:
-    lines = ["| scale | H | loss | BPTT norm median / max | BPTT variance | BPTT SNR | ES norm median | ES variance "
-             "| ES SNR |", "|---|---|---|---|---|---|---|---|---|"]
+def gradient_table(summaries, exponents, horizons) -> list[str]:
+    lines = ["| scale | H | BPTT loss | BPTT norm median / max | BPTT variance | BPTT SNR | ES loss | ES norm median "
+             "| ES variance | ES SNR |", "|---|---|---|---|---|---|---|---|---|---|"]
     for scale in exponents:
         for h in horizons:
-            full, es = stats["full", h, scale].summary(), stats["es", h, scale].summary()
+            full, es = summaries["full", h, scale], summaries["es", h, scale]
             finite = "" if full["finite_fraction"] == 1 else f" ({full['finite_fraction']:.0%} finite)"
             lines.append(f"| ×{scale:g} | {h} | {_g(full['loss_mean'])} | {_g(full['norm_median'])} / "
-                         f"{_g(full['norm_max'])}{finite} | {_g(full['variance'])} | {_snr(full)} "
+                         f"{_g(full['norm_max'])}{finite} | {_g(full['variance'])} | {_snr(full)} | {_g(es['loss_mean'])} "
                          f"| {_g(es['norm_median'])} | {_g(es['variance'])} | {_snr(es)} |")
     return lines
 
 
-def verdicts(stats, exponents, dt, horizons) -> dict[str, bool]:
-    """Metz et al.'s three findings, each tested on this study's numbers.
+def verdicts(summaries, exponents, horizons) -> dict[str, bool]:
+    """Metz et al.'s findings, each tested on this study's numbers. At every weight scale whose
+    lambda_1 is clearly positive (> 2 standard errors and > 0.5/s):
 
-    * explodes: at every scale whose exponent is clearly positive (> 2 standard errors and > 0.5/s),
-      BPTT's variance grows by more than the polynomial H^2 allows plus 1 order;
-    * es_bounded: at every scale, ES's variance grows by at most H^2 plus half an order;
-    * transition: the exponent rises with the weight scale, from below 1/s at the smallest scale to
-      clearly positive at the largest, and BPTT's growth with it.
+    * explodes: BPTT's variance grows by more than H^2 (no chaos) allows, plus 1 order;
+    * es_bounded: ES's variance grows by at most H^2 plus 1 order (its loss grows like H);
+    * es_snr: ES's signal-to-noise ratio is more than 2 standard errors above zero at every horizon;
+
+    and transition: lambda_1 rises with the weight scale, from below 1/s at the smallest to
+    clearly positive at the largest, and BPTT's variance growth rises with it.
     """
     polynomial = polynomial_orders(horizons)
-    chaotic = [s for s, (m, se, _) in exponents.items() if m > max(2 * se, 0.5)]
+    chaotic = [s for s, e in exponents.items() if is_chaotic(*e)]
     scales = sorted(exponents)
     means = [exponents[s][0] for s in scales]
-    growth = [orders(stats, "full", s, horizons) for s in scales]
+    growth = [orders(summaries, "full", s, horizons) for s in scales]
     return {
-        "explodes": bool(chaotic) and all(orders(stats, "full", s, horizons) > polynomial + 1 for s in chaotic),
-        "es_bounded": all(orders(stats, "es", s, horizons) <= polynomial + 0.5 for s in scales),
-        "transition": means == sorted(means) and means[0] < 1.0 and scales[-1] in chaotic and growth[-1] > growth[0],
+        "explodes": bool(chaotic) and all(orders(summaries, "full", s, horizons) > polynomial + 1 for s in chaotic),
+        "es_bounded": bool(chaotic) and all(orders(summaries, "es", s, horizons) <= polynomial + 1 for s in chaotic),
+        "es_snr": bool(chaotic) and all(measurable(summaries["es", h, s]) for s in chaotic for h in horizons),
+        "transition": means == sorted(means) and means[0] < 1.0 and scales[-1] in chaotic and growth == sorted(growth),
     }
 
 
-def run_study(name: str, quick: bool, runs: Path, figures: Path) -> dict:
-    task, options, settings = STUDIES[name]
-    policy = "2 × 32" if "32,32" in settings else "2 × 100"
+def run_study(name: str, quick: bool, runs: Path, figures: Path) -> None:
+    """Run the study's diagnostics; its section is written by `report`."""
     start = time.perf_counter()
-    out = runs / name
-    argv = ["--task", task, "--task-kwargs", options, "--out", str(out), *COMMON, *settings, *(QUICK if quick else [])]
-    args = diagnose_args(argv)
-    results = diagnose.diagnose(args)
+    args = study_args(name, quick, runs)
+    diagnose.diagnose(args)
     for figure in FIGURES:
-        shutil.copyfile(out / f"{figure}.png", figures / f"{name}-{figure}.png")
-    minutes = (time.perf_counter() - start) / 60
-    stats, exponents, horizons = results["gradvar"]["stats"], results["gradvar"]["exponents"], args.horizons
-    dt = chaosgym.make(task, **parse_task_kwargs(options)).dt
-    found = verdicts(stats, exponents, dt, horizons)
-    title = f"{task}" + (f" ({options})" if options else "")
+        shutil.copyfile(Path(args.out) / f"{figure}.png", figures / f"{name}-{figure}.png")
+    run = {"minutes": (time.perf_counter() - start) / 60, "machine": machine(), "quick": quick}
+    (Path(args.out) / "run.json").write_text(json.dumps(run))
+
+
+def study_args(name: str, quick: bool, runs: Path) -> argparse.Namespace:
+    task, options, settings = STUDIES[name]
+    return diagnose_args(["--task", task, "--task-kwargs", options, "--out", str(runs / name), *COMMON, *settings,
+                          *(QUICK if quick else [])])
+
+
+def report(name: str, runs: Path) -> dict:
+    """The study's section of findings.md, from the files its run left in `runs/<name>/`."""
+    out = runs / name
+    run = json.loads((out / "run.json").read_text())
+    args = study_args(name, run["quick"], runs)
+    summaries, exponents, horizons = read_study(out)
+    dt = chaosgym.make(args.task, **parse_task_kwargs(args.task_kwargs)).dt
+    found = verdicts(summaries, exponents, horizons)
+    title = args.task + (f" ({args.task_kwargs})" if args.task_kwargs else "")
+    yes = lambda v: "yes" if v else "no"
     lines = [f"## {title}", "",
-             f"Policy: {policy} tanh units. {args.gradvar_samples} initial states, one gradient each, at horizons {', '.join(map(str, horizons))} "
-             f"(control steps of {dt:g} s); ES: {args.es_pairs} antithetic pairs, σ = {args.es_sigma}; λ₁ from "
-             f"{args.lyapunov_steps} control steps after {args.transient} discarded, from the same states. "
-             f"Ran in {minutes:.0f} min on {machine()}{', quick settings' if quick else ''}.", "",
-             *scale_table(stats, exponents, dt, horizons), "",
-             f"* BPTT's variance grows faster than a summed loss allows without chaos (H², {polynomial_orders(horizons):.1f} "
-             f"orders) plus 1 order wherever λ₁ is clearly positive: **{'yes' if found['explodes'] else 'no'}**.",
-             f"* ES's variance stays within H² plus half an order at every scale: **{'yes' if found['es_bounded'] else 'no'}**.",
-             f"* The weight scale moves the closed loop from stable to chaotic (λ₁ rising with it, from below 1/s) "
-             f"and BPTT's growth with it: **{'yes' if found['transition'] else 'no'}**.", "",
+             f"Policy: 2 × {args.hidden[0]} tanh units. {args.gradvar_samples} initial states, one gradient each, at "
+             f"horizons {', '.join(map(str, horizons))} (control steps of {dt:g} s); ES: {args.es_pairs} antithetic pairs, "
+             f"σ = {args.es_sigma}; λ₁ from {args.lyapunov_steps} control steps after {args.transient} discarded, from "
+             f"the same states. Ran in {run['minutes']:.0f} min on {run['machine']}"
+             f"{', quick settings' if run['quick'] else ''}.", "",
+             *scale_table(summaries, exponents, dt, horizons), "",
+             "Where λ₁ is clearly positive (> 2 s.e. and > 0.5/s):", "",
+             f"* BPTT's variance grows by more than H² (no chaos: {polynomial_orders(horizons):.1f} orders) plus 1 order: "
+             f"**{yes(found['explodes'])}**;",
+             f"* ES's variance grows by at most H² plus 1 order: **{yes(found['es_bounded'])}**;",
+             f"* ES's SNR is more than 2 standard errors above zero at every horizon: **{yes(found['es_snr'])}**;",
+             f"* λ₁ and BPTT's variance growth rise with the weight scale, from a stable loop (λ₁ < 1/s) at ×{min(exponents):g}: "
+             f"**{yes(found['transition'])}**.", "",
              "<details><summary>every number (SNR in bold: more than 2 standard errors above zero)</summary>", "",
-             *gradient_table(stats, exponents, horizons), "", "</details>", "",
+             *gradient_table(summaries, exponents, horizons), "", "</details>", "",
              f"![gradient norm, variance and signal-to-noise ratio against horizon](figures/{name}-gradvar.png)", "",
              f"![loss landscape along filter-normalised random directions, per horizon](figures/{name}-landscape.png)", ""]
-    section = {"lines": lines, "title": title, "verdicts": found, "minutes": minutes,
-               "exponents": {f"{s:g}": list(v[:2]) for s, v in exponents.items()}}
-    (out / "findings.json").write_text(json.dumps(section, indent=1))
-    return section
+    return {"lines": lines, "title": title, "verdicts": found, "exponents": exponents}
 
 
 def machine() -> str:
@@ -192,31 +229,41 @@ at weight scale ×0.1 the perturbations are larger than the weights themselves.
 """
 
 
+GENERATED = "<!-- everything below is written by benchmarks/findings.py -->"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--studies", default=",".join(STUDIES), help=f"comma-separated, out of {','.join(STUDIES)}")
     parser.add_argument("--docs", default="docs", help="folder of findings.md (figures go to DOCS/figures)")
     parser.add_argument("--runs", default="runs/findings", help="folder of every CSV file and plot")
     parser.add_argument("--quick", action="store_true", help="tiny settings, to check the script runs")
+    parser.add_argument("--report-only", action="store_true", help="rewrite findings.md from the saved runs; run nothing")
     args = parser.parse_args()
     docs, runs = Path(args.docs), Path(args.runs)
     (docs / "figures").mkdir(parents=True, exist_ok=True)
     for name in args.studies.split(","):
         if name not in STUDIES:
             parser.error(f"unknown study {name!r}; valid: {', '.join(STUDIES)}")
-        section = run_study(name, args.quick, runs, docs / "figures")
-        print(f"{name}: {section['minutes']:.1f} min", flush=True)
-    saved = {n: json.loads((runs / n / "findings.json").read_text())
-             for n in STUDIES if (runs / n / "findings.json").exists()}
-    summary = ["| study | λ₁ at weights ×0.1 / ×1 / ×3 (1/s) | BPTT explodes where λ₁ > 0 | ES bounded "
-               "| weight-scale transition |", "|---|---|---|---|---|"]
+        if not args.report_only:
+            run_study(name, args.quick, runs, docs / "figures")
+            print(f"{name}: done", flush=True)
+    saved = {n: report(n, runs) for n in STUDIES if (runs / n / "run.json").exists()}
+    summary = ["| study | λ₁ at weights " + " / ".join(f"×{s:g}" for s in next(iter(saved.values()))["exponents"])
+               + " (1/s) | BPTT explodes where λ₁ > 0 | ES bounded there | ES SNR > 0 there | weight-scale transition |",
+               "|---|---|---|---|---|---|"]
     yes = lambda v: "yes" if v else "**no**"
     for s in saved.values():
-        exps = " / ".join(f"{m:.3g} ± {se:.2g}" for m, se in s["exponents"].values())
+        exponents = " / ".join(f"{m:.3g} ± {se:.2g}" for m, se in s["exponents"].values())
         v = s["verdicts"]
-        summary.append(f"| {s['title']} | {exps} | {yes(v['explodes'])} | {yes(v['es_bounded'])} | {yes(v['transition'])} |")
-    text = [INTRO, *summary, ""] + [line for s in saved.values() for line in s["lines"]]
-    (docs / "findings.md").write_text("\n".join(text))
+        summary.append(f"| {s['title']} | {exponents} | {yes(v['explodes'])} | {yes(v['es_bounded'])} "
+                       f"| {yes(v['es_snr'])} | {yes(v['transition'])} |")
+    # a reading written by hand above the marker survives a re-run; everything below it is generated
+    path = docs / "findings.md"
+    old = path.read_text() if path.exists() else ""
+    head = old[:old.index(GENERATED)] if GENERATED in old else INTRO + "\n"
+    text = [head + GENERATED, "", *summary, ""] + [line for s in saved.values() for line in s["lines"]]
+    path.write_text("\n".join(text))
     print(f"wrote {docs / 'findings.md'} ({', '.join(saved)}) and its figures")
 
 

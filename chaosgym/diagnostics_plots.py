@@ -146,7 +146,7 @@ def plot_landscape(landscape: LossLandscape, horizons: Sequence[int], path: Path
     offsets, plane_offsets = np.asarray(landscape.offsets), np.asarray(landscape.plane_offsets)
     for column, horizon in enumerate(horizons):
         axes[0, column].plot(offsets, np.asarray(landscape.line[column]), lw=0.9)
-        axes[0, column].set(xlabel="offset along $d_1$", ylabel="loss", title=f"horizon {horizon}")
+        axes[0, column].set(xlabel="offset along $d_1$", ylabel="loss (−Σ rewards)", title=f"horizon {horizon}")
         if has_plane:
             ax = axes[1, column]
             filled = ax.contourf(plane_offsets, plane_offsets, np.asarray(landscape.plane[column]).T, levels=20)
