@@ -32,9 +32,11 @@ def test_same_seed_same_initial_state(env_id, kwargs):
         (obs, info), (obs_mjx, info_mjx) = ours.reset(seed=seed), theirs.reset(seed=seed)
         np.testing.assert_array_equal(obs, obs_mjx)
         assert info == info_mjx
-    state = theirs.unwrapped._state.data
-    np.testing.assert_array_equal(ours.unwrapped._engine.data.qpos, np.asarray(state.qpos))
-    np.testing.assert_array_equal(ours.unwrapped._engine.data.qvel, np.asarray(state.qvel))
+    mjx_data, c_data = theirs.unwrapped.state.data, ours.unwrapped.state.data
+    np.testing.assert_array_equal(ours.unwrapped._engine.data.qpos, np.asarray(mjx_data.qpos))
+    np.testing.assert_array_equal(ours.unwrapped._engine.data.qvel, np.asarray(mjx_data.qvel))
+    for name in ("qpos", "qvel", "xpos", "site_xpos"):  # the public state of both, in MJX's precision
+        np.testing.assert_allclose(getattr(c_data, name), np.asarray(getattr(mjx_data, name)), rtol=1e-6, atol=1e-6)
 
 
 def lifted(env: Env, state, height: float):
@@ -86,17 +88,13 @@ def test_unknown_backend_is_refused():
 
 
 def physics(env) -> tuple[np.ndarray, np.ndarray]:
-    u = env.unwrapped
-    data = u._engine.data if u._engine is not None else jax.device_get(u._state.data)
+    data = env.unwrapped.state.data
     return np.array(data.qpos), np.array(data.qvel)
 
 
 def set_physics(env, qpos, qvel) -> None:
-    u = env.unwrapped
-    if u._engine is not None:
-        u._engine.data.qpos[:], u._engine.data.qvel[:] = qpos, qvel
-    else:
-        u._state = u._state.replace(data=u._state.data.replace(qpos=qpos, qvel=qvel))
+    state = env.unwrapped.state
+    env.unwrapped.state = state.replace(data=state.data.replace(qpos=qpos, qvel=qvel))
 
 
 BACKENDS = ["mujoco", "mjx"]

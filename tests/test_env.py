@@ -30,9 +30,10 @@ def rollout_loss(env, state, actions):
 
 def test_state_carries_what_the_issue_names(cartpole_start):
     state = cartpole_start
-    assert state.data.qpos.shape == (2,) and state.obs.shape == (5,)
+    # one cart + pole pair and the reference mass; the raw observation x, x', theta, theta'
+    assert state.data.qpos.shape == (3,) and state.obs.shape == (4,)
     assert state.reward.shape == state.terminated.shape == state.truncated.shape == ()
-    assert {"upright", "cart_position", "nonfinite_state"} <= set(state.info)
+    assert {"upright", "cart_position", "force", "nonfinite_state"} <= set(state.info)
     assert int(state.steps) == 0 and not bool(state.terminated) and not bool(state.truncated)
 
 
@@ -116,6 +117,24 @@ def test_time_limit_truncates_and_counts_steps():
 def blown_up(state: chaosgym.State) -> chaosgym.State:
     """A finite state whose next step overflows float32 (velocity squared in the bias forces)."""
     return state.replace(data=state.data.replace(qvel=jnp.full_like(state.data.qvel, 1e20)))
+
+
+def test_a_blow_up_in_a_batch_leaves_the_gradient_finite(cartpole):
+    """The blown-up trajectory contributes 0 to the gradient, not NaN: the batch [healthy, blown up]
+    has half the gradient of [healthy, healthy], which is the healthy trajectory's alone."""
+    from chaosgym.policies import init_policy, mlp_policy
+    from chaosgym.rollout import rollout
+
+    params = init_policy(jax.random.key(0), cartpole.observation_size, cartpole.action_size, (8,))
+    healthy = jax.tree.map(lambda x: jnp.stack([x, x]), cartpole.jit_reset(jax.random.key(1)))
+    qvel = healthy.data.qvel.at[1].set(1e20)  # finite, but its next step overflows float32
+    blown = healthy.replace(data=healthy.data.replace(qvel=qvel))
+    grad = jax.jit(jax.grad(lambda p, s: rollout(cartpole, mlp_policy, p, s, HORIZON)[0]))
+    with_blow_up, reference = grad(params, blown), grad(params, healthy)
+    for g, r in zip(jax.tree.leaves(with_blow_up), jax.tree.leaves(reference), strict=True):
+        assert np.all(np.isfinite(g))
+        np.testing.assert_allclose(2 * np.asarray(g), r, rtol=1e-5, atol=1e-6)
+    assert any(np.any(np.asarray(r) != 0) for r in jax.tree.leaves(reference))
 
 
 @pytest.mark.parametrize("env_fixture", ["cartpole", "pendulum"])

@@ -70,12 +70,12 @@ def test_rematerialised_rollout_gives_the_same_gradient(pendulum):
 
 def test_stopped_is_the_sum_of_one_step_gradients(pendulum):
     env, params, states = pendulum
-    # the default objective is -mean(rewards): step t contributes -r_t / HORIZON (batch-averaged)
+    # the default objective, the return, is -sum(rewards): step t contributes -r_t (batch-averaged)
     @jax.jit
     def one_step_grad(params, state):
         def loss(p):
             action = jax.vmap(mlp_policy, in_axes=(None, 0))(p, state.obs)
-            return -jnp.mean(jax.vmap(env.step)(state, action).reward) / HORIZON
+            return -jnp.mean(jax.vmap(env.step)(state, action).reward)
         return jax.grad(loss)(params)
 
     step = jax.jit(jax.vmap(lambda s, p: env.step(s, mlp_policy(p, s.obs)), in_axes=(0, None)))

@@ -44,14 +44,10 @@ def assert_same(a, b):
 
 
 def blow_up(env, index=None) -> None:
-    """Give an unwrapped MJX env (or sub-env `index` of a vector env) a velocity whose next step overflows."""
-    state = env.state if index is not None else env._state
+    """Give an unwrapped env (or sub-env `index` of a vector env) a velocity whose next step overflows."""
+    state = env.state
     qvel = state.data.qvel.at[index].set(1e20) if index is not None else jnp.full_like(state.data.qvel, 1e20)
-    state = state.replace(data=state.data.replace(qvel=qvel))
-    if index is not None:
-        env.state = state
-    else:
-        env._state = state
+    env.state = state.replace(data=state.data.replace(qvel=qvel))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -98,7 +94,7 @@ def test_vector_env_declares_its_spaces_and_autoreset_mode(make_vector_env):
     env = make_vector_env(CARTPOLE, 3)
     assert isinstance(env, gymnasium.vector.VectorEnv)
     assert env.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP
-    assert env.observation_space.shape == (3, 5) and env.action_space.shape == (3, 1)
+    assert env.observation_space.shape == (3, 4) and env.action_space.shape == (3, 1)
     assert env.single_action_space == gymnasium.make(CARTPOLE).action_space
     obs, info = env.reset(seed=0)
     assert obs.dtype == np.float32 and env.observation_space.contains(obs)
