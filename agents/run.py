@@ -99,7 +99,8 @@ class Run:
                     raise ValueError(f"cannot resume {folder}: its config differs in {mismatched} "
                                      f"(saved: {', '.join(f'{k}={saved[k]!r}' for k in mismatched)})")
                 run.config = config  # checks that `config` names the same kind of checkpoint
-                checkpoint = run.load_checkpoint(decode)
+                if run.checkpoint_path.exists() or run.previous_checkpoint_path.exists():
+                    checkpoint = run.load_checkpoint(decode)  # else it stopped before its first: start again
             run.config = config
             return run, checkpoint
         except BaseException:

@@ -163,3 +163,15 @@ def test_every_setting_is_a_flag_with_help_and_presets_fill_what_is_not_given():
     assert TrainConfig.from_json(config.to_json()) == config
     # a budget in env steps sets the updates: 1 rollout x batch 16 x horizon 50 per update
     assert for_task("ChaosAnt-v0", "full", env_steps=8000).updates == 10
+
+
+def test_a_run_stopped_before_its_first_checkpoint_starts_again_on_resume(tmp_path):
+    run, checkpoint = Run.open(tmp_path, SMALL, False, lambda b: b)
+    with run:
+        run.start({"update": 0, "env_steps": 0})
+    assert checkpoint is None
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        Run.open(tmp_path, SMALL, False, lambda b: b)
+    run, checkpoint = Run.open(tmp_path, SMALL, True, lambda b: b)
+    run.close()
+    assert checkpoint is None and Run(tmp_path).config == SMALL
