@@ -79,9 +79,14 @@ def read_study(out: Path) -> tuple[dict, dict, list[int]]:
     return summaries, exponents, sorted({h for _, h, _ in summaries})
 
 
+def variance(summary: dict) -> float:
+    """The summary's variance; infinite when no gradient was finite (every one overflowed)."""
+    return math.inf if summary["finite_fraction"] == 0 else summary["variance"]
+
+
 def orders(summaries, name: str, scale: float, horizons) -> float:
     """Orders of magnitude the mean per-parameter variance grows from the shortest to the longest horizon."""
-    return math.log10(summaries[name, horizons[-1], scale]["variance"] / summaries[name, horizons[0], scale]["variance"])
+    return math.log10(variance(summaries[name, horizons[-1], scale]) / variance(summaries[name, horizons[0], scale]))
 
 
 def chaotic_orders(exponent: float, dt: float, horizons) -> float:
@@ -114,7 +119,7 @@ def scale_table(summaries, exponents, dt, horizons) -> list[str]:
         snr_at = [str(h) for h in horizons if measurable(summaries["es", h, scale])]
         lines.append(f"| ×{scale:g} | {_g(mean)} ± {_g(stderr)} | {orders(summaries, 'full', scale, horizons):.1f}{finite} "
                      f"| {max(0.0, chaotic_orders(mean, dt, horizons)):.1f} | {orders(summaries, 'es', scale, horizons):.1f} "
-                     f"| {_g(full['variance'] / es['variance'])} | {', '.join(snr_at) or 'none'} |")
+                     f"| {_g(variance(full) / variance(es))} | {', '.join(snr_at) or 'none'} |")
     return lines
 
 
