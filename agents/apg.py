@@ -19,8 +19,9 @@ scores). `shac` builds on the pieces here: the running normaliser and the window
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -156,6 +157,11 @@ class TrainState(NamedTuple):
     env_state: State  # the batch of carried states, one per env
     env_steps: jax.Array
 
+    @property
+    def total_notfinite(self) -> jax.Array:
+        """Updates skipped for a non-finite gradient (named as optax.apply_if_finite's state names it)."""
+        return self.opt_state.total_notfinite
+
 
 def optimizer(config: APGConfig) -> optax.GradientTransformation:
     """Clip the global norm, then Adam; a non-finite gradient is skipped (counted in the state)."""
@@ -197,7 +203,7 @@ def make_update(env: Env, config: APGConfig):
         normalizer = normalizer_update(state.normalizer, window.obs) if config.normalize_observations \
             else state.normalizer
         done = window.terminated | window.truncated
-        metrics = {"loss": loss, "grad_norm": optax.global_norm(grad), "mean_reward": jnp.mean(window.rewards),
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grad), "mean_reward": jnp.mean(window.rewards),
                    "episodes_done": jnp.sum(done), "terminations": jnp.sum(window.terminated),
                    "skipped_updates": opt_state.total_notfinite}
         new = TrainState(params, opt_state, normalizer, jax.lax.stop_gradient(final),
@@ -211,3 +217,44 @@ def make_update(env: Env, config: APGConfig):
             return _update(state, key)
 
     return update
+
+
+# ---- the shape of chaosgym.agents.train's loop ---------------------------------------------------
+
+CARRIED_AGENTS = ("apg", "shac")
+
+
+class Trainer(NamedTuple):
+    """An agent with carried state in the form `chaosgym.agents.train` drives: `params` are what
+    `policy` evaluates (`inference_params`), `opt_state` the agent's whole `TrainState`."""
+
+    init: Callable[[jax.Array], tuple[dict, Any]]  # key -> (params, opt_state)
+    update: Callable  # (params, opt_state, seed_key, index) -> (params, opt_state, diagnostics)
+    policy: Callable[[dict, jax.Array], jax.Array]
+
+
+def trainer(env: Env, agent: str, num_envs: int, window: int, learning_rate: float,
+            hidden: tuple[int, ...]) -> Trainer:
+    """`agent` ("apg" or "shac") with its other settings at their defaults; shac's critic steps at
+    `learning_rate` too. Pure functions: jit them yourself."""
+    from chaosgym.agents import shac  # shac builds on this module
+
+    if agent == "apg":
+        module, config = sys.modules[__name__], APGConfig(num_envs, window, learning_rate, hidden=hidden)
+    elif agent == "shac":
+        module, config = shac, shac.SHACConfig(num_envs, window, actor_learning_rate=learning_rate,
+                                               critic_learning_rate=learning_rate, hidden=hidden)
+    else:
+        raise ValueError(f"unknown agent with carried state {agent!r}; valid: {', '.join(CARRIED_AGENTS)}")
+    update = module.make_update(env, config)
+
+    def init_(key):
+        state = module.init(env, config, key)
+        return module.inference_params(state), state
+
+    def update_(params, state, seed_key, index):
+        del params  # the state holds them
+        state, metrics = update(state, jax.random.fold_in(seed_key, index))
+        return module.inference_params(state), state, metrics
+
+    return Trainer(init_, update_, policy)

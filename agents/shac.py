@@ -79,6 +79,11 @@ class TrainState(NamedTuple):
     env_state: State
     env_steps: jax.Array
 
+    @property
+    def total_notfinite(self) -> jax.Array:
+        """Actor updates skipped for a non-finite gradient (as optax.apply_if_finite's state names it)."""
+        return self.actor_opt_state.total_notfinite
+
 
 def value(critic, stats: Normalizer, obs: jax.Array) -> jax.Array:
     """V(s) of one observation: tanh hidden layers, a linear output."""
@@ -198,7 +203,7 @@ def make_update(env: Env, config: SHACConfig):
         target_critic = jax.tree.map(lambda t, c: a * t + (1 - a) * c, state.target_critic, critic)
         normalizer = normalizer_update(state.normalizer, window.obs) if config.normalize_observations \
             else state.normalizer
-        metrics = {"loss": loss, "grad_norm": optax.global_norm(grad), "mean_reward": jnp.mean(window.rewards),
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grad), "mean_reward": jnp.mean(window.rewards),
                    "value_loss_before": value_loss_before, "value_loss": epoch_losses[-1],
                    "episodes_done": jnp.sum(window.terminated | window.truncated),
                    "skipped_updates": actor_opt_state.total_notfinite}
