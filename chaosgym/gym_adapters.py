@@ -163,8 +163,10 @@ class ChaosEnv(gymnasium.Env):
     The C engine is the default because a single environment steps about ten times faster on it
     (the Ant faster than Gymnasium's `Ant-v5`; on MJX several times slower), which is what a
     Gymnasium user stepping one environment wants. Pass `backend="mjx"` to follow the batched and
-    differentiable faces exactly: an "mjx" single env seeded with s gives the trajectory of a
-    `ChaosVectorEnv` sub-environment seeded with s, bit for bit.
+    differentiable faces: an "mjx" single env seeded with s gives the trajectory of a
+    `ChaosVectorEnv` sub-environment seeded with s: the same resets bit for bit, the same steps to
+    float32 rounding (XLA's batched program may round a value differently in the last bit, which
+    these chaotic tasks then amplify over an episode).
 
     Out-of-range actions are clipped to [-1, 1]; actions of the wrong shape or dtype, or with NaN or
     inf, raise `ValueError` and step nothing. A non-finite state undoes the step and terminates the
@@ -365,7 +367,8 @@ vector_functions = functools.cache(VectorFunctions)
 class ChaosVectorEnv(gymnasium.vector.VectorEnv):
     """`num_envs` copies of a task stepped in one jitted, vmapped MJX call.
 
-    Sub-environment i seeded with s follows exactly the trajectory of `ChaosEnv` seeded with s.
+    Sub-environment i seeded with s follows the trajectory of `ChaosEnv(backend="mjx")` seeded with s
+    (to float32 rounding, see `ChaosEnv`).
     Autoreset follows Gymnasium 1.x: `next_step` (default) resets a finished environment on the
     following `step` call, ignoring its action and returning reward 0; `same_step` resets it at
     once and puts the last observation in `info["final_obs"]` (and its info in

@@ -29,16 +29,18 @@ def trajectory(env: gymnasium.Env, seed: int, actions: np.ndarray) -> list:
     return out
 
 
-def assert_same(a, b):
-    """Deep equality of nested tuples/dicts/arrays, exact."""
+def assert_same(a, b, tol: float = 0.0):
+    """Deep equality of nested tuples/dicts/arrays: exact, or floats within `tol` (relative and absolute)."""
     if isinstance(a, dict):
         assert a.keys() == b.keys()
         for k in a:
-            assert_same(a[k], b[k])
+            assert_same(a[k], b[k], tol)
     elif isinstance(a, (tuple, list)):
         assert len(a) == len(b)
         for x, y in zip(a, b):
-            assert_same(x, y)
+            assert_same(x, y, tol)
+    elif tol and np.issubdtype(np.asarray(a).dtype, np.floating):
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
     else:
         np.testing.assert_array_equal(a, b)
 
@@ -105,6 +107,10 @@ def test_vector_env_declares_its_spaces_and_autoreset_mode(make_vector_env):
 def test_vector_env_matches_gymnasium_sync_vector_env(mode, make_vector_env):
     """Our batched env against Gymnasium's own SyncVectorEnv over single ChaosEnvs, across resets.
 
+    Flags, info keys and masks agree exactly; observations, rewards and metrics to float32 rounding
+    (XLA's batched program rounds the cart pole's velocities differently in the last bit, 5e-7 in 7,
+    which the chaotic dynamics then grow).
+
     Three cart poles with 100-step episodes for 105 steps. Blow-ups end episodes early and at
     different times: env 1 at steps 40 and 60 (two resets of one env), env 0 also at step 60 (two
     envs resetting at once); env 2 blows up on the last step of its episode, where Gymnasium's
@@ -123,25 +129,29 @@ def test_vector_env_matches_gymnasium_sync_vector_env(mode, make_vector_env):
             blow_up(reference.envs[i].unwrapped)
         obs, reward, terminated, truncated, info = ours.step(actions)
         expected = reference.step(actions)
-        assert_same((obs, reward, terminated, truncated), expected[:4])
+        assert_same((obs, reward), expected[:2], tol=SYNC_TOLERANCE)
+        assert_same((terminated, truncated), expected[2:4])
         assert reward.dtype == np.float64 and terminated.dtype == truncated.dtype == np.bool_
-        assert_same_info(info, expected[4])
+        assert_same_info(info, expected[4], tol=SYNC_TOLERANCE)
         ends += [(t, i, terminated[i], truncated[i]) for i in np.flatnonzero(terminated | truncated)]
     assert ends == [(40, 1, True, False), (60, 0, True, False), (60, 1, True, False), (99, 2, True, True)]
 
 
-def assert_same_info(ours: dict, reference: dict) -> None:
-    """Same keys and masks; same values wherever the mask says the value is present."""
+SYNC_TOLERANCE = 1e-4
+
+
+def assert_same_info(ours: dict, reference: dict, tol: float = 0.0) -> None:
+    """Same keys and masks; same values (floats within `tol`) wherever the mask says the value is present."""
     assert ours.keys() == reference.keys()
     for key, value in ours.items():
         if key.startswith("_"):
             np.testing.assert_array_equal(value, reference[key], err_msg=key)
         elif key == "final_info":
-            assert_same_info(value, reference[key])
+            assert_same_info(value, reference[key], tol)
         else:
             mask = ours["_" + key]
             for i in np.flatnonzero(mask):
-                np.testing.assert_array_equal(value[i], reference[key][i], err_msg=f"{key}[{i}]")
+                assert_same(value[i], reference[key][i], tol)
 
 
 def test_sub_environments_are_single_environments_with_consecutive_seeds(make_vector_env):
