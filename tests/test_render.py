@@ -31,8 +31,7 @@ def test_render_writes_a_gif_of_the_episode(tmp_path, capsys):
 
 
 def test_render_loads_an_sb3_run(tmp_path):
-    pytest.importorskip("stable_baselines3")
-    from chaosgym.agents.sb3 import train_sb3
+    from chaosgym.agents.sb3 import train_sb3  # the sb3 extra is part of the test install
 
     config = for_task("ChaosCartPole-v0", "ppo", env_steps=32, eval_episodes=1,
                       sb3={"num_envs": 2, "n_steps": 16, "batch_size": 32, "n_epochs": 1})
