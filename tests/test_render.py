@@ -1,20 +1,29 @@
 """`chaosgym render` writes an animated GIF of a run's policy, gradient-based or SB3."""
 
 import imageio.v3 as iio
+import jax
 import numpy as np
 import pytest
+
+import chaosgym
 
 from chaosgym.agents.cli import main
 from chaosgym.agents.config import for_task
 from chaosgym.agents.render import load_run_policy
-from chaosgym.agents.train import train
+from chaosgym.agents.run import Run
+from chaosgym.agents.train import encode_checkpoint
+from chaosgym.policies import init_policy
 
 
 def gradient_run(folder):
-    """A run folder as `chaosgym train` leaves it, after one update."""
-    config = for_task("ChaosCartPole-v0", "full", task_kwargs={"num_poles": 2}, hidden=(8,), updates=1,
-                      batch_size=2, eval_episodes=1, **{"estimator.horizon": 5})
-    train(config, folder, progress_bar=False)
+    """A run folder as `chaosgym train` leaves it, with an untrained policy (nothing to compile)."""
+    config = for_task("ChaosCartPole-v0", "full", task_kwargs={"num_poles": 2}, hidden=(8,))
+    env = chaosgym.make(config.task, **config.task_kwargs)
+    params = init_policy(jax.random.key(0), env.observation_size, env.action_size, config.hidden)
+    run, _ = Run.open(folder, config, False, decode=None)
+    with run:
+        run.start()
+        run.save_checkpoint(encode_checkpoint(config, {"update": 0, "params": params, "env_steps": 0}))
     return folder
 
 

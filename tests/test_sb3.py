@@ -74,6 +74,7 @@ def test_matches_dummy_vec_env_step_for_step(env_id, episode_length):
         assert ours.reset_infos == theirs.reset_infos
 
 
+@pytest.mark.slow  # 3.5 min cold on 2 cores: the Ant's vector env and its single twin both compile
 def test_ant_termination_matches_dummy_vec_env():
     """The Ant terminates when its torso leaves the healthy height range: terminal observation,
     no truncation flag, and a fresh episode in the same step. Contacts amplify the last-bit

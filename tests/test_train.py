@@ -17,6 +17,7 @@ from chaosgym.agents.config import TrainConfig, for_task
 from chaosgym.agents.run import CheckpointError, Run
 from chaosgym.agents.train import compiled_update, evaluate_params, load_checkpoint, skipped_updates, train
 from chaosgym.policies import init_policy
+from chaosgym.sharding import replicated
 
 # small enough to compile and run in seconds; every fast test shares its compiled update
 SMALL = for_task("ChaosCartPole-v0", "full", updates=6, batch_size=4, hidden=(8,), eval_every=3,
@@ -104,10 +105,11 @@ def test_a_checkpoint_of_another_config_is_refused(tmp_path):
 
 def test_non_finite_gradients_are_skipped_and_counted_by_the_optimiser():
     env = chaosgym.make("ChaosCartPole-v0")
-    optimizer, update = compiled_update(env, SMALL.estimator, SMALL.batch_size, SMALL.learning_rate)
+    # the arguments train passes, so the compiled update of the other tests is reused
+    optimizer, update = compiled_update(env, SMALL.estimator, SMALL.batch_size, SMALL.learning_rate, SMALL.policy)
     params = init_policy(jax.random.key(0), env.observation_size, env.action_size, SMALL.hidden)
     params[-1] = (params[-1][0], params[-1][1].at[0].set(jnp.nan))  # NaN action: NaN loss and gradient
-    opt_state = optimizer.init(params)
+    params, opt_state = replicated((params, optimizer.init(params)))  # placed as train places them
     new_params, new_opt_state, _ = update(params, opt_state, jax.random.key(0), 0)
     for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(new_params)):
         np.testing.assert_array_equal(a, b)
