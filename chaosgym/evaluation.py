@@ -68,7 +68,7 @@ def evaluate(policy_fn: Callable[[np.ndarray], np.ndarray], env_id: str, task_kw
                 returns.append(-np.inf)
                 objectives.append(np.nan)
                 continue
-            final_data = env.unwrapped._state.data  # ChaosEnv has no public state yet
+            final_data = env.unwrapped.state.data
             returns.append(float(np.sum(rewards)))
             objectives.append(float(objective(jnp.asarray(rewards, jnp.float32), final_data)))
     finally:
