@@ -259,7 +259,8 @@ def signal_to_noise(gram: np.ndarray) -> tuple[float, float]:
 
     def ratio(g):
         m, total, diagonal = g.shape[0], g.sum(), np.trace(g)
-        return ((total - diagonal) / (m * (m - 1))) / ((diagonal - total / m) / (m - 1))
+        with np.errstate(divide="ignore", invalid="ignore"):  # identical samples: no noise, SNR nan or inf
+            return ((total - diagonal) / (m * (m - 1))) / ((diagonal - total / m) / (m - 1))
 
     keep = ~np.eye(n, dtype=bool)
     left_out = np.array([ratio(gram[keep[i]][:, keep[i]]) for i in range(n)])
