@@ -17,12 +17,14 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from chaosgym.agents.apg import CARRIED_AGENTS
 from chaosgym.gradients import ESTIMATORS, EstimatorConfig
 from chaosgym.policies import POLICIES
 from chaosgym.presets import presets
 from chaosgym.registry import parse_task_kwargs
 
-GRADIENT_AGENTS = ESTIMATORS
+GRADIENT_AGENTS = ESTIMATORS + CARRIED_AGENTS  # apg, shac: batch_size envs, windows of horizon steps
+CARRIED_WINDOW = 32
 SB3_AGENTS = ("ppo", "sac", "td3")
 DEFAULT_UPDATES = 200
 EVAL_SEED = 1_000_000  # held-out initial states: far from the small seeds training runs use
@@ -77,7 +79,7 @@ class TrainConfig:
     def __post_init__(self):
         if self.agent not in GRADIENT_AGENTS + SB3_AGENTS:
             raise ValueError(f"unknown agent {self.agent!r}; valid: {', '.join(GRADIENT_AGENTS + SB3_AGENTS)}")
-        if self.agent in GRADIENT_AGENTS and self.estimator.name != self.agent:
+        if self.agent in ESTIMATORS and self.estimator.name != self.agent:
             # the agent names the estimator: one setting, kept in the nested config
             object.__setattr__(self, "estimator", dataclasses.replace(self.estimator, name=self.agent))
         object.__setattr__(self, "hidden", tuple(self.hidden))
@@ -134,6 +136,8 @@ def for_task(task: str, agent: str, **changes) -> TrainConfig:
     flat = {"learning_rate": preset.learning_rate, "estimator.horizon": preset.horizon}
     if agent == "truncated":
         flat["estimator.truncation"] = preset.truncation
+    if agent in CARRIED_AGENTS:  # horizon is their window along carried trajectories
+        flat["estimator.horizon"] = CARRIED_WINDOW
     config = with_changes(TrainConfig(task=task), {"agent": agent} | flat | changes)
     if "updates" not in changes and config.env_steps is not None and not config.is_sb3:
         config = dataclasses.replace(config, updates=max(1, config.env_steps // config.steps_per_update()))
@@ -144,7 +148,7 @@ def with_changes(config: TrainConfig, changes: dict[str, Any]) -> TrainConfig:
     """`config` with `changes` (field -> value; nested fields as `estimator.<name>`)."""
     top = {k: v for k, v in changes.items() if not k.startswith("estimator.")}
     nested = {k.removeprefix("estimator."): v for k, v in changes.items() if k.startswith("estimator.")}
-    if top.get("agent", config.agent) in GRADIENT_AGENTS:  # the estimator is named by the agent
+    if top.get("agent", config.agent) in ESTIMATORS:  # the estimator is named by the agent
         nested["name"] = top.get("agent", config.agent)
     return dataclasses.replace(config, estimator=dataclasses.replace(config.estimator, **nested), **top)
 

@@ -303,14 +303,26 @@ def plot(rows: list[dict], poles_list, flows, clips, path: Path, window: int = 3
 
 
 def reproduce(out: Path, poles_list: list[int], flows: list[str], clips: list[str], seeds: int,
-              protocol: Protocol, progress: bool = True, checkpoint_every: int = 10) -> list[dict]:
+              protocol: Protocol, progress: bool = True, checkpoint_every: int = 10,
+              report_only: bool = False) -> list[dict]:
+    """Run (or resume, or read back) every group, then write the table, results.csv and the figure.
+    With `report_only`, nothing is trained: the report shows the epochs the groups have so far."""
     out.mkdir(parents=True, exist_ok=True)
     rows = []
-    with tqdm(total=len(poles_list) * len(flows) * protocol.epochs, unit="epoch", disable=not progress,
-              smoothing=0.05) as bar:
+    if report_only:
         for poles in poles_list:
             for flow in flows:
-                rows += run_group(out, poles, flow, clips, seeds, protocol, bar, checkpoint_every)
+                folder = group_folder(out, poles, flow)
+                done = pickle.loads((folder / "checkpoint.pkl").read_bytes())["epoch"] if (
+                    folder / "checkpoint.pkl").exists() else 0
+                rows += [r for r in read_rows(folder / "epochs.csv", max_epoch=done)
+                         if r["clip"] in clips and r["seed"] < seeds]
+    else:
+        with tqdm(total=len(poles_list) * len(flows) * protocol.epochs, unit="epoch", disable=not progress,
+                  smoothing=0.05) as bar:
+            for poles in poles_list:
+                for flow in flows:
+                    rows += run_group(out, poles, flow, clips, seeds, protocol, bar, checkpoint_every)
     table = results_table(rows, poles_list, flows, clips)
     header = (f"Test loss (1 - mean cos theta after {protocol.horizon} steps, on the {protocol.states} test "
               f"states), {30}-epoch moving average at the last epoch: median over {seeds} seed(s) "
@@ -334,6 +346,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint-every", type=int, default=10, help="epochs between checkpoints")
     parser.add_argument("--out", type=Path, default=Path("runs/stable_bptt"), help="output folder")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: write the table and figure from the epochs --out holds so far")
 
 
 def _choices(text: str, valid, what: str) -> list[str]:
@@ -353,5 +367,6 @@ def run(args) -> int:
     protocol = Protocol(epochs=args.epochs, states=args.states)
     if args.states < protocol.batch_size or args.states % protocol.batch_size:
         raise ValueError(f"--states must be a positive multiple of the batch size {protocol.batch_size}")
-    reproduce(args.out, poles, flows, clips, args.seeds, protocol, not args.no_progress, args.checkpoint_every)
+    reproduce(args.out, poles, flows, clips, args.seeds, protocol, not args.no_progress, args.checkpoint_every,
+              args.report_only)
     return 0

@@ -27,6 +27,7 @@ import optax
 from tqdm.auto import tqdm
 
 import chaosgym
+from chaosgym.agents import apg
 from chaosgym.agents import config as config_module
 from chaosgym.agents.config import SB3_AGENTS, TrainConfig, for_task, given
 from chaosgym.agents.run import CheckpointError, Run
@@ -90,17 +91,36 @@ def compiled_update(env, estimator: EstimatorConfig, batch_size: int, learning_r
     return optimizer, cached_jit(update, key)
 
 
+@functools.lru_cache(maxsize=None)
+def carried_trainer(env, agent: str, batch_size: int, horizon: int, learning_rate: float, hidden: tuple):
+    """apg or shac (`chaosgym.agents.apg.trainer`), its update jitted once per configuration."""
+    trainer = apg.trainer(env, agent, batch_size, horizon, learning_rate, hidden)
+    return trainer._replace(update=jax.jit(trainer.update))
+
+
+def trainer_of(config: TrainConfig):
+    return carried_trainer(make_env(config), config.agent, config.batch_size, config.estimator.horizon,
+                           config.learning_rate, config.hidden)
+
+
+def apply_of(config: TrainConfig):
+    """`(params, obs) -> action` of the run's policy, and the name its compiled evaluation goes by."""
+    if config.agent in apg.CARRIED_AGENTS:
+        return trainer_of(config).policy, config.agent
+    return policy_of(make_env(config), config.policy)[1], config.policy
+
+
 def evaluate_params(config: TrainConfig, params) -> dict[str, float]:
     """Mean return (`eval_score`; -inf if a policy action was non-finite) and reported objective."""
     env = make_env(config)
-    evaluate = batched_evaluation(env, policy_of(env, config.policy)[1], config.policy)
+    evaluate = batched_evaluation(env, *apply_of(config))
     score, objective = evaluate(params, held_out_keys(config.eval_seed, config.eval_episodes))
     return {"eval_score": float(score), "eval_objective": float(objective)}
 
 
 def numpy_policy(config: TrainConfig, params):
     """A numpy policy for the Gymnasium evaluation protocol: obs -> deterministic action."""
-    act = jax.jit(policy_of(make_env(config), config.policy)[1])
+    act = jax.jit(apply_of(config)[0])
     return lambda obs: np.asarray(act(params, jnp.asarray(obs, jnp.float32)))
 
 
@@ -119,8 +139,11 @@ def decode_checkpoint(payload: bytes, config: TrainConfig) -> dict:
         differ = sorted(k for k, v in config.identity().items() if checkpoint["config"].get(k) != v)
         raise CheckpointError(f"it is a checkpoint of another config (differs in {differ})")
     env = make_env(config)
-    expected = jax.eval_shape(lambda: policy_of(env, config.policy)[0](
-        jax.random.key(0), env.observation_size, env.action_size, config.hidden))
+    if config.agent in apg.CARRIED_AGENTS:
+        expected = jax.eval_shape(lambda: trainer_of(config).init(jax.random.key(0))[0])
+    else:
+        expected = jax.eval_shape(lambda: policy_of(env, config.policy)[0](
+            jax.random.key(0), env.observation_size, env.action_size, config.hidden))
     if jax.tree.map(np.shape, expected) != jax.tree.map(np.shape, checkpoint["params"]):
         raise CheckpointError("its parameters do not have the shapes of this config's policy")
     return checkpoint
@@ -140,13 +163,17 @@ def _start(run: Run, checkpoint: dict | None, config: TrainConfig) -> dict:
         run.resume_at(lambda row: int(row["update"]) <= checkpoint["update"])
         return checkpoint
     env = make_env(config)
-    init = policy_of(env, config.policy)[0]
-    params = replicated(init(jax.random.key(config.seed), env.observation_size, env.action_size, config.hidden))
-    optimizer, _ = compiled_update(env, config.estimator, config.batch_size, config.learning_rate, config.policy)
+    if config.agent in apg.CARRIED_AGENTS:
+        params, opt_state = replicated(trainer_of(config).init(jax.random.key(config.seed)))
+    else:
+        init = policy_of(env, config.policy)[0]
+        params = replicated(init(jax.random.key(config.seed), env.observation_size, env.action_size, config.hidden))
+        optimizer, _ = compiled_update(env, config.estimator, config.batch_size, config.learning_rate, config.policy)
+        opt_state = optimizer.init(params)
     # row 0: the untrained policy, where every learning curve starts
     run.start({"update": 0, "env_steps": 0, "wall_time": 0.0, "skipped_updates": 0,
                **evaluate_params(config, params)})
-    return {"update": 0, "params": params, "opt_state": optimizer.init(params), "env_steps": 0,
+    return {"update": 0, "params": params, "opt_state": opt_state, "env_steps": 0,
             "wall_time": 0.0}
 
 
@@ -171,7 +198,10 @@ def _train(run: Run, config: TrainConfig, checkpoint: dict | None, progress_bar:
         tqdm.write(f"compiling the training update for {config.task} (first run only: cached afterwards; "
                    "30-120 s on a small CPU)...")
     progress = _start(run, checkpoint, config)
-    _, update = compiled_update(env, config.estimator, config.batch_size, config.learning_rate, config.policy)
+    if config.agent in apg.CARRIED_AGENTS:
+        update = trainer_of(config).update
+    else:
+        _, update = compiled_update(env, config.estimator, config.batch_size, config.learning_rate, config.policy)
     seed_key = jax.random.key(config.seed)
     # placed where the update puts its outputs, so that every update runs one compiled program
     params, opt_state = replicated((progress["params"], progress["opt_state"]))

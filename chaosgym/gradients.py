@@ -76,6 +76,14 @@ def _clip(grad, config: EstimatorConfig):
     return grad
 
 
+def combine(g_modified, g_full):
+    """Schnell & Thuerey's combined update: each component of `g_modified` whose sign equals that
+    component of `g_full`, else 0; returns (combined gradient, fraction of components zeroed)."""
+    agree = jax.tree.map(lambda m, r: jnp.sign(m) == jnp.sign(r), g_modified, g_full)
+    combined = jax.tree.map(lambda m, keep: jnp.where(keep, m, 0.0), g_modified, agree)
+    return combined, jnp.mean(~_flat(agree))
+
+
 def es_gradient(loss_fn: Callable[[Any], jax.Array], params, key: jax.Array, sigma: float,
                 pairs: int, rank_shaping: bool = False):
     """Antithetic Gaussian-smoothing estimate of grad loss_fn(params); returns (grad, mean loss).
@@ -115,10 +123,9 @@ def make_estimator(env: Env, policy: Policy, config: EstimatorConfig) -> Estimat
         del key
         loss, g_full = jax.value_and_grad(loss_fn)(params, states, "full")
         g_mod = jax.grad(loss_fn)(params, states, "modified")
-        agree = jax.tree.map(lambda m, r: jnp.sign(m) == jnp.sign(r), g_mod, g_full)
-        grad = jax.tree.map(lambda m, keep: jnp.where(keep, m, 0.0), g_mod, agree)
-        zeroed = 1.0 - jnp.mean(_flat(agree).astype(loss.dtype))
-        return grad, {"loss": loss, "cosine_modified_full": _cosine(g_mod, g_full), "fraction_zeroed": zeroed}
+        grad, zeroed = combine(g_mod, g_full)
+        return grad, {"loss": loss, "cosine_modified_full": _cosine(g_mod, g_full),
+                      "fraction_zeroed": zeroed.astype(loss.dtype)}
 
     def es(params, states, key):
         grad, loss = es_gradient(lambda p: loss_fn(p, states, "full"), params, key, config.es_sigma,
