@@ -17,7 +17,8 @@ from chaosgym import _setup  # noqa: F401  (headless GL and the compilation cach
 from chaosgym.env import Env, State, Task
 from chaosgym.presets import Presets
 from chaosgym.registry import TASKS, make, register, task_options
+from chaosgym.rollout import rollout  # the function, documented as chaosgym.rollout(...)
 from chaosgym import tasks  # noqa: F401,E402  (registers the built-in tasks)
 
-__all__ = ["Env", "Presets", "State", "Task", "TASKS", "make", "register", "task_options"]
+__all__ = ["Env", "Presets", "State", "Task", "TASKS", "make", "register", "rollout", "task_options"]
 __version__ = "0.1.0"

@@ -16,3 +16,14 @@ def test_readme_has_the_three_quickstarts():
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
 def test_readme_block_runs(index):
     exec(compile(BLOCKS[index], f"README.md block {index}", "exec"), {})
+
+
+def test_the_api_the_readme_names_is_exported():
+    import chaosgym
+    from chaosgym.rollout import rollout
+
+    text = README.read_text()
+    for name in ("make", "rollout", "register"):
+        assert f"chaosgym.{name}(" in text
+        assert callable(getattr(chaosgym, name))
+    assert chaosgym.rollout is rollout
