@@ -123,7 +123,7 @@ def test_task_interface():
 
 def test_paper_policy_initialisation():
     """Glorot-uniform kernels, zero biases, a zeroed output kernel, and the force in newtons."""
-    params = paper_init(jax.random.key(0), 4, 1)
+    params = paper_init(jax.random.key(0), 6, 1)
     assert [w.shape for w, _ in params] == [(6, 100), (100, 100), (100, 1)]
     assert all(float(jnp.abs(b).max()) == 0.0 for _, b in params)
     assert float(jnp.abs(params[-1][0]).max()) == 0.0

@@ -184,8 +184,10 @@ def test_backpropagated_gradient_explodes_with_horizon_while_es_stays_bounded():
     median = {key: s.summary()["norm_median"] for key, s in stats.items()}
     short, long = HORIZONS
     assert all(s.summary()["finite_fraction"] == 1.0 for s in stats.values())
-    assert median["full", long] > 10 * median["full", short], median
-    assert median["es", long] < 4 * median["es", short], median
+    # the loss is summed over the unroll, so any estimate's scale grows like the horizon; per unit
+    # of that scale, BPTT's gradient explodes and ES's stays bounded
+    assert median["full", long] / long > 10 * median["full", short] / short, median
+    assert median["es", long] / long < 4 * median["es", short] / short, median
     assert stats["full", long].summary()["variance"] > 100 * stats["es", long].summary()["variance"]
 
 

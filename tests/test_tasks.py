@@ -12,8 +12,8 @@ import chaosgym
 @pytest.mark.parametrize("num_poles", [1, 2, 3, 4])
 def test_cartpole_sizes_follow_num_poles(num_poles):
     env = chaosgym.make("ChaosCartPole-v0", num_poles=num_poles)
-    assert (env.observation_size, env.action_size) == (2 + 3 * num_poles, 1)
-    assert env.mj_model.nq == 1 + num_poles
+    assert (env.observation_size, env.action_size) == (2 + 2 * num_poles, 1)
+    assert env.mj_model.nq == 2 * num_poles + 1  # a cart and a pole per pair, and the reference mass
     assert (env.dt, env.episode_length) == (pytest.approx(0.01), 100)
 
 
@@ -37,20 +37,22 @@ def test_ant_is_the_differentiable_brax_set_up():
 
 def test_cartpole_reset_distribution(cartpole):
     states = jax.jit(jax.vmap(cartpole.reset))(jax.random.split(jax.random.key(0), 256))
-    qpos, qvel = np.asarray(states.data.qpos), np.asarray(states.data.qvel)
-    assert np.all(np.abs(qpos[:, 0]) <= 1.0) and np.all(np.abs(qvel) <= 1.0)
-    assert np.all(np.abs(qpos[:, 1:] - np.pi) <= np.pi / 6 + 1e-6)
+    obs = np.asarray(states.obs)  # x, x', theta, theta' for one pole
+    assert np.all(np.abs(obs[:, [0, 1, 3]]) <= 1.0)
+    assert np.all(np.abs(obs[:, 2] - np.pi) <= np.pi / 6 + 1e-6)
     # the whole range is used, not a point: samples spread over most of each interval
-    assert np.ptp(qpos[:, 0]) > 1.5 and np.ptp(qpos[:, 1]) > 0.8 and np.ptp(qvel[:, 0]) > 1.5
+    assert np.ptp(obs[:, 0]) > 1.5 and np.ptp(obs[:, 2]) > 0.8 and np.ptp(obs[:, 1]) > 1.5
 
 
 def test_cartpole_reward_is_mean_cos_and_objective_is_final_state_loss():
     env = chaosgym.make("ChaosCartPole-v0", num_poles=2)
     state = env.jit_reset(jax.random.key(3))
-    upright = state.data.replace(qpos=jnp.array([0.0, 0.0, np.pi / 2]))
+    # pair 0's pole upright, pair 1's pole horizontal
+    upright = state.data.replace(qpos=jnp.array([0.0, 0.0, 0.0, np.pi / 2, 0.0]))
     reward, _ = env.task.reward(state.data, jnp.zeros(1), upright)
     assert float(reward) == pytest.approx(0.5, abs=1e-6)
-    assert float(env.task.objective(jnp.zeros(5), upright)) == pytest.approx(0.5, abs=1e-6)
+    assert float(env.task.objective("final_state")(jnp.zeros(5), upright)) == pytest.approx(0.5, abs=1e-6)
+    assert float(env.task.objective("return")(jnp.array([0.5, 0.25]), upright)) == pytest.approx(-0.75)
 
 
 def test_pendulum_reward_measures_tip_height(pendulum):
