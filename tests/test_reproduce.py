@@ -25,7 +25,7 @@ def test_smoothing_is_the_papers_moving_average():
     values = np.arange(1.0, 41.0)
     smooth = reproduce.smoothed(values, window=30)
     assert smooth.shape == values.shape
-    assert smooth[0] == 1.0  # the first value stands in for the epochs before it
+    assert smooth[0] == pytest.approx(1.0)  # the first value stands in for the epochs before it
     assert smooth[-1] == pytest.approx(np.mean(values[-30:]))
     assert smooth[1] == pytest.approx((29 * 1.0 + 2.0) / 30)
 
