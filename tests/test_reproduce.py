@@ -48,9 +48,10 @@ def test_a_tiny_protocol_run_writes_every_file_and_is_read_back(tmp_path):
         assert all(float(r["max_abs_force"]) < 1000 for r in written)  # the force bound never binds
     combined = [r for r in rows if r["flow"] == "C"]
     assert all(0 <= r["fraction_zeroed"] <= 1 for r in combined)
-    # the seeds are different initialisations, the clipping modes different runs
+    # the seeds are different initialisations; each clipping mode is a run of its own (in 2 tiny epochs
+    # the gradient norm stays below 1, so NORM clipping has not bound yet and matches NONE)
     first = {(r["clip"], r["seed"]): r["test_loss"] for r in rows if r["flow"] == "R" and r["epoch"] == 2}
-    assert len(set(first.values())) == 4
+    assert len(first) == 4 and first["NONE", 0] != first["NONE", 1]
     table = (tmp_path / "results.md").read_text()
     assert "| 1 | NONE |" in table and "| 1 | NORM |" in table
 
