@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import io
 import json
 import pickle
 import time
@@ -46,6 +47,7 @@ from tqdm.auto import tqdm
 import chaosgym
 from chaosgym.gradients import EstimatorConfig, make_estimator
 from chaosgym.policies import policy_functions
+from chaosgym.rollout import rollout
 from chaosgym.trace_cache import write_atomic
 
 FLOWS = {"R": "full", "M": "modified", "S": "stopped", "C": "combined"}
@@ -120,9 +122,9 @@ def make_group(num_poles: int, flow: str, protocol: Protocol):
                                                             objective="final_state"))
     optimizer = optax.adam(protocol.learning_rate, eps=protocol.adam_eps)
     train_np, test_np = paper_states(num_poles, protocol.states, protocol.data_seed)
-    batches = env_states(env, train_np.reshape(protocol.updates_per_epoch, protocol.batch_size, *train_np.shape[1:])
-                         .reshape(-1, *train_np.shape[1:]))
-    batches = jax.tree.map(lambda x: x.reshape(protocol.updates_per_epoch, protocol.batch_size, *x.shape[1:]), batches)
+    # the training states in the paper's fixed batch order: (updates per epoch, batch, ...)
+    batches = jax.tree.map(lambda x: x.reshape(protocol.updates_per_epoch, protocol.batch_size, *x.shape[1:]),
+                           env_states(env, train_np))
     test_states = env_states(env, test_np)
     obs_size = env.observation_size
 
@@ -132,8 +134,6 @@ def make_group(num_poles: int, flow: str, protocol: Protocol):
 
     def test(params):
         """Final-state loss on the test states, and the largest |force| any test episode used."""
-        from chaosgym.rollout import rollout
-
         loss, trajectory = rollout(env, policy, params, test_states, protocol.horizon, objective="final_state")
         return loss, jnp.max(jnp.abs(trajectory.actions)) * env.task.force_scale
 
@@ -229,8 +229,6 @@ def read_rows(path: Path, max_epoch: int | None = None) -> list[dict]:
 
 
 def write_rows(path: Path, rows: list[dict]) -> None:
-    import io
-
     text = io.StringIO()
     writer = csv.DictWriter(text, COLUMNS)
     writer.writeheader()
@@ -325,7 +323,7 @@ def reproduce(out: Path, poles_list: list[int], flows: list[str], clips: list[st
                     rows += run_group(out, poles, flow, clips, seeds, protocol, bar, checkpoint_every)
     table = results_table(rows, poles_list, flows, clips)
     header = (f"Test loss (1 - mean cos theta after {protocol.horizon} steps, on the {protocol.states} test "
-              f"states), {30}-epoch moving average at the last epoch: median over {seeds} seed(s) "
+              f"states), 30-epoch moving average at the last epoch: median over {seeds} seed(s) "
               f"[min, max] (epochs run).\n\n")
     (out / "results.md").write_text(header + table + "\n")
     write_rows(out / "results.csv", rows)
