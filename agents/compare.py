@@ -30,6 +30,7 @@ import numpy as np  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 import chaosgym  # noqa: E402
+from chaosgym import flags  # noqa: E402
 from chaosgym.agents import config as config_module  # noqa: E402
 from chaosgym.agents.config import GRADIENT_AGENTS, SB3_AGENTS, TrainConfig, for_task  # noqa: E402
 from chaosgym.agents.run import Run  # noqa: E402
@@ -164,9 +165,9 @@ def plot_task(results: list[dict], task: str, agents: list[str], path: Path) -> 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    config_module.add_arguments(parser, CompareConfig)
+    flags.add_arguments(parser, CompareConfig)
     # every other training setting, for every gradient run (the task's presets where not given)
-    config_module.add_arguments(parser, TrainConfig, skip=RUN_FIELDS)
+    flags.add_arguments(parser, TrainConfig, skip=RUN_FIELDS)
     parser.add_argument("--threshold", action="append", default=[], metavar="TASK=SCORE",
                         help="evaluation score that counts as solved (repeatable; default: the task's preset)")
     parser.add_argument("--out", type=Path, default=Path("runs/compare"), help="output folder")
@@ -175,8 +176,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    compare = CompareConfig(**config_module.given(args, CompareConfig))
-    changes = {k: v for k, v in config_module.given(args, TrainConfig).items() if k not in RUN_FIELDS}
+    compare = CompareConfig(**flags.given(args, CompareConfig))
+    changes = {k: v for k, v in flags.given(args, TrainConfig).items() if k not in RUN_FIELDS}
     if args.quick:
         compare = CompareConfig(**{k: v for k, v in QUICK.items() if "." not in k})
         changes = {"estimator.es_pairs": QUICK["estimator.es_pairs"], **changes}

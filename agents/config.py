@@ -1,11 +1,11 @@
 """Every training setting, declared once: `TrainConfig`, and the CLI flags generated from it.
 
 A `TrainConfig` holds the settings of one run; the gradient estimator's own settings are its nested
-`chaosgym.gradients.EstimatorConfig`, not copies. Every field has a default and help text, and
-`add_arguments` turns the fields of any such dataclass into argparse flags (`batch_size` ->
-`--batch-size`; a nested dataclass's fields become flags of their own name). Flags default to
-"not given", so a command knows what the user set: a task's presets fill in the rest
-(`for_task`), and a resumed run is compared with its saved config only where it matters.
+`chaosgym.gradients.EstimatorConfig`, not copies. Every field has a default and help text, from
+which `chaosgym.flags` generates the argparse flags (`batch_size` -> `--batch-size`; a nested
+dataclass's fields become flags of their own name). Flags default to "not given", so a command
+knows what the user set: a task's presets fill in the rest (`for_task`), and a resumed run is
+compared with its saved config only where it matters.
 """
 
 from __future__ import annotations
@@ -13,15 +13,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from chaosgym import flags
 from chaosgym.agents.apg import CARRIED_AGENTS
+from chaosgym.flags import fields as fields  # re-exported: the settings of TrainConfig are fields(TrainConfig)
 from chaosgym.gradients import ESTIMATORS, EstimatorConfig
 from chaosgym.policies import POLICIES
 from chaosgym.presets import presets
-from chaosgym.registry import parse_task_kwargs
 
 GRADIENT_AGENTS = ESTIMATORS + CARRIED_AGENTS  # apg, shac: batch_size envs, windows of horizon steps
 CARRIED_WINDOW = 32
@@ -29,18 +29,6 @@ SB3_AGENTS = ("ppo", "sac", "td3")
 DEFAULT_UPDATES = 200
 EVAL_SEED = 1_000_000  # held-out initial states: far from the small seeds training runs use
 
-# Help of the estimator's fields (EstimatorConfig lives in the core and carries no help text).
-ESTIMATOR_HELP = {
-    "horizon": "rollout length of the gradient agents (default: the task's preset)",
-    "objective": "task objective the gradient agents minimise (Task.objectives: return, or e.g. the cart pole's final_state)",
-    "truncation": "window K of the truncated agent (default: the task's preset)",
-    "remat": "checkpoint the rollout (memory ~ sqrt(horizon))",
-    "es_sigma": "ES perturbation scale",
-    "es_pairs": "ES antithetic pairs per update",
-    "es_rank_shaping": "ES: centred ranks of the losses",
-    "clip_norm": "clip the gradient's global norm (optax.clip_by_global_norm)",
-    "clip_value": "clip each gradient component (optax.clip)",
-}
 # changes to a finished run that only extend it: a resumed run may differ in these
 BUDGET_FIELDS = ("updates", "env_steps", "eval_every", "checkpoint_every")
 
@@ -67,14 +55,16 @@ class TrainConfig:
     seed: int = field(default=0, metadata=_help("seed of the parameters and of every training key"))
     batch_size: int = field(default=16, metadata=_help("initial states per update (SB3: minibatch size)"))
     learning_rate: float = field(default=1e-3, metadata=_help("Adam step size (default: the task's preset)"))
-    hidden: tuple[int, ...] = field(default=(100, 100), metadata=_help("hidden layer sizes of the policy, e.g. 100,100"))
+    hidden: tuple[int, ...] = field(default=(100, 100), metadata=_help(
+        "hidden layer sizes of the policy, e.g. 100,100", items="layer sizes"))
     eval_every: int = field(default=10, metadata=_help("updates between evaluations"))
     eval_episodes: int = field(default=16, metadata=_help("held-out initial states per evaluation"))
     eval_seed: int = field(default=EVAL_SEED, metadata=_help("evaluation episode i starts from reset(seed=eval_seed + i)"))
     checkpoint_every: int = field(default=10, metadata=_help("updates between checkpoints"))
     sb3: dict = field(default_factory=dict, metadata=_help(
         "changes to the SB3 agent's hyperparameters (chaosgym.presets), e.g. n_steps=256,gamma=0.98"))
-    estimator: EstimatorConfig = field(default_factory=EstimatorConfig, metadata=_help("gradient estimator"))
+    estimator: EstimatorConfig = field(default_factory=EstimatorConfig, metadata=_help(
+        "gradient estimator", defaults={"horizon": "the task's preset", "truncation": "the task's preset"}))
 
     def __post_init__(self):
         if self.agent not in GRADIENT_AGENTS + SB3_AGENTS:
@@ -146,77 +136,18 @@ def for_task(task: str, agent: str, **changes) -> TrainConfig:
 
 def with_changes(config: TrainConfig, changes: dict[str, Any]) -> TrainConfig:
     """`config` with `changes` (field -> value; nested fields as `estimator.<name>`)."""
-    top = {k: v for k, v in changes.items() if not k.startswith("estimator.")}
-    nested = {k.removeprefix("estimator."): v for k, v in changes.items() if k.startswith("estimator.")}
-    if top.get("agent", config.agent) in ESTIMATORS:  # the estimator is named by the agent
-        nested["name"] = top.get("agent", config.agent)
-    return dataclasses.replace(config, estimator=dataclasses.replace(config.estimator, **nested), **top)
+    agent = changes.get("agent", config.agent)
+    if agent in ESTIMATORS:  # the estimator is named by the agent
+        changes = {**changes, "estimator.name": agent}
+    return flags.replace(config, changes)
 
 
-# ---- flags from fields ------------------------------------------------------------------------
-
-def _parse_hidden(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(h) for h in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated layer sizes, e.g. 100,100; got {text!r}") from None
-
-
-def _parse_kwargs(text: str) -> dict:
-    try:
-        return parse_task_kwargs(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-
-
-def _flag_type(hint) -> tuple[Any, bool]:
-    """(argparse type, is a switch) of a field's type hint."""
-    if typing.get_origin(hint) in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        hint = next(a for a in typing.get_args(hint) if a is not type(None))
-    if hint is bool:
-        return None, True
-    if hint is dict:
-        return _parse_kwargs, False
-    if typing.get_origin(hint) is tuple:
-        return _parse_hidden, False
-    return hint, False
-
-
-def fields(cls, prefix: str = "") -> list[tuple[str, dataclasses.Field, Any]]:
-    """(path, field, type hint) of every setting, nested dataclasses flattened (`estimator.horizon`)."""
-    hints = typing.get_type_hints(cls)
-    out = []
-    for f in dataclasses.fields(cls):
-        if dataclasses.is_dataclass(hints[f.name]):
-            out += fields(hints[f.name], f"{prefix}{f.name}.")
-        else:
-            out.append((prefix + f.name, f, hints[f.name]))
-    return out
-
-
-def add_arguments(parser: argparse.ArgumentParser, cls=TrainConfig, skip: tuple[str, ...] = (),
+def add_arguments(parser: argparse.ArgumentParser, skip: tuple[str, ...] = (),
                   required: tuple[str, ...] = ()) -> None:
-    """One flag per field of `cls` (nested fields by their own name); given flags only reach the
-    namespace, each under its path (`estimator.horizon`); `skip` are paths left out."""
-    for path, f, hint in fields(cls):
-        if path in skip or path == "estimator.name":  # the estimator is named by --agent
-            continue
-        name = path.rpartition(".")[2]
-        kind, switch = _flag_type(hint)
-        text = f.metadata.get("help") or ESTIMATOR_HELP.get(name, "")
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        if default not in (None, {}, False) and "default:" not in text:
-            text += f" (default: {','.join(map(str, default)) if isinstance(default, tuple) else default})"
-        flag = "--" + name.replace("_", "-")
-        if switch:
-            parser.add_argument(flag, dest=path, action="store_true", default=argparse.SUPPRESS, help=text)
-        else:
-            parser.add_argument(flag, dest=path, type=kind, default=argparse.SUPPRESS, help=text,
-                                choices=f.metadata.get("choices"), required=path in required,
-                                metavar=None if f.metadata.get("choices") else name.upper())
+    """The flags of `TrainConfig` (`chaosgym.flags.add_arguments`)."""
+    flags.add_arguments(parser, TrainConfig, skip, required)
 
 
-def given(args: argparse.Namespace, cls=TrainConfig) -> dict[str, Any]:
-    """The settings the user gave on the command line, by path."""
-    paths = {path for path, _, _ in fields(cls)}
-    return {k: v for k, v in vars(args).items() if k in paths}
+def given(args: argparse.Namespace) -> dict[str, Any]:
+    """The `TrainConfig` settings the user gave on the command line, by path."""
+    return flags.given(args, TrainConfig)

@@ -13,7 +13,7 @@ diagnostics is the norm before clipping.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import jax
@@ -34,16 +34,19 @@ Estimator = Callable[[Any, State, jax.Array], tuple[Any, dict[str, jax.Array]]]
 class EstimatorConfig:
     """Everything an estimator needs besides the env and the policy (hashable: it keys compiles)."""
 
-    name: str = "full"
-    horizon: int = 100
-    objective: str = "return"
-    truncation: int | None = None
-    remat: bool = False
-    es_sigma: float = 0.05
-    es_pairs: int = 16
-    es_rank_shaping: bool = False
-    clip_norm: float | None = None
-    clip_value: float | None = None
+    # metadata: help text of the generated flags (chaosgym.flags); the command names the estimator
+    name: str = field(default="full", metadata={"help": "gradient estimator", "choices": ESTIMATORS, "flag": False})
+    horizon: int = field(default=100, metadata={"help": "rollout length in control steps"})
+    objective: str = field(default="return", metadata={
+        "help": "task objective to minimise (Task.objectives: return, or e.g. the cart pole's final_state)"})
+    truncation: int | None = field(default=None, metadata={"help": "window K of the truncated flow"})
+    remat: bool = field(default=False, metadata={"help": "checkpoint the rollout (memory ~ sqrt(horizon), slower)"})
+    es_sigma: float = field(default=0.05, metadata={"help": "ES perturbation scale"})
+    es_pairs: int = field(default=16, metadata={"help": "ES antithetic pairs per gradient"})
+    es_rank_shaping: bool = field(default=False, metadata={"help": "ES: centred ranks of the losses"})
+    clip_norm: float | None = field(default=None, metadata={
+        "help": "clip the gradient's global norm (optax.clip_by_global_norm)"})
+    clip_value: float | None = field(default=None, metadata={"help": "clip each gradient component (optax.clip)"})
 
     def __post_init__(self):
         if self.name not in ESTIMATORS:

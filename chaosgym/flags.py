@@ -1,0 +1,168 @@
+"""Command-line flags generated from config dataclasses, so that every setting is declared once.
+
+Each field of a (frozen) config dataclass is one setting: its default, and its `metadata`, make one
+argparse flag (`batch_size` -> `--batch-size`). Metadata keys:
+
+* ``help`` -- the flag's help text; the default is appended as "(default: ...)" unless it is None,
+  False or empty, or the text already says it;
+* ``choices`` -- valid values (argparse checks a single value; a tuple's items are the config's to check);
+* ``group`` -- title of the argument group the flag is listed under;
+* ``items``, ``example`` -- how a comma-separated tuple's error message names its items ("layer
+  sizes") and shows an example (default: the field's default);
+* ``flag=False`` -- a setting the command sets itself (e.g. the estimator's name, from `--agent`).
+
+A nested dataclass's fields become flags of their own name (`estimator.es_pairs` -> `--es-pairs`),
+with the defaults of the parent field's default instance and the parent's ``group``; the parent's
+``defaults`` ({name: text}) describes a nested default the command fills in ("the task's preset"),
+and its ``only`` (names) keeps just those nested fields as settings of this config.
+
+Flags default to "not given", so a command knows what the user set (`given`) and builds its config
+from that (`build`), or lets presets fill in the rest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from typing import Any, Callable, NamedTuple
+
+from chaosgym.registry import parse_task_kwargs
+
+
+class Setting(NamedTuple):
+    path: str  # "batch_size", or "estimator.es_pairs" for a nested field
+    field: dataclasses.Field
+    hint: Any
+    default: Any  # dataclasses.MISSING where the setting is required
+    default_text: str | None  # the default as the help shows it, where the value does not say it
+    group: str | None
+
+
+def _default(f: dataclasses.Field) -> Any:
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
+def settings(cls, prefix: str = "", group: str | None = None, only=None, default_texts=None,
+             instance=None) -> list[Setting]:
+    """Every setting of `cls` a command line can give, nested dataclasses flattened."""
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("flag", True) is False or (only is not None and f.name not in only):
+            continue
+        default = getattr(instance, f.name) if instance is not None else _default(f)
+        if dataclasses.is_dataclass(hints[f.name]):
+            out += settings(hints[f.name], f"{prefix}{f.name}.", f.metadata.get("group", group),
+                            f.metadata.get("only"), f.metadata.get("defaults", {}), default)
+        else:
+            out.append(Setting(prefix + f.name, f, hints[f.name], default, (default_texts or {}).get(f.name),
+                               f.metadata.get("group", group)))
+    return out
+
+
+def fields(cls) -> list[tuple[str, dataclasses.Field, Any]]:
+    """(path, field, type hint) of every setting of `cls` (`estimator.horizon` for nested ones)."""
+    return [(s.path, s.field, s.hint) for s in settings(cls)]
+
+
+def _comma_separated(item: type, what: str, example: str | None) -> Callable[[str], tuple]:
+    def parse(text: str) -> tuple:
+        try:
+            values = tuple(item(x.strip()) for x in text.split(",") if x.strip())
+        except ValueError:
+            values = ()
+        if not values:
+            hint = f", e.g. {example}" if example else ""
+            raise argparse.ArgumentTypeError(f"expected comma-separated {what}{hint}; got {text!r}")
+        return values
+    return parse
+
+
+def _kwargs(text: str) -> dict:
+    try:
+        return parse_task_kwargs(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _render(value) -> str:
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
+def _parser(s: Setting) -> tuple[Any, bool]:
+    """(argparse type, is a switch) of a setting."""
+    hint = s.hint
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):  # X | None: the flag gives an X
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    if hint is bool:
+        return None, True
+    if hint is dict:
+        return _kwargs, False
+    if typing.get_origin(hint) is tuple:
+        item = typing.get_args(hint)[0]
+        example = s.field.metadata.get("example") or (_render(s.default) if isinstance(s.default, tuple) else None)
+        what = s.field.metadata.get("items") or {int: "integers", float: "numbers"}.get(item, "names")
+        return _comma_separated(item, what, example), False
+    return hint, False
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = (),
+                  required: tuple[str, ...] = ()) -> None:
+    """One flag per setting of `cls` but the paths in `skip`; a setting without a default, or in
+    `required`, is a required flag. Only given flags reach the namespace, each under its path."""
+    groups = {}
+    for s in settings(cls):
+        if s.path in skip:
+            continue
+        name = s.path.rpartition(".")[2]
+        kind, switch = _parser(s)
+        text = s.field.metadata.get("help", "")
+        shown = s.default_text or (None if s.default is None or s.default is False or s.default == {}
+                                   or s.default is dataclasses.MISSING else _render(s.default))
+        if shown is not None and "default:" not in text:
+            text += f" (default: {shown})"
+        if s.group is not None and s.group not in groups:
+            groups[s.group] = parser.add_argument_group(s.group)
+        target = groups.get(s.group, parser)
+        flag = "--" + name.replace("_", "-")
+        if switch:
+            target.add_argument(flag, dest=s.path, action="store_true", default=argparse.SUPPRESS, help=text)
+            continue
+        choices = s.field.metadata.get("choices") if typing.get_origin(s.hint) is not tuple else None
+        target.add_argument(flag, dest=s.path, type=kind, default=argparse.SUPPRESS, help=text, choices=choices,
+                            required=s.path in required or s.default is dataclasses.MISSING,
+                            metavar=None if choices else name.upper())
+
+
+def given(args: argparse.Namespace, cls) -> dict[str, Any]:
+    """The settings of `cls` the user gave on the command line, by path."""
+    paths = {s.path for s in settings(cls)}
+    return {k: v for k, v in vars(args).items() if k in paths}
+
+
+def _split(changes: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    top, nested = {}, {}
+    for path, value in changes.items():
+        head, dot, rest = path.partition(".")
+        if dot:
+            nested.setdefault(head, {})[rest] = value
+        else:
+            top[head] = value
+    return top, nested
+
+
+def replace(config, changes: dict[str, Any]):
+    """`config` with `changes` (path -> value; nested fields as `estimator.<name>`)."""
+    top, nested = _split(changes)
+    top |= {name: replace(getattr(config, name), values) for name, values in nested.items()}
+    return dataclasses.replace(config, **top)
+
+
+def build(cls, changes: dict[str, Any]):
+    """A `cls` from its defaults and `changes` (path -> value), e.g. `build(cls, given(args, cls))`."""
+    top, nested = _split(changes)
+    defaults = {f.name: f for f in dataclasses.fields(cls)}
+    top |= {name: replace(_default(defaults[name]), values) for name, values in nested.items()}
+    return cls(**top)
