@@ -85,6 +85,7 @@ def test_every_pole_follows_the_papers_equations_in_float64(poles):
         assert error["cart"] <= 1e-9, (n, error)
 
 
+@pytest.mark.slow  # implied by the float64 equation match; compiles 2-pole physics
 def test_a_pole_feels_no_other_pole():
     """Adding poles leaves pole 0's trajectory unchanged (N independent systems under one force)."""
     rng = np.random.default_rng(1)
@@ -150,6 +151,7 @@ def short_problem():
     return env, init, policy, states
 
 
+@pytest.mark.slow  # two 100-step gradient programs
 def test_zeroed_output_layer_gives_full_equal_modified_at_initialisation(short_problem):
     """At the paper's initialisation the network's input Jacobian is 0, so R = M exactly: the combined
     update's cosine is 1 and no component is zeroed."""
@@ -172,6 +174,7 @@ def test_combination_rule_by_hand():
     assert float(zeroed) == pytest.approx(3 / 7)  # (0,1), (1,0) and b[2] disagree; 0 agrees with 0
 
 
+@pytest.mark.slow  # three 100-step gradient programs
 def test_combined_estimator_applies_the_rule_to_the_modified_and_full_gradients(short_problem):
     """On the cart pole, the combined estimator's update is `combine(g_M, g_R)` of the modified and
     full flows' gradients of the batch-mean loss (computed in the same program)."""

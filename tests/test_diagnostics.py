@@ -73,6 +73,7 @@ class DampedPendulum(Task):
         return jnp.zeros(()), {}
 
 
+@pytest.mark.slow  # long Lyapunov run
 def test_damped_pendulum_exponent_is_its_decay_rate():
     env = Env(DampedPendulum())
     states = jax.vmap(env.reset)(jax.random.split(jax.random.key(0), 2))
@@ -108,6 +109,7 @@ def test_loss_is_summed_over_the_whole_unroll_only_without_termination():
     assert isinstance(diagnostics.without_termination(env).task, FallingPendulum)
 
 
+@pytest.mark.slow  # one gradient program per estimator
 @pytest.mark.parametrize("name", ["full", "combined", "es"])
 def test_gradients_at_every_horizon_from_one_unroll_equal_the_estimators(name):
     env = Env(DampedPendulum())
@@ -142,6 +144,7 @@ def test_signal_to_noise_of_a_known_distribution():
         diagnostics.signal_to_noise(g[:2] @ g[:2].T)
 
 
+@pytest.mark.slow  # long Lyapunov runs
 def test_larger_policy_weights_make_the_cart_pole_closed_loop_chaotic():
     env = chaosgym.make("ChaosCartPole-v0")
     assert env.observation_size == 4 and env.task.force_scale == 1000.0  # the paper's raw state; newtons per action
@@ -167,6 +170,7 @@ def raised_double_pendulum(count: int, qpos: tuple[float, float], key) -> tuple[
     return env, states.replace(data=states.data.replace(qpos=qpos, qvel=jnp.zeros_like(qpos)))
 
 
+@pytest.mark.slow  # long Lyapunov run
 def test_unforced_double_pendulum_from_a_raised_start_is_chaotic():
     env, states = raised_double_pendulum(LYAPUNOV_STARTS, (jnp.pi / 2, 0.0), jax.random.key(0))  # both links horizontal
     result = diagnostics.lyapunov_exponents(env, states, LYAPUNOV_STEPS, LYAPUNOV_K, transient=TRANSIENT)
@@ -174,6 +178,7 @@ def test_unforced_double_pendulum_from_a_raised_start_is_chaotic():
     assert mean > 0.2 and mean > 3 * stderr, (mean, stderr)
 
 
+@pytest.mark.slow  # gradients at three horizons
 def test_backpropagated_gradient_explodes_with_horizon_while_es_stays_bounded():
     env, states = raised_double_pendulum(GRADIENT_SAMPLES, (0.5, 0.5), jax.random.key(0))
     params = init_policy(jax.random.key(1), env.observation_size, env.action_size, POLICY_HIDDEN)
@@ -191,6 +196,7 @@ def test_backpropagated_gradient_explodes_with_horizon_while_es_stays_bounded():
     assert stats["full", long].summary()["variance"] > 100 * stats["es", long].summary()["variance"]
 
 
+@pytest.mark.slow  # every diagnostic's program
 def test_cli_writes_every_table_and_plot(tmp_path, capsys):
     args = ["diagnose", "--task", "ChaosDoublePendulum-v0", "--out", str(tmp_path), "--no-progress",
             "--hidden", ",".join(map(str, POLICY_HIDDEN)),

@@ -76,6 +76,7 @@ def test_grad_with_respect_to_actions_and_state(rollout_grad, cartpole_start):
         assert np.all(np.isfinite(g)) and np.any(np.asarray(g) != 0)
 
 
+@pytest.mark.slow  # a vmapped gradient program
 def test_per_example_gradients_under_vmap(rollout_grad, cartpole_start):
     """vmap of grad: each row equals the gradient computed alone."""
     actions = jnp.stack([jnp.full((HORIZON, 1), 0.2), jnp.full((HORIZON, 1), -0.4)])
@@ -119,6 +120,7 @@ def blown_up(state: chaosgym.State) -> chaosgym.State:
     return state.replace(data=state.data.replace(qvel=jnp.full_like(state.data.qvel, 1e20)))
 
 
+@pytest.mark.slow  # a policy-gradient program
 def test_a_blow_up_in_a_batch_leaves_the_gradient_finite(cartpole):
     """The blown-up trajectory contributes 0 to the gradient, not NaN: the batch [healthy, blown up]
     has half the gradient of [healthy, healthy], which is the healthy trajectory's alone."""

@@ -41,6 +41,7 @@ def trees_differ(a, b, rtol=1e-3):
     return any(not np.allclose(x, y, rtol=rtol) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
+@pytest.mark.slow  # two gradient programs
 def test_modified_equals_full_for_a_policy_that_ignores_its_input(pendulum):
     env, _, states = pendulum
     open_loop = lambda params, obs: jnp.tanh(params["bias"])
@@ -49,12 +50,14 @@ def test_modified_equals_full_for_a_policy_that_ignores_its_input(pendulum):
                        flow_grad(env, open_loop, params, states, "full"))
 
 
+@pytest.mark.slow  # two gradient programs
 def test_modified_differs_from_full_for_a_feedback_policy(pendulum):
     env, params, states = pendulum
     assert trees_differ(flow_grad(env, mlp_policy, params, states, "modified"),
                         flow_grad(env, mlp_policy, params, states, "full"))
 
 
+@pytest.mark.slow  # two gradient programs
 def test_truncated_with_window_equal_to_horizon_is_full(pendulum):
     env, params, states = pendulum
     full = flow_grad(env, mlp_policy, params, states, "full")
@@ -62,6 +65,7 @@ def test_truncated_with_window_equal_to_horizon_is_full(pendulum):
     assert trees_differ(flow_grad(env, mlp_policy, params, states, "truncated", truncation=2), full)
 
 
+@pytest.mark.slow  # two gradient programs
 def test_rematerialised_rollout_gives_the_same_gradient(pendulum):
     env, params, states = pendulum
     assert_trees_close(flow_grad(env, mlp_policy, params, states, "full", remat=True),
@@ -86,6 +90,7 @@ def test_stopped_is_the_sum_of_one_step_gradients(pendulum):
     assert_trees_close(flow_grad(env, mlp_policy, params, states, "stopped"), total, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow  # three gradient programs
 def test_combined_keeps_modified_where_signs_agree_and_zeroes_the_rest(pendulum):
     env, params, states = pendulum
     config = EstimatorConfig(name="combined", horizon=HORIZON)
@@ -105,6 +110,7 @@ def test_combined_keeps_modified_where_signs_agree_and_zeroes_the_rest(pendulum)
     assert -1.0 <= float(diagnostics["cosine_modified_full"]) <= 1.0
 
 
+@pytest.mark.slow  # a gradient program
 def test_clipping_after_combination_bounds_the_norm(pendulum):
     env, params, states = pendulum
     config = EstimatorConfig(name="full", horizon=HORIZON, clip_norm=1e-3)
@@ -150,6 +156,7 @@ FD_CHECK = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # a float64 gradient program
 def test_full_gradient_matches_finite_differences_in_float64():
     out = subprocess.run([sys.executable, "-c", FD_CHECK], capture_output=True, text=True, timeout=600,
                          env={**__import__("os").environ, "JAX_ENABLE_X64": "1"})

@@ -30,6 +30,7 @@ def test_smoothing_is_the_papers_moving_average():
     assert smooth[1] == pytest.approx((29 * 1.0 + 2.0) / 30)
 
 
+@pytest.mark.slow  # compiles the R and C updates of the protocol
 def test_a_tiny_protocol_run_writes_every_file_and_is_read_back(tmp_path):
     protocol = reproduce.Protocol(states=8, epochs=2, horizon=10)
     rows = reproduce.reproduce(tmp_path, [1], ["R", "C"], ["NONE", "NORM"], seeds=2, protocol=protocol,

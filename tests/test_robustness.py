@@ -175,14 +175,14 @@ def test_the_functional_step_names_the_action_shape_it_expects(action, cartpole,
         cartpole.step(cartpole_start, action)
 
 
-def test_rollout_names_what_it_expects(cartpole):
-    states = jax.vmap(cartpole.reset)(jax.random.split(jax.random.key(0), 2))
+def test_rollout_names_what_it_expects(cartpole, cartpole_start):
+    states = jax.tree.map(lambda x: jnp.stack([x, x]), cartpole_start)  # a batch of two, nothing compiled
     with pytest.raises(ValueError, match=r"one action of shape \(1,\); it returned shape \(\)"):
         rollout(cartpole, lambda params, obs: jnp.sum(obs), None, states, 3)
     with pytest.raises(ValueError, match=r"one action of shape \(1,\); it returned shape \(3,\)"):
         rollout(cartpole, lambda params, obs: jnp.zeros(3), None, states, 3)
     with pytest.raises(ValueError, match="batch of states"):
-        rollout(cartpole, lambda params, obs: jnp.zeros(1), None, cartpole.reset(jax.random.key(0)), 3)
+        rollout(cartpole, lambda params, obs: jnp.zeros(1), None, cartpole_start, 3)
     with pytest.raises(ValueError, match="horizon must be a positive integer"):
         rollout(cartpole, lambda params, obs: jnp.zeros(1), None, states, 0)
 

@@ -56,6 +56,7 @@ def test_second_process_reads_the_trace_back(tmp_path):
     assert warm["qpos"] == cold["qpos"]
 
 
+@pytest.mark.slow  # three subprocesses that trace and compile
 def test_another_key_float64_or_the_cache_turned_off_traces_again(tmp_path):
     cold = run_worker(tmp_path)
     other = run_worker(tmp_path, key="another")
