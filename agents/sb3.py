@@ -7,8 +7,9 @@ same config.json schema, metrics.csv columns and checkpoint rules as the gradien
   SAC/TD3 gradient steps); `loss` = PPO's total loss, the actor loss of SAC/TD3; `eval_score` the
   mean episode return on `chaosgym.evaluation.evaluate` (empty on rows without an evaluation),
   `eval_objective` the task objective there;
-* checkpoint.zip: the model, the VecNormalize statistics and (SAC/TD3) the replay buffer, with the
-  progress and the resolved hyperparameters, at every evaluation and at the end.
+* checkpoint.zip: the model, the VecNormalize statistics, (SAC/TD3) the replay buffer and the
+  continuation (see `continuation`), with the progress and the resolved hyperparameters, at every
+  evaluation and at the end. A resumed run continues bit for bit as the uninterrupted one would.
 
 Hyperparameters: the agent's defaults with the task's presets (`chaosgym.presets`), then the run's
 `config.sb3` changes. `wall_time` counts training only: compilation of the env, evaluation and
@@ -21,7 +22,9 @@ import io
 import json
 import math
 import pickle
+import random
 import time
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -34,7 +37,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import KVWriter, Logger
 from stable_baselines3.common.noise import NormalActionNoise
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
-from stable_baselines3.common.vec_env import VecEnv, VecMonitor, VecNormalize
+from stable_baselines3.common.vec_env import VecEnv, VecMonitor, VecNormalize, unwrap_vec_wrapper
 from tqdm.auto import tqdm
 
 from chaosgym.agents.config import TrainConfig
@@ -80,11 +83,55 @@ def _to_bytes(save) -> bytes:
     return buffer.getvalue()
 
 
+_LAST = ("_last_obs", "_last_episode_starts", "_last_original_obs")
+_MONITOR = ("episode_returns", "episode_lengths", "episode_count")
+
+
+def continuation(model: BaseAlgorithm) -> dict:
+    """What `learn()` goes on from that the model's own save leaves out, as SB3's `load` resets the
+    environments and re-seeds torch, numpy, `random` and the action space with the run's seed:
+    those RNGs' states (PPO's minibatches, the policy's action samples, SAC/TD3's replay samples,
+    exploration noise and warm-up actions), the last observations, the environments' states
+    (`ChaosSB3VecEnv.get_state`), VecMonitor's episode counters and VecNormalize's running return.
+
+    The model must be on a (wrapped) `ChaosSB3VecEnv`, between two rollouts.
+    """
+    env = model.get_env()
+    monitor, vec_normalize = unwrap_vec_wrapper(env, VecMonitor), model.get_vec_normalize_env()
+    return {"rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+            "action_space": model.action_space.np_random.bit_generator.state,
+            "last": {name: getattr(model, name) for name in _LAST},
+            "vec_env": env.unwrapped.get_state(),
+            "monitor": None if monitor is None else {name: getattr(monitor, name) for name in _MONITOR},
+            "returns": None if vec_normalize is None else vec_normalize.returns}
+
+
+def restore_continuation(model: BaseAlgorithm, state: dict) -> None:
+    """Put a `continuation` back into `model` (loaded on a twin of the saved run's env), so that
+    `learn(reset_num_timesteps=False)` neither resets the environments nor restarts any RNG."""
+    env = model.get_env()
+    env.unwrapped.set_state(state["vec_env"])
+    monitor, vec_normalize = unwrap_vec_wrapper(env, VecMonitor), model.get_vec_normalize_env()
+    if (monitor is None) != (state["monitor"] is None) or (vec_normalize is None) != (state["returns"] is None):
+        raise CheckpointError("its continuation is of differently wrapped environments")
+    for name, value in state["monitor"].items() if monitor is not None else ():
+        setattr(monitor, name, value)
+    if vec_normalize is not None:
+        vec_normalize.returns = state["returns"]
+    for name, value in state["last"].items():
+        setattr(model, name, value)
+    model.action_space.np_random.bit_generator.state = state["action_space"]
+    torch.set_rng_state(state["rng"]["torch"])
+    np.random.set_state(state["rng"]["numpy"])
+    random.setstate(state["rng"]["python"])
+
+
 def encode_checkpoint(config: TrainConfig, model: BaseAlgorithm, progress: dict) -> bytes:
-    """Model, VecNormalize statistics, replay buffer and progress in one zip."""
+    """Model, VecNormalize statistics, replay buffer, continuation and progress in one zip."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as z:
         z.writestr("model.zip", _to_bytes(model.save))
+        z.writestr("continuation.pkl", pickle.dumps(continuation(model)))
         if model.get_vec_normalize_env() is not None:
             z.writestr("vecnormalize.pkl", pickle.dumps(model.get_vec_normalize_env()))
         if isinstance(model, OffPolicyAlgorithm):
@@ -104,8 +151,14 @@ def decode_checkpoint(payload: bytes, config: TrainConfig) -> tuple[bytes, dict]
     return payload, progress
 
 
-def load_model(payload: bytes, agent: str, venv: VecEnv | None) -> tuple[BaseAlgorithm, VecNormalize | None]:
-    """A checkpoint's model (on `venv`, wrapped in the saved VecNormalize, when given) and that VecNormalize."""
+def load_model(payload: bytes, agent: str, venv: VecEnv | None,
+               resume: bool = False) -> tuple[BaseAlgorithm, VecNormalize | None]:
+    """A checkpoint's model (on `venv`, wrapped in the saved VecNormalize, when given) and that VecNormalize.
+
+    With `resume`, the model also gets the checkpoint's continuation (`restore_continuation`; `venv`
+    must be a twin of the saved run's, VecMonitor included); a checkpoint written before
+    continuations existed warns that the environments start new episodes and the RNGs start over.
+    """
     with zipfile.ZipFile(io.BytesIO(payload)) as z:
         names = z.namelist()
         vec_normalize = _vec_normalize(z, venv) if "vecnormalize.pkl" in names else None
@@ -113,6 +166,11 @@ def load_model(payload: bytes, agent: str, venv: VecEnv | None) -> tuple[BaseAlg
         model = ALGORITHMS[agent].load(io.BytesIO(z.read("model.zip")), env=env, device="cpu")
         if venv is not None and "replay_buffer.pkl" in names:
             model.load_replay_buffer(io.BytesIO(z.read("replay_buffer.pkl")))
+        if resume and "continuation.pkl" in names:
+            restore_continuation(model, pickle.loads(z.read("continuation.pkl")))
+        elif resume:
+            warnings.warn("this checkpoint predates exact SB3 resume (no continuation.pkl): the environments "
+                          "start new episodes and the RNGs restart from the seed", stacklevel=2)
     return model, vec_normalize
 
 
@@ -233,8 +291,9 @@ def train_sb3(config: TrainConfig, out: Path | str, resume: bool = False, progre
 
     `eval_every` (default: a tenth of the budget) env steps between evaluations and checkpoints.
     With `resume=True` and a checkpoint in `out`, training continues from it with the run's saved
-    hyperparameters (the environments start new episodes); metrics rows written after that
-    checkpoint are dropped. A larger `env_steps` extends a finished run. With a `time_budget`
+    hyperparameters, exactly as the uninterrupted run went on (the environments mid-episode, every
+    RNG and counter where it was; see `continuation`); metrics rows written after that checkpoint
+    are dropped. A larger `env_steps` extends a finished run. With a `time_budget`
     (seconds of training wall-clock), training also stops once that much time is spent.
     """
     if not config.is_sb3:
@@ -262,7 +321,7 @@ def _train_sb3(run: Run, checkpoint, show_progress, time_budget, num_envs, eval_
     compile_time = time.perf_counter() - start
     if checkpoint is not None:
         payload, state = checkpoint
-        model = load_model(payload, config.agent, venv)[0]
+        model = load_model(payload, config.agent, venv, resume=True)[0]
         run.resume_at(lambda row: int(row["env_steps"]) <= state["env_steps"])
         rows = run.metrics()
         update = int(rows[-1]["update"]) if rows else 0

@@ -13,6 +13,7 @@ drift apart over an episode.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Sequence
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 import chaosgym  # noqa: F401, I001  (first: it picks the headless GL backend before mujoco loads)
 import gymnasium
 import jax
+import jax.numpy as jnp
 import numpy as np
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvStepReturn
 
@@ -105,6 +107,42 @@ class ChaosSB3VecEnv(VecEnv):
         else:
             obs = terminal_obs
         return obs, reward.astype(np.float32), dones, infos
+
+    def get_state(self) -> dict[str, Any]:
+        """Everything the environments' continuation depends on, as picklable numpy data: the
+        batched simulator state (mid-episode, step counters included), each environment's seed
+        stream and drawn next reset seed, the pending `seed()` seeds and `reset_infos`.
+        `set_state` on a twin (same task, options and `num_envs`) continues exactly from here."""
+        if self._leaves is None:
+            raise gymnasium.error.ResetNeeded("call reset() before get_state(): there is no state yet")
+        if self._pending is not None:
+            raise RuntimeError("get_state() between step_async() and step_wait(): collect the step first")
+        return {"num_envs": self.num_envs,
+                "leaves": [np.array(leaf) for leaf in jax.device_get(self._leaves)],
+                "streams": [g.bit_generator.state for g in self._streams.generators],
+                "next_seeds": self._streams.next.copy(),
+                "seeds": list(self._seeds),
+                "reset_infos": copy.deepcopy(self.reset_infos)}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Continue from a `get_state()` of a twin of this VecEnv; no reset is needed, nor done."""
+        if not isinstance(state, dict) or state.keys() != {"num_envs", "leaves", "streams", "next_seeds",
+                                                           "seeds", "reset_infos"}:
+            raise ValueError("set_state expects a dict from ChaosSB3VecEnv.get_state()")
+        if state["num_envs"] != self.num_envs:
+            raise ValueError(f"the state is of {state['num_envs']} environments, this VecEnv has {self.num_envs}")
+        seeds = jax.ShapeDtypeStruct((self.num_envs,), jnp.uint32)
+        expected = jax.tree.leaves(jax.eval_shape(self._fns._reset_all, seeds))
+        found = [(np.shape(leaf), np.asarray(leaf).dtype) for leaf in state["leaves"]]
+        if found != [(leaf.shape, leaf.dtype) for leaf in expected]:
+            raise ValueError(f"the state does not fit {self.spec.id} with these options (shapes and dtypes "
+                             f"{found}, expected {[(leaf.shape, leaf.dtype) for leaf in expected]})")
+        generators = [np.random.Generator(np.random.PCG64()) for _ in range(self.num_envs)]
+        for generator, stream in zip(generators, state["streams"]):
+            generator.bit_generator.state = stream
+        self._streams.generators, self._streams.next = generators, np.array(state["next_seeds"], np.uint32)
+        self._seeds, self.reset_infos = list(state["seeds"]), copy.deepcopy(state["reset_infos"])
+        self._leaves, self._pending = [jnp.array(leaf) for leaf in state["leaves"]], None
 
     def close(self) -> None:
         self._scene.close()

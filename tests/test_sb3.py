@@ -116,6 +116,32 @@ def test_seeding():
     np.testing.assert_array_equal(first[0], single)
 
 
+def test_vec_env_state_continues_exactly():
+    """`set_state(get_state())` on a twin continues mid-episode, resets and seed streams included."""
+    # the VecEnv of test_matches_dummy_vec_env_step_for_step, compiled once for both
+    venv, twin = (ChaosSB3VecEnv("ChaosCartPole-v0", num_envs=3, episode_length=20) for _ in range(2))
+    venv.seed(3)
+    venv.reset()
+    actions = random_actions(venv, 25)
+    for a in actions[:18]:
+        venv.step(a)
+    with pytest.raises(ValueError, match="3 environments"):
+        ChaosSB3VecEnv("ChaosCartPole-v0", num_envs=2).set_state(venv.get_state())
+    with pytest.raises(ValueError, match="does not fit"):
+        ChaosSB3VecEnv("ChaosCartPole-v0", num_envs=3, num_poles=2).set_state(venv.get_state())
+    twin.set_state(venv.get_state())
+    assert twin.reset_infos == venv.reset_infos
+    for t, a in enumerate(actions[18:], 19):  # across the reset after step 20
+        (obs, rewards, dones, infos), (obs_, rewards_, dones_, infos_) = venv.step(a), twin.step(a)
+        np.testing.assert_array_equal(obs, obs_)
+        np.testing.assert_array_equal(rewards, rewards_)
+        np.testing.assert_array_equal(dones, dones_)
+        np.testing.assert_array_equal(dones, t == 20)
+        for info, info_ in zip(infos, infos_):
+            assert_infos_equal(info, info_, atol=0.0)
+    np.testing.assert_array_equal(venv.reset(), twin.reset())  # the seed streams went on alike
+
+
 def test_vec_env_api():
     venv = ChaosSB3VecEnv("ChaosCartPole-v0", num_envs=2, render_mode="rgb_array", width=32, height=24)
     assert venv.observation_space.shape == (4,) and venv.action_space.shape == (1,)
@@ -162,49 +188,84 @@ def read_metrics(out):
         return list(csv.DictReader(f))
 
 
-def test_interrupted_run_resumes_from_its_checkpoint(tmp_path, monkeypatch):
-    out = tmp_path / "run"
-    real_evaluate, calls = sb3.evaluate, []
+def train_interrupted(config, out, monkeypatch, crash_at, **run):
+    """Train `config` into `out`, killed (KeyboardInterrupt) in its evaluation at `crash_at` env steps,
+    before that checkpoint is written, then resumed to the end."""
+    real_evaluate, crash = sb3.TrainingMonitor._evaluate_and_save, [True]
 
-    def crash_on_third_evaluation(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
+    def evaluate_and_save(monitor):
+        if monitor.num_timesteps == crash_at and crash.pop():
             raise KeyboardInterrupt
-        return real_evaluate(*args, **kwargs)
+        real_evaluate(monitor)
 
-    monkeypatch.setattr(sb3, "evaluate", crash_on_third_evaluation)
-    config = for_task("ChaosCartPole-v0", "ppo", env_steps=3072, seed=0, eval_episodes=2, sb3={"num_envs": 8})
-    run = dict(out=out, eval_every=1024, progress=False)
+    monkeypatch.setattr(sb3.TrainingMonitor, "_evaluate_and_save", evaluate_and_save)
     with pytest.raises(KeyboardInterrupt):
-        sb3.train_sb3(config, **run)
-    with zipfile.ZipFile(out / "checkpoint.zip") as z:
-        assert {"model.zip", "vecnormalize.pkl", "progress.json"} <= set(z.namelist())
-        saved = json.loads(z.read("progress.json"))
-    assert saved["env_steps"] == 1024 and saved["hyperparameters"]["normalize"] is True
-    assert sorted(p.name for p in out.iterdir()) == [".lock", "checkpoint.prev.zip", "checkpoint.zip",
-                                                      "config.json", "metrics.csv"]
+        sb3.train_sb3(config, out, **run)
+    assert not crash
+    monkeypatch.setattr(sb3.TrainingMonitor, "_evaluate_and_save", real_evaluate)
+    return sb3.train_sb3(config, out, **run, resume=True)
 
-    with pytest.raises(FileExistsError):
-        sb3.train_sb3(config, **run)
-    with pytest.raises(ValueError, match="seed"):
-        sb3.train_sb3(dataclasses.replace(config, seed=1), **run, resume=True)
 
-    monkeypatch.setattr(sb3, "evaluate", real_evaluate)
-    final = sb3.train_sb3(config, **run, resume=True)
-    assert final["env_steps"] == 3072 and np.isfinite(final["eval_score"])
+def assert_same_final_model(out, reference):
+    """The newest checkpoints of two run folders hold the same parameters, optimiser state and
+    normaliser statistics, bit for bit."""
+    (model, norm), (model_, norm_) = (sb3.load_model((o / "checkpoint.zip").read_bytes(), Run(o).config.agent, None)
+                                      for o in (out, reference))
+    params, params_ = model.policy.state_dict(), model_.policy.state_dict()
+    assert params.keys() == params_.keys()
+    delta = max(float((params[k] - params_[k]).abs().max()) for k in params)
+    assert all(torch.equal(params[k], params_[k]) for k in params), f"max |dtheta| = {delta:.3g}"
+    optimizers = [m.get_parameters() for m in (model, model_)]
+    for name in optimizers[0]:
+        if name.endswith("optimizer"):
+            state, state_ = (o[name]["state"] for o in optimizers)
+            assert all(torch.equal(state[i][k], state_[i][k]) for i in state for k in state[i]), name
+    assert model.num_timesteps == model_.num_timesteps and model._n_updates == model_._n_updates
+    # VecMonitor's episodes ("t" is wall-clock time), one of them across the interruption
+    episodes, episodes_ = ([(e["r"], e["l"]) for e in m.ep_info_buffer] for m in (model, model_))
+    assert episodes == episodes_ and len(episodes) > 0
+    if norm is not None:
+        for rms, rms_ in ((norm.obs_rms, norm_.obs_rms), (norm.ret_rms, norm_.ret_rms)):
+            assert (rms.count, rms.mean.tolist(), rms.var.tolist()) == (rms_.count, rms_.mean.tolist(),
+                                                                        rms_.var.tolist())
 
+
+def assert_same_metrics(out, reference):
+    rows, rows_ = ([{k: v for k, v in r.items() if k != "wall_time"} for r in read_metrics(o)]
+                   for o in (out, reference))
+    assert rows == rows_
+
+
+def test_killed_ppo_run_resumes_exactly(tmp_path, monkeypatch):
+    """PPO killed between checkpoints and resumed ends where the uninterrupted run ends, bit for bit:
+    the environments go on mid-episode (100-step episodes, 64-step rollouts), and the RNGs, the
+    normaliser's running return and every counter continue from the checkpoint."""
+    config = for_task("ChaosCartPole-v0", "ppo", env_steps=1024, seed=0, eval_episodes=1,
+                      sb3={"num_envs": 4, "batch_size": 128, "n_epochs": 2})
+    run = dict(eval_every=256, progress=False)
+    out, reference = tmp_path / "resumed", tmp_path / "reference"
+    expected = sb3.train_sb3(config, reference, **run)
+    final = train_interrupted(config, out, monkeypatch, crash_at=768, **run)
+
+    assert_same_final_model(out, reference)
+    assert_same_metrics(out, reference)
+    assert {k: v for k, v in final.items() if "time" not in k} == {k: v for k, v in expected.items() if "time" not in k}
     rows = read_metrics(out)
-    steps = [int(r["env_steps"]) for r in rows]
-    assert steps == sorted(steps) and steps[0] == 0 and steps[-1] == 3072
-    evaluated = [int(r["env_steps"]) for r in rows if r["eval_score"] != ""]
-    assert evaluated == [0, 1024, 2048, 3072]  # the crashed evaluation at 2048 is redone once
+    # the killed evaluation at 768 is done once, after the resume from 512
+    assert [int(r["env_steps"]) for r in rows if r["eval_score"] != ""] == [0, 256, 512, 768, 1024]
     # the clock and SB3's update count go on from the checkpoint instead of starting over
     for column in ("wall_time", "update"):
         values = [float(r[column]) for r in rows]
         assert values == sorted(values), column
-    assert float(rows[-1]["update"]) > 20
     assert list(rows[0]) == METRIC_COLUMNS  # the gradient agents' columns
-    assert json.loads((out / "config.json").read_text())["agent"] == "ppo"
+    with zipfile.ZipFile(out / "checkpoint.zip") as z:
+        assert {"model.zip", "vecnormalize.pkl", "progress.json", "continuation.pkl"} <= set(z.namelist())
+    assert sorted(p.name for p in out.iterdir()) == [".lock", "checkpoint.prev.zip", "checkpoint.zip",
+                                                      "config.json", "metrics.csv"]
+    with pytest.raises(FileExistsError):
+        sb3.train_sb3(config, out, **run)
+    with pytest.raises(ValueError, match="seed"):
+        sb3.train_sb3(dataclasses.replace(config, seed=1), out, **run, resume=True)
 
 
 def test_sac_checkpoint_keeps_its_replay_buffer(tmp_path):
@@ -218,12 +279,38 @@ def test_sac_checkpoint_keeps_its_replay_buffer(tmp_path):
     assert model.replay_buffer.size() == 120 == model.buffer_size  # capped at the budget
     assert any(r["loss"] != "" for r in read_metrics(out))
 
-    # extending the finished run: the buffer comes back full, so 30 more steps leave it full
-    sb3.train_sb3(dataclasses.replace(config, env_steps=150), out, resume=True, progress=False)
+    # extending the finished run: the buffer comes back full, so 30 more steps leave it full; from a
+    # checkpoint of before exact resume (no continuation), with a warning that episodes start anew
+    with zipfile.ZipFile(out / "checkpoint.zip") as old, zipfile.ZipFile(out / "old.zip", "w") as new:
+        for name in set(old.namelist()) - {"continuation.pkl"}:
+            new.writestr(name, old.read(name))
+    (out / "old.zip").replace(out / "checkpoint.zip")
+    with pytest.warns(UserWarning, match="predates exact SB3 resume"):
+        sb3.train_sb3(dataclasses.replace(config, env_steps=150), out, resume=True, progress=False)
     payload = (out / "checkpoint.zip").read_bytes()
     model, _ = sb3.load_model(payload, "sac", venv)
     assert model.num_timesteps == 150 and model.replay_buffer.size() == 120
     assert json.loads((out / "config.json").read_text())["env_steps"] == 150
+
+
+@pytest.mark.slow  # 1 min warm: two SAC and two TD3 runs with an evaluation every 10 steps
+@pytest.mark.parametrize("agent", ["sac", "td3"])
+def test_killed_off_policy_run_resumes_exactly(agent, tmp_path, monkeypatch):
+    """SAC/TD3 killed and resumed end as the uninterrupted run, bit for bit, replay buffer included;
+    the checkpoint it resumes from is within the warm-up (random actions from the action space's RNG
+    until 12 steps), and TD3 adds numpy's exploration noise."""
+    config = for_task("ChaosCartPole-v0", agent, env_steps=120, seed=0, eval_episodes=1, sb3={"batch_size": 32})
+    run = dict(eval_every=10, progress=False)
+    out, reference = tmp_path / "resumed", tmp_path / "reference"
+    sb3.train_sb3(config, reference, **run)
+    train_interrupted(config, out, monkeypatch, crash_at=20, **run)
+    assert_same_final_model(out, reference)
+    assert_same_metrics(out, reference)
+    venv = VecMonitor(sb3.make_compiled_vec_env("ChaosCartPole-v0", {}, 1, 0))
+    buffers = [sb3.load_model((o / "checkpoint.zip").read_bytes(), agent, venv)[0].replay_buffer
+               for o in (out, reference)]
+    for name in ("observations", "actions", "rewards", "dones", "timeouts"):
+        np.testing.assert_array_equal(getattr(buffers[0], name), getattr(buffers[1], name), err_msg=name)
 
 
 @pytest.mark.slow
