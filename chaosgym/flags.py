@@ -31,7 +31,7 @@ from typing import Any, Callable, NamedTuple
 from chaosgym.registry import parse_task_kwargs
 
 
-class Setting(NamedTuple):
+class _Setting(NamedTuple):
     path: str  # "batch_size", or "estimator.es_pairs" for a nested field
     field: dataclasses.Field
     hint: Any
@@ -44,9 +44,10 @@ def _default(f: dataclasses.Field) -> Any:
     return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 
-def settings(cls, prefix: str = "", group: str | None = None, only=None, default_texts=None,
-             instance=None) -> list[Setting]:
-    """Every setting of `cls` a command line can give, nested dataclasses flattened."""
+def _settings(cls, prefix: str = "", group: str | None = None, only=None, default_texts=None,
+              instance=None) -> list[_Setting]:
+    """Every setting of `cls` a command line can give, nested dataclasses flattened; the other
+    arguments are those of the parent field of a nested `cls`."""
     hints = typing.get_type_hints(cls)
     out = []
     for f in dataclasses.fields(cls):
@@ -54,17 +55,18 @@ def settings(cls, prefix: str = "", group: str | None = None, only=None, default
             continue
         default = getattr(instance, f.name) if instance is not None else _default(f)
         if dataclasses.is_dataclass(hints[f.name]):
-            out += settings(hints[f.name], f"{prefix}{f.name}.", f.metadata.get("group", group),
-                            f.metadata.get("only"), f.metadata.get("defaults", {}), default)
+            out += _settings(hints[f.name], f"{prefix}{f.name}.", f.metadata.get("group", group),
+                             f.metadata.get("only"), f.metadata.get("defaults", {}),
+                             None if default is dataclasses.MISSING else default)
         else:
-            out.append(Setting(prefix + f.name, f, hints[f.name], default, (default_texts or {}).get(f.name),
-                               f.metadata.get("group", group)))
+            out.append(_Setting(prefix + f.name, f, hints[f.name], default, (default_texts or {}).get(f.name),
+                                f.metadata.get("group", group)))
     return out
 
 
 def fields(cls) -> list[tuple[str, dataclasses.Field, Any]]:
     """(path, field, type hint) of every setting of `cls` (`estimator.horizon` for nested ones)."""
-    return [(s.path, s.field, s.hint) for s in settings(cls)]
+    return [(s.path, s.field, s.hint) for s in _settings(cls)]
 
 
 def _comma_separated(item: type, what: str, example: str | None) -> Callable[[str], tuple]:
@@ -91,7 +93,7 @@ def _render(value) -> str:
     return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
 
 
-def _parser(s: Setting) -> tuple[Any, bool]:
+def _parser(s: _Setting) -> tuple[Any, bool]:
     """(argparse type, is a switch) of a setting."""
     hint = s.hint
     if typing.get_origin(hint) in (typing.Union, types.UnionType):  # X | None: the flag gives an X
@@ -113,7 +115,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = 
     """One flag per setting of `cls` but the paths in `skip`; a setting without a default, or in
     `required`, is a required flag. Only given flags reach the namespace, each under its path."""
     groups = {}
-    for s in settings(cls):
+    for s in _settings(cls):
         if s.path in skip:
             continue
         name = s.path.rpartition(".")[2]
@@ -138,7 +140,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = 
 
 def given(args: argparse.Namespace, cls) -> dict[str, Any]:
     """The settings of `cls` the user gave on the command line, by path."""
-    paths = {s.path for s in settings(cls)}
+    paths = {s.path for s in _settings(cls)}
     return {k: v for k, v in vars(args).items() if k in paths}
 
 
