@@ -12,7 +12,8 @@ task's reported objective (e.g. the cart pole's final-state loss) beside. Writes
 * summary.md — per task: final score and objective (mean ± std over seeds), and the env steps
   and wall-clock each agent needed to reach the task's threshold score (median over the seeds
   that reached it);
-* curves_<task>.png — evaluation score against env steps and against wall-clock, shaded ± std.
+* curves_<task>.png — evaluation score and objective against env steps and against wall-clock
+  (mean over seeds, ± std shaded; each seed counts to its own last evaluation).
 """
 
 from __future__ import annotations
@@ -138,8 +139,23 @@ def summarise(results: list[dict], tasks: list[str], agents: list[str], threshol
     return "\n".join(out)
 
 
-def plot_task(results: list[dict], task: str, agents: list[str], path: Path) -> None:
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+def _mean_curve(curves: list[list[dict]], x_key: str, y_key: str, points: int = 60):
+    """Mean and std over seeds on one grid that runs to the longest seed's end: each seed counts
+    where it has data, so no seed's curve is cut at another's end."""
+    xs = [np.array([float(r[x_key]) for r in c]) for c in curves]
+    ys = [np.array([float(r[y_key]) for r in c]) for c in curves]
+    grid = np.linspace(0, max(x[-1] for x in xs), points)
+    values = np.array([np.where((grid >= x[0]) & (grid <= x[-1]), np.interp(grid, x, y), np.nan)
+                       for x, y in zip(xs, ys)])
+    return grid, np.nanmean(values, 0), np.nanstd(values, 0)
+
+
+def plot_task(results: list[dict], task: str, agents: list[str], path: Path, title: str,
+              objective: str, threshold: float) -> None:
+    """Score (episode return) and the task's objective, against env steps and against wall-clock;
+    the mean over seeds with a ± std band, one legend for the figure."""
+    fig, axes = plt.subplots(2, 2, figsize=(10, 6.6), sharex="col")
+    handles = []
     for agent in agents:
         curves = {}
         for r in results:
@@ -147,19 +163,24 @@ def plot_task(results: list[dict], task: str, agents: list[str], path: Path) -> 
                 curves.setdefault(r["seed"], []).append(r)
         if not curves:
             continue
-        for ax, key in zip(axes, ("env_steps", "wall_time")):
-            # put every seed on one grid so mean and spread are taken at the same x
-            xs = [np.array([float(r[key]) for r in c]) for c in curves.values()]
-            ys = [np.array([float(r["eval_score"]) for r in c]) for c in curves.values()]
-            grid = np.linspace(0, min(x[-1] for x in xs), 50)
-            values = np.array([np.interp(grid, x, y) for x, y in zip(xs, ys)])
-            mean, std = values.mean(0), values.std(0)
-            ax.plot(grid, mean, label=agent)
-            ax.fill_between(grid, mean - std, mean + std, alpha=0.2)
-    axes[0].set(xlabel="env steps", ylabel="evaluation score (episode return)", title=task)
-    axes[1].set(xlabel="wall-clock (s, training only)", title=task)
-    axes[1].legend(fontsize=8)
-    fig.tight_layout()
+        color = None
+        for row, y_key in enumerate(("eval_score", "eval_objective")):
+            for col, x_key in enumerate(("env_steps", "wall_time")):
+                grid, mean, std = _mean_curve(list(curves.values()), x_key, y_key)
+                [line] = axes[row, col].plot(grid, mean, label=agent, color=color)
+                color = line.get_color()
+                axes[row, col].fill_between(grid, mean - std, mean + std, alpha=0.2, color=color)
+        handles.append(line)
+    for ax in axes[0]:
+        ax.axhline(threshold, color="grey", linestyle=":", linewidth=1, label="_threshold")
+    axes[0, 0].set(ylabel="score: episode return (higher is better)", title="score against env steps")
+    axes[0, 1].set(title="score against wall-clock")
+    axes[1, 0].set(xlabel="env steps", ylabel=f"objective: {objective} (lower is better)",
+                   title="objective against env steps")
+    axes[1, 1].set(xlabel="wall-clock (s of training; compilation apart)", title="objective against wall-clock")
+    fig.suptitle(f"{title}: mean ± std over seeds (dotted: threshold score {threshold:g})")
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -229,8 +250,11 @@ def run(args: argparse.Namespace) -> int:
     title = (f"# chaosgym compare — {budget} per run, {compare.seeds} seeds\n\nEvery agent optimises and is "
              "ranked by the episode return (score); the objective column is the task's reported objective.\n")
     (args.out / "summary.md").write_text(f"{title}\n{summary}")
-    for label in labels:
-        plot_task(results, label, agents, args.out / f"curves_{label}.png")
+    for (env_id, kwargs), label in zip(tasks, labels):
+        options = ", ".join(f"{k}={v}" for k, v in kwargs.items())
+        plot_task(results, label, agents, args.out / f"curves_{label}.png",
+                  title=f"{env_id}{f' ({options})' if options else ''}, {budget} per run",
+                  objective=chaosgym.make(env_id, **kwargs).task.reported_objective, threshold=thresholds[label])
     print(f"\n{title}\n{summary}")
     print(f"wrote {args.out}/results.csv, summary.md and curves_*.png")
     return 0

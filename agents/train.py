@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import pickle
 import time
 from pathlib import Path
@@ -182,7 +183,9 @@ def train(config: TrainConfig, out: Path | str, resume: bool = False, progress_b
     """Train for `config.updates` updates (in total, counting resumed ones); return final progress.
 
     With `resume`, a run in `out` continues from its newest readable checkpoint (a larger
-    `updates` extends a finished run); without, `out` must be new or empty.
+    `updates` extends a finished run); without, `out` must be new or empty. With a `time_budget`
+    (seconds of training wall-clock), training also stops once that much time is spent, and
+    evaluates every tenth of it besides every `eval_every` updates.
     """
     if config.is_sb3:
         raise ValueError(f"{config.agent} is an SB3 agent: train it with chaosgym.agents.sb3.train_sb3")
@@ -212,6 +215,9 @@ def _train(run: Run, config: TrainConfig, checkpoint: dict | None, progress_bar:
     bar = tqdm(total=config.updates, initial=progress["update"], disable=not progress_bar,
                desc=f"{config.agent} {config.task}", unit="update")
     rows = []
+    # a wall-clock budget may end long before `updates` does: evaluate every tenth of it as well
+    eval_seconds = time_budget / 10 if time_budget is not None else math.inf
+    next_eval_time = (progress["wall_time"] // eval_seconds + 1) * eval_seconds
     for index in range(progress["update"], config.updates):
         start = time.perf_counter()
         params, opt_state, diagnostics = update(params, opt_state, seed_key, index)
@@ -223,7 +229,8 @@ def _train(run: Run, config: TrainConfig, checkpoint: dict | None, progress_bar:
                **{k: progress[k] for k in ("update", "env_steps", "wall_time")}}
         out_of_time = time_budget is not None and progress["wall_time"] >= time_budget
         last = index + 1 == config.updates or out_of_time
-        if (index + 1) % config.eval_every == 0 or last:
+        if (index + 1) % config.eval_every == 0 or last or progress["wall_time"] >= next_eval_time:
+            next_eval_time = (progress["wall_time"] // eval_seconds + 1) * eval_seconds
             row.update(evaluate_params(config, params))
             bar.set_postfix(loss=f"{diagnostics['loss']:.4g}", eval=f"{row['eval_score']:.4g}")
         rows.append(row)

@@ -30,7 +30,6 @@ import jax
 
 import chaosgym
 from chaosgym import diagnose
-from chaosgym.registry import parse_task_kwargs
 
 COMMON = ["--what", "gradvar,landscape", "--no-termination", "--weight-scales", "0.1,1,3", "--estimators", "full,es",
           "--es-sigma", "0.05", "--transient", "50", "--landscape-points", "41", "--landscape-radius", "1.0"]
@@ -52,10 +51,10 @@ QUICK = ["--horizons", "10,30", "--gradvar-samples", "4", "--es-pairs", "4", "--
 FIGURES = ("gradvar", "landscape")
 
 
-def diagnose_args(argv: list[str]) -> argparse.Namespace:
+def diagnose_args(argv: list[str]) -> diagnose.DiagnoseConfig:
     parser = argparse.ArgumentParser()
     diagnose.add_arguments(parser)
-    return parser.parse_args(argv)
+    return diagnose.config_from_args(parser.parse_args(argv))
 
 
 def _g(x: float) -> str:
@@ -171,7 +170,7 @@ def run_study(name: str, quick: bool, runs: Path, figures: Path) -> None:
     (Path(args.out) / "run.json").write_text(json.dumps(run))
 
 
-def study_args(name: str, quick: bool, runs: Path) -> argparse.Namespace:
+def study_args(name: str, quick: bool, runs: Path) -> diagnose.DiagnoseConfig:
     task, options, settings = STUDIES[name]
     return diagnose_args(["--task", task, "--task-kwargs", options, "--out", str(runs / name), *COMMON, *settings,
                           *(QUICK if quick else [])])
@@ -183,14 +182,14 @@ def report(name: str, runs: Path) -> dict:
     run = json.loads((out / "run.json").read_text())
     args = study_args(name, run["quick"], runs)
     summaries, exponents, horizons = read_study(out)
-    dt = chaosgym.make(args.task, **parse_task_kwargs(args.task_kwargs)).dt
+    dt = chaosgym.make(args.task, **args.task_kwargs).dt
     found = verdicts(summaries, exponents, horizons)
-    title = args.task + (f" ({args.task_kwargs})" if args.task_kwargs else "")
+    title = args.task + (f" ({STUDIES[name][1]})" if args.task_kwargs else "")
     yes = lambda v: "yes" if v else "no"
     lines = [f"## {title}", "",
              f"Policy: 2 × {args.hidden[0]} tanh units. {args.gradvar_samples} initial states, one gradient each, at "
-             f"horizons {', '.join(map(str, horizons))} (control steps of {dt:g} s); ES: {args.es_pairs} antithetic pairs, "
-             f"σ = {args.es_sigma}; λ₁ from {args.lyapunov_steps} control steps after {args.transient} discarded, from "
+             f"horizons {', '.join(map(str, horizons))} (control steps of {dt:g} s); ES: {args.estimator.es_pairs} antithetic pairs, "
+             f"σ = {args.estimator.es_sigma}; λ₁ from {args.lyapunov_steps} control steps after {args.transient} discarded, from "
              f"the same states. Ran in {run['minutes']:.0f} min on {run['machine']}"
              f"{', quick settings' if run['quick'] else ''}.", "",
              *scale_table(summaries, exponents, dt, horizons), "",

@@ -49,12 +49,18 @@ def test_compare_writes_results_summary_and_curves_of_every_agent(agents, flags,
     assert (out / "curves_ChaosCartPole-v0.png").stat().st_size > 10_000
     assert "wrote" in capsys.readouterr().out
 
-    # one line per agent in each panel, every point finite (SB3 logs unevaluated rows too)
+    # score and objective against steps and seconds: one line per agent in each panel, every point
+    # finite (SB3 logs unevaluated rows too), each curve to its run's end; one legend for the figure
     [figure] = figures
+    assert len(figure.axes) == 4 and len(figure.legends) == 1
+    assert [t.get_text() for t in figure.legends[0].get_texts()] == agents
     for axes in figure.axes:
-        lines = axes.get_lines()
+        lines = [line for line in axes.get_lines() if not line.get_label().startswith("_")]
         assert [line.get_label() for line in lines] == agents
         assert all(np.isfinite(line.get_ydata()).all() for line in lines)
+    ends = {a: max(float(r["env_steps"]) for r in rows if r["agent"] == a and r["kind"] == "curve") for a in agents}
+    assert [line.get_xdata()[-1] for line in figure.axes[0].get_lines()[:len(agents)]] == list(ends.values())
+    assert "objective: final_state" in figure.axes[2].get_ylabel()
 
     # a second call reads the finished runs back instead of training again
     assert main(argv) == 0
@@ -92,3 +98,12 @@ def test_a_task_registered_without_presets_gets_the_defaults():
         assert chaosgym.make("TestPole-v0").observation_size == chaosgym.make("ChaosCartPole-v0").observation_size
     finally:
         del chaosgym.TASKS["TestPole-v0"], PRESETS["TestPole-v0"], gymnasium.registry["TestPole-v0"]
+
+
+def test_mean_curve_runs_to_the_longest_seed_and_counts_each_seed_where_it_has_data():
+    short = [{"x": 0, "y": 0.0}, {"x": 10, "y": 10.0}]
+    long = [{"x": 0, "y": 2.0}, {"x": 20, "y": 22.0}]
+    grid, mean, std = compare._mean_curve([short, long], "x", "y", points=5)
+    np.testing.assert_allclose(grid, [0, 5, 10, 15, 20])
+    np.testing.assert_allclose(mean, [1, 6, 11, 17, 22])  # beyond x = 10 only the long seed counts
+    np.testing.assert_allclose(std, [1, 1, 1, 0, 0])

@@ -177,3 +177,13 @@ def test_a_run_stopped_before_its_first_checkpoint_starts_again_on_resume(tmp_pa
     run, checkpoint = Run.open(tmp_path, SMALL, True, lambda b: b)
     run.close()
     assert checkpoint is None and Run(tmp_path).config == SMALL
+
+
+def test_a_wall_clock_budget_evaluates_every_tenth_of_itself(tmp_path):
+    """Under a time budget the run stops long before `updates`; it still leaves ~10 evaluations."""
+    config = dataclasses.replace(SMALL, updates=100_000, eval_every=100_000, checkpoint_every=100_000)
+    progress = train(config, tmp_path / "run", progress_bar=False, time_budget=1.5)
+    evaluated = Run(tmp_path / "run").evaluated_metrics()
+    assert 1.5 <= progress["wall_time"] < 10 and progress["update"] < config.updates
+    # before: the start and the last update only; now the start, each tenth, the end
+    assert 6 <= len(evaluated) <= 12, [r["wall_time"] for r in evaluated]
