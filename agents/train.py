@@ -14,7 +14,6 @@ equal that protocol's.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 import pickle
@@ -54,6 +53,8 @@ def policy_of(env: chaosgym.Env, name: str):
 
 
 def make_optimizer(estimator: EstimatorConfig, learning_rate: float) -> optax.GradientTransformation:
+    """Adam after the estimator's clipping (optax.clip, then optax.clip_by_global_norm); a step with a
+    non-finite gradient is skipped and counted (`skipped_updates`)."""
     clipping = []
     if estimator.clip_value is not None:
         clipping.append(optax.clip(estimator.clip_value))
@@ -70,8 +71,7 @@ def skipped_updates(opt_state) -> int:
 def compiled_update(env, estimator: EstimatorConfig, batch_size: int, learning_rate: float, policy: str = "tanh"):
     """`(optimizer, update)`: one jitted update, shared by every seed of a configuration."""
     apply = policy_of(env, policy)[1]
-    # the optimiser clips: the estimator hands it the raw gradient
-    estimate = make_estimator(env, apply, dataclasses.replace(estimator, clip_norm=None, clip_value=None))
+    estimate = make_estimator(env, apply, estimator)  # the raw gradient: the optimiser clips it
     optimizer = make_optimizer(estimator, learning_rate)
 
     def update(params, opt_state, seed_key, index):

@@ -44,6 +44,7 @@ class EstimatorConfig:
     es_sigma: float = field(default=0.05, metadata={"help": "ES perturbation scale"})
     es_pairs: int = field(default=16, metadata={"help": "ES antithetic pairs per gradient"})
     es_rank_shaping: bool = field(default=False, metadata={"help": "ES: centred ranks of the losses"})
+    # applied by the training optimiser (optax), to the estimator's gradient: after combination
     clip_norm: float | None = field(default=None, metadata={
         "help": "clip the gradient's global norm (optax.clip_by_global_norm)"})
     clip_value: float | None = field(default=None, metadata={"help": "clip each gradient component (optax.clip)"})
@@ -69,14 +70,6 @@ def _cosine(a, b) -> jax.Array:
 def _centred_ranks(x: jax.Array) -> jax.Array:
     ranks = jnp.argsort(jnp.argsort(x)).astype(x.dtype)
     return ranks / (x.size - 1) - 0.5
-
-
-def _clip(grad, config: EstimatorConfig):
-    if config.clip_value is not None:
-        grad = optax.clip(config.clip_value).update(grad, None)[0]
-    if config.clip_norm is not None:
-        grad = optax.clip_by_global_norm(config.clip_norm).update(grad, None)[0]
-    return grad
 
 
 def combine(g_modified, g_full):
@@ -145,6 +138,6 @@ def make_estimator(env: Env, policy: Policy, config: EstimatorConfig) -> Estimat
         flat = _flat(grad)
         diagnostics["grad_norm"] = jnp.linalg.norm(flat)
         diagnostics["grad_finite"] = jnp.all(jnp.isfinite(flat))
-        return _clip(grad, config), diagnostics
+        return grad, diagnostics
 
     return estimator

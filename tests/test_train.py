@@ -15,7 +15,9 @@ from chaosgym.agents import config as config_module
 from chaosgym.agents.cli import main
 from chaosgym.agents.config import TrainConfig, for_task
 from chaosgym.agents.run import CheckpointError, Run
-from chaosgym.agents.train import compiled_update, evaluate_params, load_checkpoint, skipped_updates, train
+from chaosgym.agents.train import (compiled_update, evaluate_params, load_checkpoint, make_optimizer,
+                                   skipped_updates, train)
+from chaosgym.gradients import EstimatorConfig
 from chaosgym.policies import init_policy
 from chaosgym.sharding import replicated
 
@@ -187,3 +189,15 @@ def test_a_wall_clock_budget_evaluates_every_tenth_of_itself(tmp_path):
     assert 1.5 <= progress["wall_time"] < 10 and progress["update"] < config.updates
     # before: the start and the last update only; now the start, each tenth, the end
     assert 6 <= len(evaluated) <= 12, [r["wall_time"] for r in evaluated]
+
+
+@pytest.mark.parametrize("clip", [{"clip_norm": 1.0}, {"clip_value": 1.0}])
+def test_the_optimiser_clips_the_estimators_gradient_before_adam(clip):
+    """g1 = (100, 0) is clipped to (1, 0) and g2 = (1, 0) passes: Adam's second step is then exactly
+    -lr per component (it would be -0.68 lr unclipped), the rule applied after combination."""
+    optimizer = make_optimizer(EstimatorConfig(**clip), learning_rate=0.1)
+    params = {"w": jnp.zeros(2)}
+    state = optimizer.init(params)
+    for g in ([100.0, 0.0], [1.0, 0.0]):
+        step, state = optimizer.update({"w": jnp.array(g)}, state, params)
+    np.testing.assert_allclose(step["w"], [-0.1, 0.0], rtol=1e-4)  # Adam's eps: 1e-5 relative
