@@ -17,13 +17,22 @@ COMMANDS = {
 }
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a flag's default unless it is None or its help already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or "default:" in (action.help or ""):
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="chaosgym", description="Chaotic control tasks on MuJoCo MJX.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     argv = sys.argv[1:] if argv is None else argv
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text,
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                           formatter_class=HelpFormatter)
         # a subcommand's arguments are only built when it (or --help) is asked for
         if argv[:1] == [name]:
             importlib.import_module(module).add_arguments(p)

@@ -163,3 +163,16 @@ def test_build_fills_in_the_defaults_of_nested_settings():
     config = flags.build(DiagnoseConfig, {"out": "o", "estimator.es_pairs": 2})
     assert config.estimator == EstimatorConfig(truncation=10, es_pairs=2) and config.out == Path("o")
     assert flags.replace(config, {"seed": 3, "estimator.remat": True}).estimator.remat is True
+
+
+@pytest.mark.parametrize("command", ["demo", "train", "compare", "reproduce", "render", "diagnose"])
+def test_every_commands_help_states_each_default_once_and_never_none(command, capsys):
+    from chaosgym.agents.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert exit_.value.code == 0 and "--help" in text
+    assert "(default: None)" not in text
+    for option in text.split(" --")[1:]:
+        assert option.count("(default:") <= 1, option
