@@ -18,6 +18,7 @@ checkpoints are left out.
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import math
@@ -94,26 +95,27 @@ def continuation(model: BaseAlgorithm) -> dict:
     exploration noise and warm-up actions), the last observations, the environments' states
     (`ChaosSB3VecEnv.get_state`), VecMonitor's episode counters and VecNormalize's running return.
 
-    The model must be on a (wrapped) `ChaosSB3VecEnv`, between two rollouts.
+    The model must be on a (wrapped) `ChaosSB3VecEnv`, between two rollouts. The result is a copy.
     """
     env = model.get_env()
     monitor, vec_normalize = unwrap_vec_wrapper(env, VecMonitor), model.get_vec_normalize_env()
-    return {"rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
-            "action_space": model.action_space.np_random.bit_generator.state,
-            "last": {name: getattr(model, name) for name in _LAST},
-            "vec_env": env.unwrapped.get_state(),
-            "monitor": None if monitor is None else {name: getattr(monitor, name) for name in _MONITOR},
-            "returns": None if vec_normalize is None else vec_normalize.returns}
+    return copy.deepcopy({
+        "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+        "action_space": model.action_space.np_random.bit_generator.state,
+        "last": {name: getattr(model, name) for name in _LAST},
+        "vec_env": env.unwrapped.get_state(),
+        "monitor": None if monitor is None else {name: getattr(monitor, name) for name in _MONITOR},
+        "returns": None if vec_normalize is None else vec_normalize.returns})
 
 
 def restore_continuation(model: BaseAlgorithm, state: dict) -> None:
     """Put a `continuation` back into `model` (loaded on a twin of the saved run's env), so that
     `learn(reset_num_timesteps=False)` neither resets the environments nor restarts any RNG."""
     env = model.get_env()
-    env.unwrapped.set_state(state["vec_env"])
     monitor, vec_normalize = unwrap_vec_wrapper(env, VecMonitor), model.get_vec_normalize_env()
     if (monitor is None) != (state["monitor"] is None) or (vec_normalize is None) != (state["returns"] is None):
         raise CheckpointError("its continuation is of differently wrapped environments")
+    env.unwrapped.set_state(state["vec_env"])
     for name, value in state["monitor"].items() if monitor is not None else ():
         setattr(monitor, name, value)
     if vec_normalize is not None:
@@ -159,6 +161,8 @@ def load_model(payload: bytes, agent: str, venv: VecEnv | None,
     must be a twin of the saved run's, VecMonitor included); a checkpoint written before
     continuations existed warns that the environments start new episodes and the RNGs start over.
     """
+    if resume and venv is None:
+        raise ValueError("resuming a model needs the environments to continue on (venv)")
     with zipfile.ZipFile(io.BytesIO(payload)) as z:
         names = z.namelist()
         vec_normalize = _vec_normalize(z, venv) if "vecnormalize.pkl" in names else None
@@ -294,7 +298,9 @@ def train_sb3(config: TrainConfig, out: Path | str, resume: bool = False, progre
     hyperparameters, exactly as the uninterrupted run went on (the environments mid-episode, every
     RNG and counter where it was; see `continuation`); metrics rows written after that checkpoint
     are dropped. A larger `env_steps` extends a finished run. With a `time_budget`
-    (seconds of training wall-clock), training also stops once that much time is spent.
+    (seconds of training wall-clock), training also stops once that much time is spent, within a
+    rollout; resuming such a run goes on as SB3's next `learn()` in the same process would (PPO's
+    unfinished rollout is dropped).
     """
     if not config.is_sb3:
         raise ValueError(f"{config.agent} is not an SB3 agent; valid: {', '.join(ALGORITHMS)}")

@@ -44,7 +44,8 @@ class ChaosSB3VecEnv(VecEnv):
     `get_attr` returns one entry per index from this object itself (e.g. `render_mode`, `spec`,
     `env` (the functional `chaosgym.Env`)), `env_method` calls this object's method once and
     repeats its result per index, `set_attr` changes the shared attribute and so must address
-    every environment, and `env_is_wrapped` is always False.
+    every environment, and `env_is_wrapped` is always False. `get_state`/`set_state` carry the
+    environments mid-episode to a twin (SB3 checkpoints, `chaosgym.agents.sb3.continuation`).
     """
 
     def __init__(self, env_id: str, num_envs: int = 1, episode_length: int | None = None,
@@ -129,7 +130,8 @@ class ChaosSB3VecEnv(VecEnv):
         if not isinstance(state, dict) or state.keys() != {"num_envs", "leaves", "streams", "next_seeds",
                                                            "seeds", "reset_infos"}:
             raise ValueError("set_state expects a dict from ChaosSB3VecEnv.get_state()")
-        if state["num_envs"] != self.num_envs:
+        if (state["num_envs"] != self.num_envs or len(state["streams"]) != self.num_envs
+                or np.shape(state["next_seeds"]) != (self.num_envs,)):
             raise ValueError(f"the state is of {state['num_envs']} environments, this VecEnv has {self.num_envs}")
         seeds = jax.ShapeDtypeStruct((self.num_envs,), jnp.uint32)
         expected = jax.tree.leaves(jax.eval_shape(self._fns._reset_all, seeds))
