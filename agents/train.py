@@ -196,10 +196,10 @@ def train(config: TrainConfig, out: Path | str, resume: bool = False, progress_b
 
 def _train(run: Run, config: TrainConfig, checkpoint: dict | None, progress_bar: bool,
            time_budget: float | None) -> dict:
-    env = make_env(config)
     if progress_bar:
-        tqdm.write(f"compiling the training update for {config.task} (first run only: cached afterwards; "
-                   "30-120 s on a small CPU)...")
+        tqdm.write(f"building {config.task} and compiling its training update (first run only: cached "
+                   "afterwards; 30-120 s on a small CPU)...")
+    env = make_env(config)
     progress = _start(run, checkpoint, config)
     if config.agent in apg.CARRIED_AGENTS:
         update = trainer_of(config).update
