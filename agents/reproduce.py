@@ -267,6 +267,30 @@ def results_table(rows: list[dict], poles_list, flows, clips, window: int = 30) 
     return "\n".join(lines)
 
 
+MILESTONES = (25, 50, 100, 180, 250, 380, 500, 750, 1000)
+
+
+def milestones_table(rows: list[dict], poles_list, flows, clips, updates_per_epoch: int, window: int = 30,
+                     milestones=MILESTONES) -> str:
+    """The smoothed test loss along training: median over seeds [min, max] at the given epochs,
+    one row per epoch that some setting has reached, one column per flow."""
+    lines = []
+    for poles in poles_list:
+        for clip in clips:
+            found = {flow: curves(rows, poles, flow, clip, window) for flow in flows}
+            longest = max((c.shape[1] for c in found.values() if c.size), default=0)
+            if not longest:
+                continue
+            lines += [f"\n{poles} pole(s), clipping {clip}:\n", "| epoch | updates | " + " | ".join(flows) + " |",
+                      "|---:|---:|" + "---|" * len(flows)]
+            for epoch in [m for m in milestones if m <= longest]:
+                cells = ["—" if c.ndim < 2 or c.shape[1] < epoch else
+                         f"{np.median(c[:, epoch - 1]):.3g} [{c[:, epoch - 1].min():.3g}, {c[:, epoch - 1].max():.3g}]"
+                         for c in (found[flow] for flow in flows)]
+                lines.append(f"| {epoch} | {epoch * updates_per_epoch:,} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def plot(rows: list[dict], poles_list, flows, clips, path: Path, window: int = 30) -> None:
     """The paper's figure: one panel per pole count, smoothed test loss, log axis, mean over seeds
     with the seeds' range as a band; one colour per flow, one line style per clipping mode."""
@@ -325,7 +349,8 @@ def reproduce(out: Path, poles_list: list[int], flows: list[str], clips: list[st
     header = (f"Test loss (1 - mean cos theta after {protocol.horizon} steps, on the {protocol.states} test "
               f"states), 30-epoch moving average at the last epoch: median over {seeds} seed(s) "
               f"[min, max] (epochs run).\n\n")
-    (out / "results.md").write_text(header + table + "\n")
+    along = milestones_table(rows, poles_list, flows, clips, protocol.updates_per_epoch)
+    (out / "results.md").write_text(header + table + "\n\nAlong training (same statistic):\n" + along + "\n")
     write_rows(out / "results.csv", rows)
     plot(rows, poles_list, flows, clips, out / "stable_bptt.png")
     print(header + table)

@@ -30,6 +30,18 @@ def test_smoothing_is_the_papers_moving_average():
     assert smooth[1] == pytest.approx((29 * 1.0 + 2.0) / 30)
 
 
+def test_the_table_along_training_shows_each_flow_at_the_same_epochs():
+    # R ran 60 epochs at loss 0.5 + seed, C 30 epochs at 0.1 + seed: window 1 makes the values exact
+    rows = [{"poles": 3, "flow": flow, "clip": "NONE", "seed": seed, "epoch": epoch, "test_loss": base + seed}
+            for flow, base, epochs in (("R", 0.5, 60), ("C", 0.1, 30)) for seed in range(3)
+            for epoch in range(1, epochs + 1)]
+    table = reproduce.milestones_table(rows, [3], ["R", "C"], ["NONE", "NORM"], 32, window=1, milestones=(25, 50, 100))
+    lines = table.splitlines()
+    assert "| 25 | 800 | 1.5 [0.5, 2.5] | 1.1 [0.1, 2.1] |" in lines
+    assert "| 50 | 1,600 | 1.5 [0.5, 2.5] | — |" in lines  # C has not reached epoch 50
+    assert not any(line.startswith("| 100 |") for line in lines) and "NORM" not in table
+
+
 @pytest.mark.slow  # compiles the R and C updates of the protocol
 def test_a_tiny_protocol_run_writes_every_file_and_is_read_back(tmp_path):
     protocol = reproduce.Protocol(states=8, epochs=2, horizon=10)
