@@ -94,6 +94,7 @@ class FallingPendulum(DampedPendulum):
         return jnp.array(True)
 
 
+@pytest.mark.slow  # two 100-step gradient programs
 def test_loss_is_summed_over_the_whole_unroll_only_without_termination():
     env = Env(FallingPendulum())
     params = init_policy(jax.random.key(0), env.observation_size, env.action_size, (4,))
@@ -222,6 +223,7 @@ def test_cli_writes_every_table_and_plot(tmp_path, capsys):
     np.testing.assert_allclose(line[5 + 2, 2], plane[9 + 4, 3], rtol=1e-5)  # horizon 30, from the same unroll
 
 
+@pytest.mark.slow  # trains, then runs diagnose's programs
 def test_cli_diagnoses_a_checkpointed_policy(tmp_path):
     run = tmp_path / "run"
     run.mkdir()

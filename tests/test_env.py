@@ -86,7 +86,8 @@ def test_per_example_gradients_under_vmap(rollout_grad, cartpole_start):
     assert not np.allclose(batched[0], batched[1])
 
 
-@pytest.mark.parametrize("env_id", ["ChaosCartPole-v0", "ChaosDoublePendulum-v0"])
+@pytest.mark.parametrize("env_id", ["ChaosCartPole-v0",
+                                    pytest.param("ChaosDoublePendulum-v0", marks=pytest.mark.slow)])
 def test_gradient_matches_finite_differences_in_float64(env_id):
     """Relative error (2-norm over 20 actions and the initial qpos, qvel) below 1e-5; measured ~1e-8."""
     script = Path(__file__).with_name("fd_gradient_check.py")

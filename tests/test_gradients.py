@@ -72,6 +72,7 @@ def test_rematerialised_rollout_gives_the_same_gradient(pendulum):
                        flow_grad(env, mlp_policy, params, states, "full"))
 
 
+@pytest.mark.slow  # a gradient program and a one-step one
 def test_stopped_is_the_sum_of_one_step_gradients(pendulum):
     env, params, states = pendulum
     # the default objective, the return, is -sum(rewards): step t contributes -r_t (batch-averaged)

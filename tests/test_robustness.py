@@ -65,6 +65,7 @@ def run_worker(cache_dir, module, weight: float, offset: float) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # four subprocesses that trace and compile
 def test_changed_class_attributes_and_edited_user_tasks_are_never_replayed(tmp_path):
     module = tmp_path / "user" / "user_task.py"
     module.parent.mkdir()

@@ -272,6 +272,7 @@ def test_killed_ppo_run_resumes_exactly(tmp_path, monkeypatch):
         sb3.train_sb3(dataclasses.replace(config, seed=1), out, **run, resume=True)
 
 
+@pytest.mark.slow  # SAC's networks and replay buffer; test_killed_ppo_run_resumes_exactly is the fast check of SB3 resume
 def test_sac_checkpoint_keeps_its_replay_buffer(tmp_path):
     out = tmp_path / "sac"
     config = for_task("ChaosCartPole-v0", "sac", env_steps=120, eval_episodes=1)

@@ -14,6 +14,8 @@ import sys
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # two subprocesses compile every program, on 1 and on 2 host devices
+
 DEVICES = 2
 COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "collective-permute")
 
