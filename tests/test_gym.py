@@ -1,5 +1,7 @@
 """The Gymnasium faces: check_env, determinism, vector = single step for step, bad input, rendering."""
 
+import warnings
+
 import gymnasium
 import jax.numpy as jnp
 import numpy as np
@@ -56,7 +58,13 @@ def blow_up(env, index=None) -> None:
 @pytest.mark.parametrize(("env_id", "kwargs"), ENV_VARIANTS)
 def test_check_env(env_id, kwargs, backend):
     env = gymnasium.make(env_id, render_mode="rgb_array", width=64, height=48, backend=backend, **kwargs)
-    check_env(env.unwrapped, skip_render_check=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_env(env.unwrapped, skip_render_check=False)
+    # what the README says: check_env's only warnings are the unbounded observations (as for
+    # Gymnasium's own MuJoCo tasks: velocities have no bound)
+    messages = {str(w.message) for w in caught}
+    assert all("infinity" in m for m in messages), messages
     assert env.observation_space.dtype == env.action_space.dtype == np.float32
     obs, _ = env.reset(seed=0)
     assert obs.dtype == np.float32 and env.observation_space.contains(obs)
