@@ -140,11 +140,11 @@ def summarise(results: list[dict], tasks: list[str], agents: list[str], threshol
 
 
 def _mean_curve(curves: list[list[dict]], x_key: str, y_key: str, points: int = 60):
-    """Mean and std over seeds on one grid that runs to the longest seed's end: each seed counts
-    where it has data, so no seed's curve is cut at another's end."""
+    """Mean and std over seeds on one grid from the first seed's start to the longest seed's end:
+    each seed counts where it has data, so no seed's curve is cut at another's end."""
     xs = [np.array([float(r[x_key]) for r in c]) for c in curves]
     ys = [np.array([float(r[y_key]) for r in c]) for c in curves]
-    grid = np.linspace(0, max(x[-1] for x in xs), points)
+    grid = np.linspace(min(x[0] for x in xs), max(x[-1] for x in xs), points)  # SB3's first point is at t > 0
     values = np.array([np.where((grid >= x[0]) & (grid <= x[-1]), np.interp(grid, x, y), np.nan)
                        for x, y in zip(xs, ys)])
     return grid, np.nanmean(values, 0), np.nanstd(values, 0)

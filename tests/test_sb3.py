@@ -98,7 +98,7 @@ def test_ant_termination_matches_dummy_vec_env():
             torso_z = infos[i]["terminal_observation"][0]  # the observation starts with qpos[2]
             assert not low <= torso_z <= high
             assert infos[i]["TimeLimit.truncated"] is False
-            assert abs(obs[i, 0] - 0.75) <= 0.1  # a fresh episode at the initial torso height
+            assert abs(obs[i, 0] - 0.55) <= 0.1  # a fresh episode: Brax's standing torso height ± reset noise
             assert ours.reset_infos[i] == theirs.reset_infos[i]
     assert terminated > 0, "random actions should tip an ant over within 20 steps"
 
