@@ -33,12 +33,14 @@ def read_metrics(folder):
 
 @pytest.mark.slow
 def test_training_the_one_pole_cart_pole_raises_the_held_out_return(tmp_path):
-    config = for_task("ChaosCartPole-v0", "full", updates=60, hidden=(32, 32), eval_every=20)
+    # APG through `train`: plain BPTT over the paper's chaotic 100-step cart pole gains only ~5 in
+    # 60 updates (-3.6 -> 1.9 measured), short carried windows swing the pole up
+    config = for_task("ChaosCartPole-v0", "apg", updates=30, batch_size=32, learning_rate=1e-3, eval_every=10)
     train(config, tmp_path, progress_bar=False)
     rows = [r for r in read_metrics(tmp_path) if r["eval_score"]]
     first, last = float(rows[0]["eval_score"]), float(rows[-1]["eval_score"])
-    assert last > first + 20, (first, last)  # returns lie in [-100, 100]: the pole's mean cosine
-    assert [int(r["update"]) for r in read_metrics(tmp_path)] == list(range(0, 61))
+    assert last > first + 50, (first, last)  # returns lie in [-100, 100]: the pole's mean cosine
+    assert [int(r["update"]) for r in read_metrics(tmp_path)] == list(range(0, 31))
 
 
 def test_resumed_run_gives_the_parameters_of_an_uninterrupted_one(tmp_path):
