@@ -222,6 +222,9 @@ class TrainingMonitor(BaseCallback):
         self.eval_every, self.progress, self.show_progress = eval_every, progress, show_progress
         self.time_budget = time_budget
         self.next_eval = 0 if progress["env_steps"] == 0 else self._after(progress["env_steps"])
+        # a wall-clock budget may end long before the env-step one: evaluate every tenth of it too
+        self.eval_seconds = time_budget / 10 if time_budget is not None else math.inf
+        self.next_eval_time = (progress["wall_time"] // self.eval_seconds + 1) * self.eval_seconds
         self.last = {"eval_score": math.nan, "eval_objective": math.nan}
 
     def _after(self, env_steps: int) -> int:
@@ -238,7 +241,7 @@ class TrainingMonitor(BaseCallback):
         self.previous_wall_time, self.started, self.paused_at = self.progress["wall_time"], time.perf_counter(), None
 
     def _on_rollout_start(self) -> None:
-        if self.num_timesteps >= self.next_eval:
+        if self.num_timesteps >= self.next_eval or self.wall_time() >= self.next_eval_time:
             self._evaluate_and_save()
 
     def _on_step(self) -> bool:
@@ -263,6 +266,7 @@ class TrainingMonitor(BaseCallback):
         self.progress.update(env_steps=self.num_timesteps, wall_time=self.wall_time())
         self.run.save_checkpoint(encode_checkpoint(self.config, self.model, self.progress))
         self.next_eval = self._after(self.num_timesteps)
+        self.next_eval_time = (self.progress["wall_time"] // self.eval_seconds + 1) * self.eval_seconds
         self.started += time.perf_counter() - self.paused_at
         self.paused_at = None
 
