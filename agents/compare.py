@@ -2,16 +2,19 @@
 
 Every run is an ordinary `chaosgym train` run folder under OUT/runs/, set up from the task's
 presets (`chaosgym.presets`); runs already finished are read back, not redone, so an interrupted
-comparison continues where it stopped, and a larger budget into the same OUT extends them. Every
-agent, gradient-based or SB3, optimises the episode return and is ranked by it: each trained policy
-is scored by the one Gymnasium evaluation protocol (`chaosgym.evaluation.evaluate`), with the
-task's reported objective (e.g. the cart pole's final-state loss) beside. Writes into OUT:
+comparison continues where it stopped, and a larger budget into the same OUT extends them. The
+budget of every run is env steps (`--env-steps`), seconds of training (`--wall-clock`; compilation
+is timed apart and never counts), or both, whichever ends first. Every agent, gradient-based or
+SB3, optimises the episode return and is ranked by it: each trained policy is scored by the one
+Gymnasium evaluation protocol (`chaosgym.evaluation.evaluate`), with the task's reported objective
+(e.g. the cart pole's final-state loss) beside. Writes into OUT:
 
 * results.csv — learning-curve points (env_steps, wall_time, eval_score, eval_objective) of every
-  run, and one `final` row per run from the common protocol;
-* summary.md — per task: final score and objective (mean ± std over seeds), and the env steps
-  and wall-clock each agent needed to reach the task's threshold score (median over the seeds
-  that reached it);
+  run, and one `final` row per run from the common protocol, with its compile_time;
+* summary.md — the budget, and per task and agent: final score and objective (mean ± std over
+  seeds), the env steps and seconds of training each run used, its compile seconds, and the env
+  steps and seconds of training it needed to reach the task's threshold score (median over the
+  seeds that reached it);
 * curves_<task>.png — evaluation score and objective against env steps and against wall-clock
   (mean over seeds, ± std shaded; each seed counts to its own last evaluation).
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +44,10 @@ from chaosgym.presets import presets  # noqa: E402
 from chaosgym.registry import parse_task_kwargs  # noqa: E402
 
 
+DEFAULT_ENV_STEPS = 100_000
+UNLIMITED_STEPS = 10**12  # the env-step "budget" of a run under a wall-clock budget alone
+
+
 @dataclass(frozen=True)
 class CompareConfig:
     """What `chaosgym compare` runs; every run's own settings are a `TrainConfig` from the task's presets."""
@@ -50,13 +58,28 @@ class CompareConfig:
         "help": f"comma-separated agents from {', '.join(GRADIENT_AGENTS + SB3_AGENTS)} (sac and td3 step "
                 "~40 env steps/s on a 2-core CPU: give them a small budget)"})
     seeds: int = field(default=2, metadata={"help": "seeds per task and agent"})
-    env_steps: int = field(default=100_000, metadata={"help": "budget per run in simulated env steps"})
+    env_steps: int | None = field(default=None, metadata={
+        "help": f"budget per run in simulated env steps (default: {DEFAULT_ENV_STEPS:,}; none when only "
+                "--wall-clock is given)"})
     wall_clock: float | None = field(default=None, metadata={
-        "help": "budget per run in seconds of training (stops at whichever budget ends first)"})
+        "help": "budget per run in seconds of training, compilation apart (with --env-steps too, a run stops at "
+                "whichever budget ends first)"})
 
+    def steps_budget(self) -> int:
+        """The env-step budget of every run; a wall-clock budget alone leaves the steps unlimited."""
+        if self.env_steps is not None:
+            return self.env_steps
+        return UNLIMITED_STEPS if self.wall_clock is not None else DEFAULT_ENV_STEPS
 
-QUICK = {"tasks": "ChaosCartPole-v0", "agents": "full,combined,es,ppo", "seeds": 2, "env_steps": 60_000,
-         "estimator.es_pairs": 4}
+    def describe(self) -> str:
+        if self.wall_clock is None:
+            return f"{self.steps_budget():,} env steps"
+        if self.env_steps is None:
+            return f"{self.wall_clock:g} s of training"
+        return f"{self.env_steps:,} env steps or {self.wall_clock:g} s of training"
+
+# 20 s of training per run: a few hundred updates for each gradient agent on the cart pole
+QUICK = {"tasks": "ChaosCartPole-v0", "agents": "apg,shac,full,ppo", "seeds": 2, "wall_clock": 20.0}
 # settings compare decides: the task, agent, seed and budget of every run, and the objective
 RUN_FIELDS = ("task", "task_kwargs", "agent", "seed", "updates", "env_steps", "eval_every",
               "checkpoint_every", "estimator.objective", "sb3")
@@ -87,17 +110,18 @@ def run_config(env_id: str, kwargs: dict, agent: str, seed: int, env_steps: int,
 
 
 def train_run(config: TrainConfig, wall_clock: float | None, folder: Path):
-    """Train (or finish, or extend) one run; return its deterministic numpy policy."""
+    """Train (or finish, or extend) one run; return its deterministic numpy policy and the seconds
+    it spent compiling (in every session of the run together)."""
     resume = (folder / "config.json").exists()
     if config.is_sb3:
         from chaosgym.agents.sb3 import train_sb3
 
-        train_sb3(config, folder, resume=resume, progress=False, time_budget=wall_clock)
+        progress = train_sb3(config, folder, resume=resume, progress=False, time_budget=wall_clock)
     else:
         from chaosgym.agents.train import train
 
-        train(config, folder, resume=resume, progress_bar=False, time_budget=wall_clock)
-    return Run(folder).policy()
+        progress = train(config, folder, resume=resume, progress_bar=False, time_budget=wall_clock)
+    return Run(folder).policy(), float(progress.get("compile_time", math.nan))
 
 
 def curve_rows(folder: Path) -> list[dict]:
@@ -115,8 +139,9 @@ def summarise(results: list[dict], tasks: list[str], agents: list[str], threshol
     for task in tasks:
         threshold = thresholds[task]
         out += [f"### {task}\n", f"Threshold: evaluation score ≥ {threshold:g}.\n",
-                "| agent | final score | final objective | env steps to threshold | wall-clock to threshold (s) | seeds reaching |",
-                "|---|---|---|---|---|---|"]
+                "| agent | final score | final objective | env steps run | training (s) | compile (s) "
+                "| env steps to threshold | training s to threshold | seeds reaching |",
+                "|---|---|---|---|---|---|---|---|---|"]
         for agent in agents:
             finals = [r for r in results if r["task"] == task and r["agent"] == agent and r["kind"] == "final"]
             if not finals:
@@ -133,8 +158,11 @@ def summarise(results: list[dict], tasks: list[str], agents: list[str], threshol
                     reach_time.append(seconds)
             steps_text = f"{np.median(reach_steps):,.0f}" if reach_steps else "not reached"
             time_text = f"{np.median(reach_time):.1f}" if reach_time else "not reached"
+            ran = {k: np.mean([float(r[k]) for r in finals]) for k in ("env_steps", "wall_time")}
+            compile_time = np.mean([float(r.get("compile_time") or math.nan) for r in finals])
             out.append(f"| {agent} | {np.mean(scores):.2f} ± {np.std(scores):.2f} | {np.mean(objectives):.3f} ± "
-                       f"{np.std(objectives):.3f} | {steps_text} | {time_text} | {len(reach_steps)}/{len(finals)} |")
+                       f"{np.std(objectives):.3f} | {ran['env_steps']:,.0f} | {ran['wall_time']:.1f} | "
+                       f"{compile_time:.1f} | {steps_text} | {time_text} | {len(reach_steps)}/{len(finals)} |")
         out.append("")
     return "\n".join(out)
 
@@ -201,9 +229,9 @@ def run(args: argparse.Namespace) -> int:
     changes = {k: v for k, v in flags.given(args, TrainConfig).items() if k not in RUN_FIELDS}
     if args.quick:
         compare = CompareConfig(**{k: v for k, v in QUICK.items() if "." not in k})
-        changes = {"estimator.es_pairs": QUICK["estimator.es_pairs"], **changes}
+        changes = {**{k: v for k, v in QUICK.items() if "." in k}, **changes}  # run settings the preset changes
     for name in ("seeds", "env_steps"):
-        if getattr(compare, name) <= 0:
+        if getattr(compare, name) is not None and getattr(compare, name) <= 0:
             raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(compare, name)}")
     if compare.wall_clock is not None and not compare.wall_clock > 0:
         raise ValueError(f"--wall-clock must be a number of seconds > 0, got {compare.wall_clock}")
@@ -218,10 +246,10 @@ def run(args: argparse.Namespace) -> int:
         thresholds[name] = float(value)
     runs = [(t, a, s) for t in tasks for a in agents for s in range(compare.seeds)]
     # every config is built (and so checked) before the first run trains
-    configs = [run_config(env_id, kwargs, agent, seed, compare.env_steps, changes)
+    configs = [run_config(env_id, kwargs, agent, seed, compare.steps_budget(), changes)
                for (env_id, kwargs), agent, seed in runs]
     args.out.mkdir(parents=True, exist_ok=True)
-    budget = f"{compare.env_steps:,} env steps" + (f" or {compare.wall_clock:g} s" if compare.wall_clock else "")
+    budget = compare.describe()
     print(f"chaosgym compare: {len(runs)} runs of {budget} each into {args.out} (finished runs are read back; "
           "on a 2-core CPU a gradient run of 100k env steps takes a few minutes, PPO's about as long, SAC/TD3 "
           "about 40 min)")
@@ -232,15 +260,17 @@ def run(args: argparse.Namespace) -> int:
         thresholds.setdefault(label, thresholds.get(env_id, presets(env_id).threshold))
         folder = args.out / "runs" / f"{label}-{agent}-seed{seed}"
         tqdm.write(f"training {agent} on {label}, seed {seed} -> {folder}")
-        policy = train_run(config, compare.wall_clock, folder)
+        policy, compile_time = train_run(config, compare.wall_clock, folder)
         row = {"task": label, "agent": agent, "seed": seed}
         curve = curve_rows(folder)
         results += [{**row, "kind": "curve", **r} for r in curve]
         final = evaluate(policy, env_id, kwargs, num_episodes=config.eval_episodes, seed=config.eval_seed)
         results.append({**row, "kind": "final", "env_steps": curve[-1]["env_steps"], "wall_time": curve[-1]["wall_time"],
-                        "eval_score": final["mean_return"], "eval_objective": final["mean_objective"]})
+                        "eval_score": final["mean_return"], "eval_objective": final["mean_objective"],
+                        "compile_time": compile_time})
 
-    columns = ["task", "agent", "seed", "kind", "env_steps", "wall_time", "eval_score", "eval_objective"]
+    columns = ["task", "agent", "seed", "kind", "env_steps", "wall_time", "eval_score", "eval_objective",
+               "compile_time"]
     with open(args.out / "results.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, columns)
         writer.writeheader()

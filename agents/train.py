@@ -96,7 +96,10 @@ def compiled_update(env, estimator: EstimatorConfig, batch_size: int, learning_r
 def carried_trainer(env, agent: str, batch_size: int, horizon: int, learning_rate: float, hidden: tuple):
     """apg or shac (`chaosgym.agents.apg.trainer`), its update jitted once per configuration."""
     trainer = apg.trainer(env, agent, batch_size, horizon, learning_rate, hidden)
-    return trainer._replace(update=jax.jit(trainer.update))
+    key = (env.cache_key, agent, batch_size, horizon, learning_rate, hidden)
+    # traced once per configuration, then read back from the trace cache (warm starts skip tracing)
+    return trainer._replace(init=cached_jit(trainer.init, key + ("init",)),
+                            update=cached_jit(trainer.update, key + ("update",)))
 
 
 def trainer_of(config: TrainConfig):
@@ -219,6 +222,8 @@ def _train(run: Run, config: TrainConfig, checkpoint: dict | None, progress_bar:
     eval_seconds = time_budget / 10 if time_budget is not None else math.inf
     next_eval_time = (progress["wall_time"] // eval_seconds + 1) * eval_seconds
     for index in range(progress["update"], config.updates):
+        if time_budget is not None and progress["wall_time"] >= time_budget:
+            break  # a finished wall-clock run, opened again: nothing left to train
         start = time.perf_counter()
         params, opt_state, diagnostics = update(params, opt_state, seed_key, index)
         diagnostics = {k: float(v) for k, v in jax.device_get(diagnostics).items()}
@@ -229,12 +234,13 @@ def _train(run: Run, config: TrainConfig, checkpoint: dict | None, progress_bar:
                **{k: progress[k] for k in ("update", "env_steps", "wall_time")}}
         out_of_time = time_budget is not None and progress["wall_time"] >= time_budget
         last = index + 1 == config.updates or out_of_time
-        if (index + 1) % config.eval_every == 0 or last or progress["wall_time"] >= next_eval_time:
+        timed = progress["wall_time"] >= next_eval_time  # a tenth of the wall-clock budget has passed
+        if (index + 1) % config.eval_every == 0 or last or timed:
             next_eval_time = (progress["wall_time"] // eval_seconds + 1) * eval_seconds
             row.update(evaluate_params(config, params))
             bar.set_postfix(loss=f"{diagnostics['loss']:.4g}", eval=f"{row['eval_score']:.4g}")
         rows.append(row)
-        if (index + 1) % config.checkpoint_every == 0 or last:
+        if (index + 1) % config.checkpoint_every == 0 or last or timed:
             run.append_metrics(rows)
             rows = []
             run.save_checkpoint(encode_checkpoint(config, progress))

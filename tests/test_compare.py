@@ -107,3 +107,35 @@ def test_mean_curve_runs_to_the_longest_seed_and_counts_each_seed_where_it_has_d
     np.testing.assert_allclose(grid, [0, 5, 10, 15, 20])
     np.testing.assert_allclose(mean, [1, 6, 11, 17, 22])  # beyond x = 10 only the long seed counts
     np.testing.assert_allclose(std, [1, 1, 1, 0, 0])
+
+
+def test_a_wall_clock_budget_alone_leaves_the_env_steps_unlimited():
+    assert compare.CompareConfig().steps_budget() == compare.DEFAULT_ENV_STEPS
+    assert compare.CompareConfig().describe() == "100,000 env steps"
+    timed = compare.CompareConfig(wall_clock=20.0)
+    assert timed.steps_budget() == compare.UNLIMITED_STEPS and timed.describe() == "20 s of training"
+    both = compare.CompareConfig(env_steps=5000, wall_clock=20.0)
+    assert both.steps_budget() == 5000 and both.describe() == "5,000 env steps or 20 s of training"
+
+
+def test_the_quick_preset_lets_every_gradient_agent_make_hundreds_of_updates():
+    """--quick budgets by seconds, not env steps: at 60,000 env steps `full` got 37 updates and ES 4."""
+    quick = compare.CompareConfig(**{k: v for k, v in compare.QUICK.items() if "." not in k})
+    assert quick.wall_clock is not None and quick.env_steps is None
+    for agent in quick.agents.split(","):
+        config = compare.run_config(quick.tasks, {}, agent, 0, quick.steps_budget(), {})
+        if not config.is_sb3:  # the clock, not the update count, ends the run
+            assert config.updates * config.steps_per_update() >= 10**9
+
+
+def test_the_summary_reports_both_axes_and_compile_time_apart():
+    rows = [{"task": "T", "agent": "apg", "seed": s, "kind": k, "env_steps": e, "wall_time": w,
+             "eval_score": v, "eval_objective": 0.5, "compile_time": 7.0}
+            for s in (0, 1) for k, e, w, v in (("curve", 0, 0.0, -10), ("curve", 512, 1.5, 60),
+                                                 ("curve", 1024, 3.0, 70), ("final", 1024, 3.0, 71))]
+    table = [line for line in compare.summarise(rows, ["T"], ["apg"], {"T": 50.0}).splitlines() if line.startswith("|")]
+    header = [c.strip() for c in table[0].split("|")[1:-1]]
+    line = dict(zip(header, (c.strip() for c in table[2].split("|")[1:-1])))
+    assert line == {"agent": "apg", "final score": "71.00 ± 0.00", "final objective": "0.500 ± 0.000",
+                    "env steps run": "1,024", "training (s)": "3.0", "compile (s)": "7.0",
+                    "env steps to threshold": "512", "training s to threshold": "1.5", "seeds reaching": "2/2"}

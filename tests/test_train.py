@@ -183,14 +183,22 @@ def test_a_run_stopped_before_its_first_checkpoint_starts_again_on_resume(tmp_pa
     assert checkpoint is None and Run(tmp_path).config == SMALL
 
 
-def test_a_wall_clock_budget_evaluates_every_tenth_of_itself(tmp_path):
+def test_a_wall_clock_budget_evaluates_every_tenth_of_itself(tmp_path, monkeypatch):
     """Under a time budget the run stops long before `updates`; it still leaves ~10 evaluations."""
     config = dataclasses.replace(SMALL, updates=100_000, eval_every=100_000, checkpoint_every=100_000)
+    saved = []
+    real_save = Run.save_checkpoint
+    monkeypatch.setattr(Run, "save_checkpoint", lambda self, payload: (saved.append(1), real_save(self, payload)))
     progress = train(config, tmp_path / "run", progress_bar=False, time_budget=1.5)
     evaluated = Run(tmp_path / "run").evaluated_metrics()
     assert 1.5 <= progress["wall_time"] < 10 and progress["update"] < config.updates
     # before: the start and the last update only; now the start, each tenth, the end
     assert 6 <= len(evaluated) <= 12, [r["wall_time"] for r in evaluated]
+    # each of those evaluations is a checkpoint too, and a finished run opened again trains no more
+    assert len(saved) == len(evaluated) - 1  # all but the start's
+    assert load_checkpoint(tmp_path / "run")["update"] == progress["update"]
+    again = train(config, tmp_path / "run", resume=True, progress_bar=False, time_budget=1.5)
+    assert again["update"] == progress["update"] and len(Run(tmp_path / "run").metrics()) == progress["update"] + 1
 
 
 @pytest.mark.parametrize("clip", [{"clip_norm": 1.0}, {"clip_value": 1.0}])
