@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import itertools
 import os
 import pickle
 import pkgutil
@@ -126,9 +125,8 @@ def _folder() -> Path | None:
 
 
 def _signature(leaves) -> tuple:
-    """What tracing sees of the arguments: shapes, dtypes, weak types (Python scalars by type)."""
-    return tuple((x.shape, x.dtype, getattr(x, "weak_type", False)) if hasattr(x, "dtype") else (type(x),)
-                 for x in leaves)
+    """What tracing sees of the arguments: shapes, dtypes, weak types."""
+    return tuple((a.shape, a.dtype, a.weak_type) for a in map(_aval, leaves))
 
 
 def _aval(x) -> jax.ShapeDtypeStruct:
@@ -155,44 +153,49 @@ def _warn_once(what: str, folder: Path, error: Exception) -> None:
 class CachedJit:
     """`jax.jit(fn)` whose traced program is read from, or written to, the trace cache.
 
-    A call flattens the arguments (pytrees of arrays) and runs the program for their shapes and
-    dtypes; `compile(*args)` builds that program without running it (arguments may be
-    `jax.ShapeDtypeStruct`s). `donate_argnums` is `jax.jit`'s.
+    A call runs one `jax.jit` function: jax's own dispatch (in C++) finds the compiled program
+    for the arguments' shapes and dtypes, so a call costs what a `jax.jit` call costs. What that
+    function traces, once per signature, is not `fn` but the program stored for it, read back
+    from the cache or exported there first. `compile(*args)` builds the program without running it
+    (arguments may be `jax.ShapeDtypeStruct`s). `donate_argnums` is `jax.jit`'s.
     """
 
     def __init__(self, fn: Callable, key: Any, donate_argnums: tuple[int, ...] = ()):
         self.fn, self.donate_argnums = fn, tuple(donate_argnums)
         self.key = None if _holds_uncached(key) else repr(key)
         self._plain = jax.jit(fn, donate_argnums=self.donate_argnums)
+        self._jitted = jax.jit(self._stored_or_traced, donate_argnums=self.donate_argnums)
         self._programs: dict[tuple, Any] = {}
         functools.update_wrapper(self, fn)
 
     def __call__(self, *args):
+        return self._jitted(*args)
+
+    def _stored_or_traced(self, *args):
+        """What `jax.jit` traces: a call of the stored program, or `fn` itself where none can be stored."""
         leaves, in_tree = jax.tree.flatten(args)
-        program = self._program(args, leaves, in_tree)
+        program = self._program(leaves, in_tree)
         if program is _PLAIN:
-            return self._plain(*args)
+            return self.fn(*args)
         call, out_tree = program
         return jax.tree.unflatten(out_tree, call(*leaves))
 
     def compile(self, *args):
         """The compiled program for `args`' shapes and dtypes, without running it."""
-        leaves, in_tree = jax.tree.flatten(args)
-        program = self._program(args, leaves, in_tree)
-        return self._plain.lower(*args).compile() if program is _PLAIN else program[0].lower(*leaves).compile()
+        return self._jitted.lower(*args).compile()
 
     def lower(self, *args):
         """`jax.jit(fn).lower(*args)`, traced afresh: the same program, for inspection."""
         return self._plain.lower(*args)
 
-    def _program(self, args, leaves, in_tree):
+    def _program(self, leaves, in_tree):
         signature = (in_tree, _signature(leaves))
         program = self._programs.get(signature)
         if program is None:
-            program = self._programs[signature] = self._load_or_export(args, leaves, in_tree)
+            program = self._programs[signature] = self._load_or_export(leaves, in_tree)
         return program
 
-    def _load_or_export(self, args, leaves, in_tree):
+    def _load_or_export(self, leaves, in_tree):
         folder = _folder()
         if folder is None or self.key is None:
             return _PLAIN
@@ -217,9 +220,7 @@ class CachedJit:
                     write_atomic(path, payload)
                 except OSError as error:
                     _warn_once("write", folder, error)
-        offsets = [0, *itertools.accumulate(len(jax.tree.leaves(arg)) for arg in args)]
-        donated = tuple(j for i in self.donate_argnums for j in range(offsets[i], offsets[i + 1]))
-        return jax.jit(exported.call, donate_argnums=donated), out_tree
+        return exported.call, out_tree  # traced into the caller's jax.jit, which donates
 
     def _export(self, leaves, in_tree):
         out_tree = None
