@@ -72,11 +72,13 @@ class CompareConfig:
         return UNLIMITED_STEPS if self.wall_clock is not None else DEFAULT_ENV_STEPS
 
     def describe(self) -> str:
+        """The budget in words, as the summary's title gives it."""
         if self.wall_clock is None:
             return f"{self.steps_budget():,} env steps"
         if self.env_steps is None:
             return f"{self.wall_clock:g} s of training"
         return f"{self.env_steps:,} env steps or {self.wall_clock:g} s of training"
+
 
 # 20 s of training per run: a few hundred updates for each gradient agent on the cart pole
 QUICK = {"tasks": "ChaosCartPole-v0", "agents": "apg,shac,full,ppo", "seeds": 2, "wall_clock": 20.0}
