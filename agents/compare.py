@@ -161,7 +161,7 @@ def summarise(results: list[dict], tasks: list[str], agents: list[str], threshol
             steps_text = f"{np.median(reach_steps):,.0f}" if reach_steps else "not reached"
             time_text = f"{np.median(reach_time):.1f}" if reach_time else "not reached"
             ran = {k: np.mean([float(r[k]) for r in finals]) for k in ("env_steps", "wall_time")}
-            compile_time = np.mean([float(r.get("compile_time") or math.nan) for r in finals])
+            compile_time = np.mean([float(r["compile_time"]) for r in finals])
             out.append(f"| {agent} | {np.mean(scores):.2f} ± {np.std(scores):.2f} | {np.mean(objectives):.3f} ± "
                        f"{np.std(objectives):.3f} | {ran['env_steps']:,.0f} | {ran['wall_time']:.1f} | "
                        f"{compile_time:.1f} | {steps_text} | {time_text} | {len(reach_steps)}/{len(finals)} |")

@@ -18,6 +18,7 @@ import csv
 import fcntl
 import io
 import json
+import math
 import os
 import warnings
 from collections.abc import Callable
@@ -203,3 +204,12 @@ class Run:
 
         checkpoint = self.load_checkpoint(lambda b: decode_checkpoint(b, self.config))
         return numpy_policy(self.config, checkpoint["params"])
+
+
+def next_timed_evaluation(wall_time: float, time_budget: float | None) -> float:
+    """The training wall-clock at which a run under `time_budget` evaluates next: every tenth of
+    the budget (a budget may end long before the run's env steps or updates do); never without one."""
+    if time_budget is None:
+        return math.inf
+    tenth = time_budget / 10
+    return (wall_time // tenth + 1) * tenth

@@ -42,7 +42,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecMonitor, VecNormalize, u
 from tqdm.auto import tqdm
 
 from chaosgym.agents.config import TrainConfig
-from chaosgym.agents.run import CheckpointError, Run
+from chaosgym.agents.run import CheckpointError, Run, next_timed_evaluation
 from chaosgym.agents.sb3_vec_env import ChaosSB3VecEnv
 from chaosgym.evaluation import evaluate
 from chaosgym.presets import sb3_hyperparameters
@@ -222,9 +222,7 @@ class TrainingMonitor(BaseCallback):
         self.eval_every, self.progress, self.show_progress = eval_every, progress, show_progress
         self.time_budget = time_budget
         self.next_eval = 0 if progress["env_steps"] == 0 else self._after(progress["env_steps"])
-        # a wall-clock budget may end long before the env-step one: evaluate every tenth of it too
-        self.eval_seconds = time_budget / 10 if time_budget is not None else math.inf
-        self.next_eval_time = (progress["wall_time"] // self.eval_seconds + 1) * self.eval_seconds
+        self.next_eval_time = next_timed_evaluation(progress["wall_time"], time_budget)
         self.last = {"eval_score": math.nan, "eval_objective": math.nan}
 
     def _after(self, env_steps: int) -> int:
@@ -266,7 +264,7 @@ class TrainingMonitor(BaseCallback):
         self.progress.update(env_steps=self.num_timesteps, wall_time=self.wall_time())
         self.run.save_checkpoint(encode_checkpoint(self.config, self.model, self.progress))
         self.next_eval = self._after(self.num_timesteps)
-        self.next_eval_time = (self.progress["wall_time"] // self.eval_seconds + 1) * self.eval_seconds
+        self.next_eval_time = next_timed_evaluation(self.progress["wall_time"], self.time_budget)
         self.started += time.perf_counter() - self.paused_at
         self.paused_at = None
 

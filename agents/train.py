@@ -15,7 +15,6 @@ equal that protocol's.
 from __future__ import annotations
 
 import functools
-import math
 import pickle
 import time
 from pathlib import Path
@@ -30,7 +29,7 @@ import chaosgym
 from chaosgym.agents import apg
 from chaosgym.agents import config as config_module
 from chaosgym.agents.config import SB3_AGENTS, TrainConfig, for_task, given
-from chaosgym.agents.run import CheckpointError, Run
+from chaosgym.agents.run import CheckpointError, Run, next_timed_evaluation
 from chaosgym.evaluation import batched_evaluation, held_out_keys
 from chaosgym.gradients import EstimatorConfig, make_estimator
 from chaosgym.policies import policy_functions
@@ -218,9 +217,7 @@ def _train(run: Run, config: TrainConfig, checkpoint: dict | None, progress_bar:
     bar = tqdm(total=config.updates, initial=progress["update"], disable=not progress_bar,
                desc=f"{config.agent} {config.task}", unit="update")
     rows = []
-    # a wall-clock budget may end long before `updates` does: evaluate every tenth of it as well
-    eval_seconds = time_budget / 10 if time_budget is not None else math.inf
-    next_eval_time = (progress["wall_time"] // eval_seconds + 1) * eval_seconds
+    next_eval_time = next_timed_evaluation(progress["wall_time"], time_budget)
     for index in range(progress["update"], config.updates):
         if time_budget is not None and progress["wall_time"] >= time_budget:
             break  # a finished wall-clock run, opened again: nothing left to train
@@ -236,7 +233,7 @@ def _train(run: Run, config: TrainConfig, checkpoint: dict | None, progress_bar:
         last = index + 1 == config.updates or out_of_time
         timed = progress["wall_time"] >= next_eval_time  # a tenth of the wall-clock budget has passed
         if (index + 1) % config.eval_every == 0 or last or timed:
-            next_eval_time = (progress["wall_time"] // eval_seconds + 1) * eval_seconds
+            next_eval_time = next_timed_evaluation(progress["wall_time"], time_budget)
             row.update(evaluate_params(config, params))
             bar.set_postfix(loss=f"{diagnostics['loss']:.4g}", eval=f"{row['eval_score']:.4g}")
         rows.append(row)
