@@ -82,3 +82,75 @@ def test_the_core_never_imports_the_agents():
                             timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.split("\n")[-2] == "[]" and len(core) > 10
+
+
+def _requirements() -> list:
+    """Every requirement pyproject.toml declares: the dependencies and those of every extra."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    listed = project["dependencies"] + [r for extra in project["optional-dependencies"].values() for r in extra]
+    return [Requirement(r) for r in listed]
+
+
+def _lock() -> dict:
+    """requirements-lock.txt as {canonical name: version}."""
+    from packaging.utils import canonicalize_name
+
+    lines = (REPO_ROOT / "requirements-lock.txt").read_text().splitlines()
+    pins = [line.split("==") for line in lines if line.strip() and not line.startswith("#")]
+    assert all(len(p) == 2 for p in pins), "every line of the lock file is NAME==VERSION"
+    return {canonicalize_name(name): version for name, version in pins}
+
+
+def test_installed_mujoco_and_mjx_versions_match():
+    # MJX is released with MuJoCo, version for version; a mismatched pair fails at run time
+    from importlib.metadata import version
+
+    assert version("mujoco") == version("mujoco-mjx"), (version("mujoco"), version("mujoco-mjx"))
+
+
+def test_pyproject_pins_mujoco_with_mjx_and_bounds_every_other_requirement():
+    requirements = {r.name: r.specifier for r in _requirements()}
+    pins = {name: str(requirements[name]) for name in ("mujoco", "mujoco-mjx")}
+    assert pins["mujoco"].startswith("==") and pins["mujoco"] == pins["mujoco-mjx"], pins
+    unbounded = [name for name, spec in requirements.items()
+                 if not any(s.operator in ("<", "==") for s in spec)]
+    assert not unbounded, f"no upper bound on {unbounded}"
+
+
+def test_lock_file_satisfies_pyproject_and_install_script_uses_it():
+    lock = _lock()
+    for requirement in _requirements():
+        name = requirement.name.lower().replace("_", "-")
+        assert name in lock, f"{requirement.name} is not in requirements-lock.txt"
+        assert requirement.specifier.contains(lock[name]), (str(requirement), lock[name])
+    assert lock["mujoco"] == lock["mujoco-mjx"]
+    # a pin with a local label (torch==2.13.0+cpu) could never be met from PyPI
+    assert "+" not in lock["torch"]
+    assert "-c requirements-lock.txt" in (REPO_ROOT / "scripts" / "install.sh").read_text()
+
+
+@pytest.mark.slow
+def test_install_script_in_a_fresh_copy_installs_the_lock(tmp_path):
+    """scripts/install.sh end to end, in a copy with no .venv: the lock's versions, PyTorch's CPU
+    build (or PyPI's, where PyTorch's index cannot be reached, as on a machine that only reaches
+    PyPI), and a working command."""
+    source = tmp_path / "source"
+    shutil.copytree(REPO_ROOT, source, ignore=NOT_SOURCE)
+    install = subprocess.run(["bash", "scripts/install.sh"], cwd=source, capture_output=True, text=True,
+                             timeout=1800)
+    assert install.returncode == 0, install.stderr[-3000:]
+    assert "install: torch 2.13.0" in install.stdout and "build" in install.stdout, install.stdout
+    freeze = subprocess.run([str(source / ".venv/bin/pip"), "freeze", "--all"], capture_output=True, text=True,
+                            check=True).stdout.splitlines()
+    from packaging.utils import canonicalize_name
+
+    installed = {canonicalize_name(n): v.partition("+")[0] for n, _, v in (line.partition("==") for line in freeze)
+                 if v}
+    lock = _lock()
+    assert {name: installed.get(name) for name in lock} == lock
+    assert subprocess.run([str(source / ".venv/bin/chaosgym"), "--help"], capture_output=True, text=True,
+                          timeout=120).returncode == 0
