@@ -16,7 +16,8 @@ Gymnasium evaluation protocol (`chaosgym.evaluation.evaluate`), with the task's 
   steps and seconds of training it needed to reach the task's threshold score (median over the
   seeds that reached it);
 * curves_<task>.png — evaluation score and objective against env steps and against wall-clock
-  (mean over seeds, ± std shaded; each seed counts to its own last evaluation).
+  (mean over seeds, ± std shaded, up to where the shortest seed ends; a task whose objective is
+  the return gets the score alone).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import gymnasium
 import matplotlib
 
 matplotlib.use("Agg")
@@ -37,10 +39,11 @@ from tqdm.auto import tqdm  # noqa: E402
 import chaosgym  # noqa: E402
 from chaosgym import flags  # noqa: E402
 from chaosgym.agents import config as config_module  # noqa: E402
+from chaosgym.agents.announce import announce_compile  # noqa: E402
 from chaosgym.agents.config import GRADIENT_AGENTS, SB3_AGENTS, TrainConfig, for_task  # noqa: E402
 from chaosgym.agents.run import Run  # noqa: E402
 from chaosgym.evaluation import evaluate  # noqa: E402
-from chaosgym.presets import presets  # noqa: E402
+from chaosgym.presets import PRESETS, presets  # noqa: E402
 from chaosgym.registry import parse_task_kwargs  # noqa: E402
 
 
@@ -65,6 +68,20 @@ class CompareConfig:
         "help": "budget per run in seconds of training, compilation apart (with --env-steps too, a run stops at "
                 "whichever budget ends first)"})
 
+    def __post_init__(self):
+        for name in ("seeds", "env_steps"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+        # inf passes `> 0` and would never end; nan fails every comparison
+        if self.wall_clock is not None and not (math.isfinite(self.wall_clock) and self.wall_clock > 0):
+            raise ValueError(f"--wall-clock must be a finite number of seconds > 0, got {self.wall_clock}")
+        agents = self.agents.split(",")
+        unknown = [a for a in agents if a not in GRADIENT_AGENTS + SB3_AGENTS]
+        if unknown:
+            raise ValueError(f"unknown agent(s) {unknown} in --agents; valid: {', '.join(GRADIENT_AGENTS + SB3_AGENTS)}")
+        _refuse_repeats("--agents", agents)
+
     def steps_budget(self) -> int:
         """The env-step budget of every run; a wall-clock budget alone leaves the steps unlimited."""
         if self.env_steps is not None:
@@ -80,11 +97,33 @@ class CompareConfig:
         return f"{self.env_steps:,} env steps or {self.wall_clock:g} s of training"
 
 
-# 20 s of training per run: a few hundred updates for each gradient agent on the cart pole
-QUICK = {"tasks": "ChaosCartPole-v0", "agents": "apg,shac,full,ppo", "seeds": 2, "wall_clock": 20.0}
+# The main job. Its budget is env steps, the same for every agent, so that it gives the same table on
+# a slow or a busy machine (20 s of training gave apg 758 updates on a quiet CPU and 105-211 on a busy
+# one). On a quiet 2-core CPU 100,000 env steps are about 5 s of training for apg and shac (195
+# updates of 16 envs x 32 steps), 3 s for full (62 updates of 16 x 100 steps) and 21 s for PPO.
+QUICK = {"tasks": "ChaosCartPole-v0", "agents": "apg,shac,full,ppo", "seeds": 2, "env_steps": 100_000}
 # settings compare decides: the task, agent, seed and budget of every run, and the objective
 RUN_FIELDS = ("task", "task_kwargs", "agent", "seed", "updates", "env_steps", "eval_every",
               "checkpoint_every", "estimator.objective", "sb3")
+
+
+def _refuse_repeats(flag: str, names: list[str]) -> None:
+    """A name given twice would train (or read back) the same runs twice and count them twice."""
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"{flag} names {', '.join(repeated)} more than once; give each once")
+
+
+def parse_threshold(item: str) -> tuple[str, float]:
+    """`"ChaosCartPole-v0=50"` -> `("ChaosCartPole-v0", 50.0)`."""
+    name, equals, value = item.partition("=")
+    try:
+        score = float(value)
+    except ValueError:
+        score = math.nan
+    if not (name and equals and math.isfinite(score)):
+        raise ValueError(f"--threshold expects TASK=SCORE with a finite SCORE, e.g. ChaosCartPole-v0=50; got {item!r}")
+    return name, score
 
 
 def parse_task(spec: str) -> tuple[str, dict]:
@@ -124,6 +163,17 @@ def train_run(config: TrainConfig, wall_clock: float | None, folder: Path):
 
         progress = train(config, folder, resume=resume, progress_bar=False, time_budget=wall_clock)
     return Run(folder).policy(), float(progress.get("compile_time", math.nan))
+
+
+def compile_evaluation_env(env_id: str, kwargs: dict) -> None:
+    """Compile the reset and step of the Gymnasium MJX env that `evaluate` scores every policy in;
+    every later env of the task in this process runs the same compiled programs."""
+    env = gymnasium.make(env_id, backend="mjx", **kwargs)
+    try:
+        env.reset(seed=0)
+        env.step(env.action_space.sample())
+    finally:
+        env.close()
 
 
 def curve_rows(folder: Path) -> list[dict]:
@@ -170,21 +220,24 @@ def summarise(results: list[dict], tasks: list[str], agents: list[str], threshol
 
 
 def _mean_curve(curves: list[list[dict]], x_key: str, y_key: str, points: int = 60):
-    """Mean and std over seeds on one grid from the first seed's start to the longest seed's end:
-    each seed counts where it has data, so no seed's curve is cut at another's end."""
+    """Mean and std over seeds on one grid over the range every seed has data for: from the latest
+    first point to the earliest last one, so that every point is a mean over all the seeds (beyond
+    the shortest seed's end a "mean" would be the other seeds alone)."""
     xs = [np.array([float(r[x_key]) for r in c]) for c in curves]
     ys = [np.array([float(r[y_key]) for r in c]) for c in curves]
-    grid = np.linspace(min(x[0] for x in xs), max(x[-1] for x in xs), points)  # SB3's first point is at t > 0
-    values = np.array([np.where((grid >= x[0]) & (grid <= x[-1]), np.interp(grid, x, y), np.nan)
-                       for x, y in zip(xs, ys)])
-    return grid, np.nanmean(values, 0), np.nanstd(values, 0)
+    grid = np.linspace(max(x[0] for x in xs), min(x[-1] for x in xs), points)
+    values = np.array([np.interp(grid, x, y) for x, y in zip(xs, ys)])
+    return grid, values.mean(0), values.std(0)
 
 
 def plot_task(results: list[dict], task: str, agents: list[str], path: Path, title: str,
               objective: str, threshold: float) -> None:
     """Score (episode return) and the task's objective, against env steps and against wall-clock;
-    the mean over seeds with a ± std band, one legend for the figure."""
-    fig, axes = plt.subplots(2, 2, figsize=(10, 6.6), sharex="col")
+    the mean over seeds with a ± std band, one legend for the figure. A task whose objective is the
+    return gets the score panels alone: its objective panels would repeat them upside down."""
+    y_keys = ("eval_score",) if objective == "return" else ("eval_score", "eval_objective")
+    fig, axes = plt.subplots(len(y_keys), 2, figsize=(10, 3.6 + 3 * (len(y_keys) - 1)), sharex="col",
+                             squeeze=False)
     handles = []
     for agent in agents:
         curves = {}
@@ -194,7 +247,7 @@ def plot_task(results: list[dict], task: str, agents: list[str], path: Path, tit
         if not curves:
             continue
         color = None
-        for row, y_key in enumerate(("eval_score", "eval_objective")):
+        for row, y_key in enumerate(y_keys):
             for col, x_key in enumerate(("env_steps", "wall_time")):
                 grid, mean, std = _mean_curve(list(curves.values()), x_key, y_key)
                 [line] = axes[row, col].plot(grid, mean, label=agent, color=color)
@@ -205,12 +258,15 @@ def plot_task(results: list[dict], task: str, agents: list[str], path: Path, tit
         ax.axhline(threshold, color="grey", linestyle=":", linewidth=1, label="_threshold")
     axes[0, 0].set(ylabel="score: episode return (higher is better)", title="score against env steps")
     axes[0, 1].set(title="score against wall-clock")
-    axes[1, 0].set(xlabel="env steps", ylabel=f"objective: {objective} (lower is better)",
-                   title="objective against env steps")
-    axes[1, 1].set(xlabel="wall-clock (s of training; compilation apart)", title="objective against wall-clock")
-    fig.suptitle(f"{title}: mean ± std over seeds (dotted: threshold score {threshold:g})")
+    if len(y_keys) == 2:
+        axes[1, 0].set(ylabel=f"objective: {objective} (lower is better)", title="objective against env steps")
+        axes[1, 1].set(title="objective against wall-clock")
+    axes[-1, 0].set(xlabel="env steps")
+    axes[-1, 1].set(xlabel="wall-clock (s of training; compilation apart)")
+    fig.suptitle(f"{title}: mean ± std over seeds, up to where the shortest seed ends\n"
+                 f"(dotted: threshold score {threshold:g})")
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False)
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.tight_layout(rect=(0, 0.06 if len(y_keys) == 2 else 0.1, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -220,32 +276,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     # every other training setting, for every gradient run (the task's presets where not given)
     flags.add_arguments(parser, TrainConfig, skip=RUN_FIELDS)
     parser.add_argument("--threshold", action="append", default=[], metavar="TASK=SCORE",
-                        help="evaluation score that counts as solved (repeatable; default: the task's preset)")
+                        help="evaluation score that counts as solved (repeatable; default: the task's preset, "
+                             + ", ".join(f"{task} {p.threshold:g}" for task, p in sorted(PRESETS.items())) + ")")
     parser.add_argument("--out", type=Path, default=Path("runs/compare"), help="output folder")
+    quick = "; ".join(f"--{k.replace('_', '-')} {v}" for k, v in QUICK.items())
     parser.add_argument("--quick", action="store_true",
-                        help=f"small preset for a 2-core CPU (about 10 minutes): {QUICK}")
+                        help=f"the main job, about 6 minutes on a 2-core CPU with cold caches: {quick} (the "
+                             "tasks, agents, seeds and budget flags given with it replace these values)")
+
+
+def compare_config(args: argparse.Namespace) -> CompareConfig:
+    """The comparison the flags ask for: --quick's values, where given, replaced by the flags given with it."""
+    return CompareConfig(**{**(QUICK if args.quick else {}), **flags.given(args, CompareConfig)})
 
 
 def run(args: argparse.Namespace) -> int:
-    compare = CompareConfig(**flags.given(args, CompareConfig))
+    compare = compare_config(args)
     changes = {k: v for k, v in flags.given(args, TrainConfig).items() if k not in RUN_FIELDS}
-    if args.quick:
-        compare = CompareConfig(**{k: v for k, v in QUICK.items() if "." not in k})
-        changes = {**{k: v for k, v in QUICK.items() if "." in k}, **changes}  # run settings the preset changes
-    for name in ("seeds", "env_steps"):
-        if getattr(compare, name) is not None and getattr(compare, name) <= 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(compare, name)}")
-    if compare.wall_clock is not None and not compare.wall_clock > 0:
-        raise ValueError(f"--wall-clock must be a number of seconds > 0, got {compare.wall_clock}")
     tasks = [parse_task(t) for t in compare.tasks.split(",")]
+    labels = [task_label(*t) for t in tasks]
+    _refuse_repeats("--tasks", labels)
     agents = compare.agents.split(",")
-    unknown = [a for a in agents if a not in GRADIENT_AGENTS + SB3_AGENTS]
-    if unknown:
-        raise ValueError(f"unknown agent(s) {unknown}; valid: {', '.join(GRADIENT_AGENTS + SB3_AGENTS)}")
-    thresholds = {}
-    for item in args.threshold:
-        name, _, value = item.partition("=")
-        thresholds[name] = float(value)
+    given_thresholds = dict(parse_threshold(item) for item in args.threshold)
+    unmatched = sorted(set(given_thresholds) - set(labels) - {env_id for env_id, _ in tasks})
+    if unmatched:
+        raise ValueError(f"--threshold names {', '.join(unmatched)}, not among --tasks ({', '.join(labels)})")
+    thresholds = {label: given_thresholds.get(label, given_thresholds.get(env_id, presets(env_id).threshold))
+                  for (env_id, _), label in zip(tasks, labels)}
     runs = [(t, a, s) for t in tasks for a in agents for s in range(compare.seeds)]
     # every config is built (and so checked) before the first run trains
     configs = [run_config(env_id, kwargs, agent, seed, compare.steps_budget(), changes)
@@ -253,13 +310,15 @@ def run(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     budget = compare.describe()
     print(f"chaosgym compare: {len(runs)} runs of {budget} each into {args.out} (finished runs are read back; "
-          "on a 2-core CPU a gradient run of 100k env steps takes a few minutes, PPO's about as long, SAC/TD3 "
-          "about 40 min)")
+          "on a 2-core CPU 100,000 cart-pole env steps take about 3-6 s of training for a gradient agent, 20 s "
+          "for PPO and 40 min for SAC or TD3, the first compile of each agent apart)")
 
+    for (env_id, kwargs), label in zip(tasks, labels):
+        with announce_compile(f"the Gymnasium MJX env of {label} for the final evaluations", typical_s=15):
+            compile_evaluation_env(env_id, kwargs)
     results = []
     for ((env_id, kwargs), agent, seed), config in tqdm(list(zip(runs, configs)), desc="compare", unit="run"):
         label = task_label(env_id, kwargs)
-        thresholds.setdefault(label, thresholds.get(env_id, presets(env_id).threshold))
         folder = args.out / "runs" / f"{label}-{agent}-seed{seed}"
         tqdm.write(f"training {agent} on {label}, seed {seed} -> {folder}")
         policy, compile_time = train_run(config, compare.wall_clock, folder)
@@ -277,7 +336,6 @@ def run(args: argparse.Namespace) -> int:
         writer = csv.DictWriter(f, columns)
         writer.writeheader()
         writer.writerows(results)
-    labels = [task_label(*t) for t in tasks]
     summary = summarise(results, labels, agents, thresholds)
     title = (f"# chaosgym compare — {budget} per run, {compare.seeds} seeds\n\nEvery agent optimises and is "
              "ranked by the episode return (score); the objective column is the task's reported objective.\n")

@@ -100,13 +100,33 @@ def test_a_task_registered_without_presets_gets_the_defaults():
         del chaosgym.TASKS["TestPole-v0"], PRESETS["TestPole-v0"], gymnasium.registry["TestPole-v0"]
 
 
-def test_mean_curve_runs_to_the_longest_seed_and_counts_each_seed_where_it_has_data():
+def test_mean_curve_ends_where_the_shortest_seed_ends_so_every_point_averages_every_seed():
+    """Running on to the longest seed's end drew one seed alone as the mean (full's curve fell to
+    -12 after the other seed ended, while the table said -6.3)."""
     short = [{"x": 0, "y": 0.0}, {"x": 10, "y": 10.0}]
     long = [{"x": 0, "y": 2.0}, {"x": 20, "y": 22.0}]
-    grid, mean, std = compare._mean_curve([short, long], "x", "y", points=5)
-    np.testing.assert_allclose(grid, [0, 5, 10, 15, 20])
-    np.testing.assert_allclose(mean, [1, 6, 11, 17, 22])  # beyond x = 10 only the long seed counts
-    np.testing.assert_allclose(std, [1, 1, 1, 0, 0])
+    late = [{"x": 5, "y": 4.0}, {"x": 20, "y": 4.0}]  # SB3 may evaluate first after t = 0
+    grid, mean, std = compare._mean_curve([short, long], "x", "y", points=3)
+    np.testing.assert_allclose(grid, [0, 5, 10])
+    np.testing.assert_allclose(mean, [1, 6, 11])
+    np.testing.assert_allclose(std, [1, 1, 1])
+    grid, mean, _ = compare._mean_curve([short, late], "x", "y", points=2)
+    np.testing.assert_allclose(grid, [5, 10])
+    np.testing.assert_allclose(mean, [4.5, 7])
+
+
+@pytest.mark.parametrize("objective, panels", [("final_state", 4), ("return", 2)])
+def test_the_objective_panels_are_dropped_where_the_objective_is_the_score(objective, panels, tmp_path, monkeypatch):
+    figures = []
+    real_close = compare.plt.close
+    monkeypatch.setattr(compare.plt, "close", lambda fig: (figures.append(fig), real_close(fig)))
+    rows = [{"task": "T", "agent": "apg", "seed": s, "kind": "curve", "env_steps": e, "wall_time": e / 100,
+             "eval_score": e / 10, "eval_objective": -e / 10} for s in (0, 1) for e in (0, 512, 1024)]
+    compare.plot_task(rows, "T", ["apg"], tmp_path / "c.png", "T", objective, threshold=50)
+    [figure] = figures
+    assert len(figure.axes) == panels
+    labels = [ax.get_ylabel() + ax.get_title() for ax in figure.axes]
+    assert any("objective" in label for label in labels) == (panels == 4)
 
 
 def test_a_wall_clock_budget_alone_leaves_the_env_steps_unlimited():
@@ -118,14 +138,48 @@ def test_a_wall_clock_budget_alone_leaves_the_env_steps_unlimited():
     assert both.steps_budget() == 5000 and both.describe() == "5,000 env steps or 20 s of training"
 
 
-def test_the_quick_preset_lets_every_gradient_agent_make_hundreds_of_updates():
-    """--quick budgets by seconds, not env steps: at 60,000 env steps `full` got 37 updates and ES 4."""
-    quick = compare.CompareConfig(**{k: v for k, v in compare.QUICK.items() if "." not in k})
-    assert quick.wall_clock is not None and quick.env_steps is None
+def _compare_args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    compare.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_the_quick_preset_is_a_budget_of_env_steps_so_its_table_does_not_depend_on_the_machine():
+    """20 s of training gave apg 758 updates on a quiet CPU and 105-211 on a busy one."""
+    quick = compare.compare_config(_compare_args("--quick"))
+    assert quick.wall_clock is None and quick.env_steps == 100_000 and quick.seeds == 2
+    updates = {}
     for agent in quick.agents.split(","):
         config = compare.run_config(quick.tasks, {}, agent, 0, quick.steps_budget(), {})
-        if not config.is_sb3:  # the clock, not the update count, ends the run
-            assert config.updates * config.steps_per_update() >= 10**9
+        updates[agent] = config.updates if not config.is_sb3 else config.env_steps
+    assert updates == {"apg": 195, "shac": 195, "full": 62, "ppo": 100_000}
+
+
+def test_the_budget_flags_given_with_quick_replace_its_values():
+    given = compare.compare_config(_compare_args("--quick", "--agents", "apg", "--seeds", "1", "--env-steps",
+                                                 "2048", "--wall-clock", "5", "--tasks", "ChaosAnt-v0"))
+    assert given == compare.CompareConfig(tasks="ChaosAnt-v0", agents="apg", seeds=1, env_steps=2048, wall_clock=5.0)
+    assert compare.compare_config(_compare_args("--quick", "--seeds", "3")) == compare.CompareConfig(
+        **{**compare.QUICK, "seeds": 3})
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--wall-clock", "inf"], "--wall-clock must be a finite number of seconds > 0, got inf"),
+    (["--wall-clock", "nan"], "--wall-clock must be a finite number of seconds > 0, got nan"),
+    (["--threshold", "nan"], "--threshold expects TASK=SCORE with a finite SCORE"),
+    (["--threshold", "ChaosCartPole-v0=nan"], "--threshold expects TASK=SCORE with a finite SCORE"),
+    (["--threshold", "ChaosAnt-v0=1500"], "--threshold names ChaosAnt-v0, not among --tasks (ChaosCartPole-v0)"),
+    (["--agents", "full,full"], "--agents names full more than once"),
+    (["--agents", "ful"], "unknown agent(s) ['ful'] in --agents"),
+    (["--tasks", "ChaosCartPole-v0,ChaosCartPole-v0"], "--tasks names ChaosCartPole-v0 more than once"),
+])
+def test_bad_budgets_and_names_are_refused_in_one_line_before_any_folder_exists(flags, message, tmp_path, capsys):
+    out = tmp_path / "cmp"
+    with pytest.raises(SystemExit) as error:
+        main(["compare", "--tasks", "ChaosCartPole-v0", "--agents", "full", "--out", str(out), *flags])
+    assert error.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_the_summary_reports_both_axes_and_compile_time_apart():
