@@ -79,7 +79,8 @@ class CompareConfig:
         agents = self.agents.split(",")
         unknown = [a for a in agents if a not in GRADIENT_AGENTS + SB3_AGENTS]
         if unknown:
-            raise ValueError(f"unknown agent(s) {unknown} in --agents; valid: {', '.join(GRADIENT_AGENTS + SB3_AGENTS)}")
+            valid = ", ".join(GRADIENT_AGENTS + SB3_AGENTS)
+            raise ValueError(f"unknown agent(s) {unknown} in --agents; valid: {valid}")
         _refuse_repeats("--agents", agents)
 
     def steps_budget(self) -> int:

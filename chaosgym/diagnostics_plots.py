@@ -131,7 +131,7 @@ def plot_gradient_variance(stats: dict[tuple[str, int, float], GradientStats],
                 title="mean per-parameter variance")
     axes[2].axhline(0.0, color="k", lw=0.6)
     axes[2].set_yscale("symlog", linthresh=_symlog_threshold(shown))
-    axes[2].set(xscale="log", xlabel="horizon [steps]", ylabel="|E g|² / tr Cov g",
+    axes[2].set(xscale="log", xlabel="horizon [steps]", ylabel="mean$_{i \\neq j}$ g$_i$·g$_j$ / tr Cov g (< 0: noise)",
                 title="signal-to-noise ratio (± 2 s.e.)")
     fig.suptitle(title, fontsize=10)
     _figure_legend(fig, axes, columns=3)
