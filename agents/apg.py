@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from chaosgym.agents.optimizer import make_optimizer
 from chaosgym.env import Env, State
 from chaosgym.policies import mlp_init, mlp_policy
 
@@ -165,9 +166,7 @@ class TrainState(NamedTuple):
 
 def optimizer(config: APGConfig) -> optax.GradientTransformation:
     """Clip the global norm, then Adam; a non-finite gradient is skipped (counted in the state)."""
-    return optax.apply_if_finite(optax.chain(
-        optax.clip_by_global_norm(config.max_grad_norm),
-        optax.adam(config.learning_rate, b1=config.b1, b2=config.b2)), 2**31 - 1)
+    return make_optimizer(config.learning_rate, clip_norm=config.max_grad_norm, b1=config.b1, b2=config.b2)
 
 
 def reset_batch(env: Env, key: jax.Array, num_envs: int) -> State:

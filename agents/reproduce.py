@@ -8,22 +8,26 @@ What their published code runs (`tum-pbs/StableBPTT`, `CartPole/Runs/01`), on `C
 * network: the ``paper`` policy (raw state in, 2 x 100 tanh, linear force output in newtons,
   Glorot-uniform kernels, zero biases, zeroed output kernel);
 * training: the final-state loss 1 - mean cos theta after 100 steps, averaged over a batch of 8;
-  the 32 training batches in a fixed order, 1000 epochs (32,000 updates); Adam(1e-3, eps 1e-7);
-  clipping NONE, VALUE (each element to +-1) or NORM (global norm 1) after the flows are combined;
+  the 32 training batches in a fixed order, 1000 epochs (32,000 updates); Adam(1e-3, eps 1e-7) in
+  Keras 2's form (`--adam keras`, the default; `--adam optax` for optax's); clipping NONE, VALUE
+  (each element to +-1) or NORM (global norm 1) after the flows are combined
+  (`chaosgym.agents.optimizer`, the builder every agent uses);
 * flows: R (full), M (modified), S (stopped), C (combined: M where its sign agrees with R);
 * metric: the loss on all 256 test states after every epoch.
 
 Differences, each stated in docs/stable_bptt.md: several seeds of the network's initialisation
-(the paper ran one, with TensorFlow's generator); optax's Adam puts eps after the bias correction
-(Keras before it, which makes Keras' eps up to 32x larger in the first updates and the same after a
-few thousand); MJX physics instead of the paper's closed-form equations (equal to 1e-9 in float64,
-tests/test_cartpole_paper.py).
+(the paper ran one, with TensorFlow's generator); the physics is MJX's step by default, or with
+`--physics equations` the paper's closed form inside the same task (equal to MJX's step to 1e-13
+in float64 over 100 steps, 27x cheaper per update on a CPU); every table names the physics.
 
-Runs of one (poles, flow) pair share one compiled program: its seeds and clipping modes are one
-vmapped batch. Each pair's folder (`<out>/poles3-C/`) holds `config.json`, `epochs.csv` (one row
-per run and epoch) and a checkpoint written every `--checkpoint-every` epochs: an interrupted
-reproduction resumes from there, and finished pairs are read back, not redone. `results.md` (the
-table) and `stable_bptt.png` (the paper's figure) are drawn from every finished epoch.
+Every run of one pole count (flows x clipping modes x seeds, 36 for the full grid) is one vmapped
+program: R, M and S take one backward pass each and C two (R's and M's), all in one batch of
+passes (`chaosgym.rollout.Cuts`). Each pole count's group is a run folder (`chaosgym.agents.run`):
+`<out>/poles3-RMSC/` holds `config.json`, `metrics.csv` (one row per run and epoch) and a
+checkpoint (with the previous one as fallback) every `--checkpoint-every` epochs, under a lock: an
+interrupted reproduction resumes from there and finished groups are read back, not redone.
+`results.md` (the tables), `results.csv` and `stable_bptt.png` (the paper's figure) are drawn from
+every finished epoch.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import argparse
 import csv
 import dataclasses
 import io
-import json
+import math
 import pickle
 import time
 from dataclasses import dataclass
@@ -45,34 +49,55 @@ import optax
 from tqdm.auto import tqdm
 
 import chaosgym
-from chaosgym.gradients import EstimatorConfig, make_estimator
+from chaosgym.agents.optimizer import ADAM_FORMS, make_optimizer
+from chaosgym.agents.run import RunFolder
+from chaosgym.gradients import _cosine, combine
 from chaosgym.policies import policy_functions
-from chaosgym.rollout import rollout
+from chaosgym.rollout import Cuts, rollout
+from chaosgym.tasks.cartpole import PHYSICS
 from chaosgym.trace_cache import write_atomic
 
 FLOWS = {"R": "full", "M": "modified", "S": "stopped", "C": "combined"}
 CLIPS = ("NONE", "VALUE", "NORM")
 COLUMNS = ["poles", "flow", "clip", "seed", "epoch", "test_loss", "train_loss", "grad_norm",
            "cosine_modified_full", "fraction_zeroed", "max_abs_force", "wall_time"]
+TEXT_COLUMNS, INT_COLUMNS = ("flow", "clip"), ("poles", "seed", "epoch")
 
 
 @dataclass(frozen=True)
 class Protocol:
-    """The paper's settings (its run script's values are the defaults)."""
+    """The paper's settings (its run script's values are the defaults), and how chaosgym runs them."""
 
     states: int = 256
     batch_size: int = 8
     epochs: int = 1000
     learning_rate: float = 1e-3
     adam_eps: float = 1e-7
+    adam: str = "keras"
     clip_number: float = 1.0
     horizon: int = 100
     hidden: tuple[int, ...] = (100, 100)
     data_seed: int = 42
+    physics: str = "mjx"
+
+    def __post_init__(self):
+        if self.adam not in ADAM_FORMS:
+            raise ValueError(f"adam must be one of {', '.join(ADAM_FORMS)}, got {self.adam!r}")
+        if self.physics not in PHYSICS:
+            raise ValueError(f"physics must be one of {', '.join(PHYSICS)}, got {self.physics!r}")
+        if self.states < self.batch_size or self.states % self.batch_size:
+            raise ValueError(f"states must be a positive multiple of the batch size {self.batch_size}, "
+                             f"got {self.states}")
 
     @property
     def updates_per_epoch(self) -> int:
         return self.states // self.batch_size
+
+    def describe(self) -> str:
+        physics = ("the paper's closed-form equations (--physics equations)" if self.physics == "equations"
+                   else "MJX's step (--physics mjx)")
+        return (f"physics: {physics}; Adam: {self.adam}'s form (eps {self.adam_eps:g}); "
+                f"{jnp.zeros(()).dtype}")
 
 
 def paper_states(num_poles: int, count: int = 256, seed: int = 42) -> tuple[np.ndarray, np.ndarray]:
@@ -103,134 +128,196 @@ def env_states(env: chaosgym.Env, states: np.ndarray) -> chaosgym.State:
     return jax.vmap(one)(jnp.asarray(states, jnp.zeros(()).dtype))
 
 
-def _clipper(mode: jax.Array, clip_number: float):
-    """Clip a gradient by the run's mode (0 NONE, 1 VALUE, 2 NORM): optax's transforms, per run."""
-    transforms = [optax.identity(), optax.clip(clip_number), optax.clip_by_global_norm(clip_number)]
-    branches = [lambda g, t=t: t.update(g, t.init(g))[0] for t in transforms]
-    return lambda grad: jax.lax.switch(mode, branches, grad)
+def grid_runs(flows, clips, seeds: int) -> list[tuple[str, str, int]]:
+    """The runs of one pole count's group, `(flow, clip, seed)`, in the order of the program's batch."""
+    return [(flow, clip, seed) for flow in flows for seed in range(seeds) for clip in clips]
 
 
-def make_group(num_poles: int, flow: str, protocol: Protocol):
-    """The jitted programs of one (poles, flow) pair: `init(seeds)`, `epoch(runs, modes)` and `test`.
+@dataclass
+class Program:
+    """The jitted functions of one group of runs: `init()`, `gradients(params, batch)` (every run's
+    gradient and metrics), `update(state, batch)` (one update of every run), `epoch(state)` (every
+    run through the epoch's batches, then the test loss) and `test(params)`. The state is
+    `(params, opt_states)`, stacked over runs."""
 
-    `epoch` trains every run (a seed with a clipping mode) for one epoch, vmapped; it returns the
-    new runs and per-run metrics (mean over the epoch's updates) and the test loss after the epoch.
+    runs: list[tuple[str, str, int]]
+    init: object
+    gradients: object
+    update: object
+    epoch: object
+    test: object
+    batches: chaosgym.State
+
+
+def make_program(num_poles: int, runs: list[tuple[str, str, int]], protocol: Protocol) -> Program:
+    """One vmapped program for `runs` (flow, clip, seed) at `num_poles` poles.
+
+    Each run's gradient comes from one backward pass of the rollout with its flow's cuts (`Cuts`),
+    C's from two (M's and R's, combined by `chaosgym.gradients.combine`); all passes of all runs are
+    one vmapped batch. Runs of the same seed start from the same weights.
     """
-    env = chaosgym.make("ChaosCartPole-v0", num_poles=num_poles)
-    init, policy = policy_functions("paper", env.task)
-    estimator = make_estimator(env, policy, EstimatorConfig(name=FLOWS[flow], horizon=protocol.horizon,
-                                                            objective="final_state"))
-    optimizer = optax.adam(protocol.learning_rate, eps=protocol.adam_eps)
+    env = chaosgym.make("ChaosCartPole-v0", num_poles=num_poles, physics=protocol.physics)
+    init_params, policy = policy_functions("paper", env.task)
     train_np, test_np = paper_states(num_poles, protocol.states, protocol.data_seed)
     # the training states in the paper's fixed batch order: (updates per epoch, batch, ...)
     batches = jax.tree.map(lambda x: x.reshape(protocol.updates_per_epoch, protocol.batch_size, *x.shape[1:]),
                            env_states(env, train_np))
     test_states = env_states(env, test_np)
-    obs_size = env.observation_size
 
-    def init_run(seed):
-        params = init(jax.random.key(seed), obs_size, env.action_size, protocol.hidden)
-        return params, optimizer.init(params)
+    passes, first, second = [], [], []  # (run, flow of the pass); each run's pass(es)
+    for index, (flow, _, _) in enumerate(runs):
+        first.append(len(passes))
+        passes.append((index, "modified" if flow == "C" else FLOWS[flow]))
+        if flow == "C":
+            passes.append((index, "full"))
+        second.append(len(passes) - 1)
+    pass_run = jnp.asarray([run for run, _ in passes])
+    cuts = Cuts(*(jnp.stack(c) for c in zip(*(Cuts.of(flow) for _, flow in passes))))
+    first, second = jnp.asarray(first), jnp.asarray(second)
+    is_combined = jnp.asarray([flow == "C" for flow, _, _ in runs])
+    modes = jnp.asarray([CLIPS.index(clip) for _, clip, _ in runs])
+    seeds = jnp.asarray([seed for _, _, seed in runs])
+    # one optimiser per clipping mode, all of one state layout, so each run switches to its own
+    optimizers = [make_optimizer(protocol.learning_rate, eps=protocol.adam_eps, adam=protocol.adam,
+                                 clip_value=protocol.clip_number if clip == "VALUE" else None,
+                                 clip_norm=protocol.clip_number if clip == "NORM" else None) for clip in CLIPS]
+
+    def loss(params, cut, batch):
+        return rollout(env, policy, params, batch, protocol.horizon, flow=cut, objective="final_state")[0]
+
+    def init():
+        params = jax.vmap(lambda seed: init_params(jax.random.key(seed), env.observation_size, env.action_size,
+                                                   protocol.hidden))(seeds)
+        return params, jax.vmap(optimizers[0].init)(params)
+
+    def optimize(grad, opt_state, params, mode):
+        step, opt_state = jax.lax.switch(mode, [o.update for o in optimizers], grad, opt_state, params)
+        return optax.apply_updates(params, step), opt_state
+
+    def gradients(params, batch):
+        """Every run's gradient (C's combined) and its metrics on one batch."""
+        with jax.default_matmul_precision("highest"):  # as every chaosgym gradient (see gradients.py)
+            losses, grads = jax.vmap(jax.value_and_grad(loss), in_axes=(0, 0, None))(
+                jax.tree.map(lambda x: x[pass_run], params), cuts, batch)
+        g_first, g_second = (jax.tree.map(lambda g: g[i], grads) for i in (first, second))
+        combined, zeroed = jax.vmap(combine)(g_first, g_second)
+        per_run = lambda c, g: jnp.where(is_combined.reshape((-1,) + (1,) * (g.ndim - 1)), c, g)
+        grad = jax.tree.map(per_run, combined, g_first)
+        nan = jnp.full(is_combined.shape, jnp.nan, losses.dtype)
+        return grad, {"train_loss": losses[second], "grad_norm": jax.vmap(optax.tree.norm)(grad),
+                      "cosine_modified_full": jnp.where(is_combined, jax.vmap(_cosine)(g_first, g_second), nan),
+                      "fraction_zeroed": jnp.where(is_combined, zeroed.astype(losses.dtype), nan)}
+
+    def update(state, batch):
+        params, opt_states = state
+        grad, metrics = gradients(params, batch)
+        return jax.vmap(optimize)(grad, opt_states, params, modes), metrics
 
     def test(params):
         """Final-state loss on the test states, and the largest |force| any test episode used."""
-        loss, trajectory = rollout(env, policy, params, test_states, protocol.horizon, objective="final_state")
-        return loss, jnp.max(jnp.abs(trajectory.actions)) * env.task.force_scale
+        value, trajectory = rollout(env, policy, params, test_states, protocol.horizon, objective="final_state")
+        return value, jnp.max(jnp.abs(trajectory.actions)) * env.task.force_scale
 
-    def run_epoch(run, mode):
-        clip = _clipper(mode, protocol.clip_number)
+    def epoch(state):
+        state, metrics = jax.lax.scan(update, state, batches)
+        test_loss, max_force = jax.vmap(test)(state[0])
+        return state, {**{k: jnp.mean(v, axis=0) for k, v in metrics.items()}, "test_loss": test_loss,
+                       "max_abs_force": max_force}
 
-        def update(run, batch):
-            params, opt_state = run
-            grad, diagnostics = estimator(params, batch, jax.random.key(0))
-            step, opt_state = optimizer.update(clip(grad), opt_state, params)
-            metrics = {k: diagnostics.get(k, jnp.nan) for k in ("loss", "grad_norm", "cosine_modified_full",
-                                                                  "fraction_zeroed")}
-            return (optax.apply_updates(params, step), opt_state), metrics
-
-        run, metrics = jax.lax.scan(update, run, batches)
-        test_loss, max_force = test(run[0])
-        metrics = {k: jnp.mean(v) for k, v in metrics.items()}
-        return run, {**metrics, "test_loss": test_loss, "max_abs_force": max_force}
-
-    init_runs = jax.jit(jax.vmap(init_run))
-    epoch = jax.jit(jax.vmap(run_epoch))
-    return init_runs, epoch, jax.jit(jax.vmap(test))
+    return Program(runs, jax.jit(init), jax.jit(gradients), jax.jit(update), jax.jit(epoch),
+                   jax.jit(jax.vmap(test)), batches)
 
 
-def group_folder(out: Path, num_poles: int, flow: str) -> Path:
-    return out / f"poles{num_poles}-{flow}"
+class GroupRun(RunFolder):
+    """The run folder of one pole count's group: its settings as config.json (a resumed group may
+    only run more epochs), one metrics row per run and epoch, the program's state as checkpoint."""
+
+    columns = COLUMNS
+    budget_fields = ("epochs",)
 
 
-def run_group(out: Path, num_poles: int, flow: str, clips: list[str], seeds: int, protocol: Protocol,
-              bar: tqdm, checkpoint_every: int = 10) -> list[dict]:
-    """Train (or resume, or read back) every seed x clipping run of one (poles, flow) pair."""
-    folder = group_folder(out, num_poles, flow)
-    folder.mkdir(parents=True, exist_ok=True)
-    config = {"poles": num_poles, "flow": flow, "clips": clips, "seeds": seeds,
-              "protocol": dataclasses.asdict(protocol)}
-    config_path, rows_path, checkpoint_path = folder / "config.json", folder / "epochs.csv", folder / "checkpoint.pkl"
-    if config_path.exists() and json.loads(config_path.read_text()) != json.loads(json.dumps(config)):
-        raise ValueError(f"{folder} holds runs of another configuration ({config_path}); "
-                         "choose another --out or the same settings")
-    done_epochs, runs = 0, None
-    if checkpoint_path.exists():
-        saved = pickle.loads(checkpoint_path.read_bytes())
-        done_epochs, runs = saved["epoch"], saved["runs"]
-    rows = read_rows(rows_path, max_epoch=done_epochs)
-    bar.update(done_epochs)
-    if done_epochs >= protocol.epochs:
-        return rows
-    write_atomic(config_path, json.dumps(config, indent=2).encode())
-    write_rows(rows_path, rows)  # drop epochs written after the last checkpoint
-    seed_of = np.repeat(np.arange(seeds), len(clips))
-    modes = jnp.asarray(np.tile([CLIPS.index(c) for c in clips], seeds))
-    init_runs, epoch, _ = make_group(num_poles, flow, protocol)
-    if runs is None:
-        runs = init_runs(jnp.asarray(seed_of))
-    bar.set_description(f"compiling {num_poles} pole(s), flow {flow}")
-    start = time.perf_counter()
-    compiled = epoch.lower(runs, modes).compile()
-    compile_time = time.perf_counter() - start
-    wall = rows[-1]["wall_time"] if rows else 0.0
-    bar.set_description(f"{num_poles} pole(s), flow {flow} ({len(seed_of)} runs)")
-    with open(rows_path, "a", newline="") as f:
-        writer = csv.DictWriter(f, COLUMNS)
-        for index in range(done_epochs, protocol.epochs):
+def group_config(num_poles: int, flows, clips, seeds: int, protocol: Protocol) -> dict:
+    return {"experiment": "stable-bptt", "poles": num_poles, "flows": list(flows), "clips": list(clips),
+            "seeds": seeds, "dtype": str(jnp.zeros(()).dtype),
+            **{k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(protocol).items()}}
+
+
+def group_folder(out: Path, num_poles: int, flows) -> Path:
+    return out / f"poles{num_poles}-{''.join(flows)}"
+
+
+def typed(row: dict) -> dict:
+    """A metrics row as read back (text) with its numbers as numbers."""
+    return {k: v if k in TEXT_COLUMNS else int(v) if k in INT_COLUMNS else float(v) if v != "" else math.nan
+            for k, v in row.items() if k in COLUMNS}
+
+
+def decode_checkpoint(payload: bytes, runs: int) -> dict:
+    checkpoint = pickle.loads(payload)
+    if not isinstance(checkpoint, dict) or {"epoch", "state"} - set(checkpoint):
+        raise ValueError("not a checkpoint of chaosgym reproduce")
+    if jax.tree.leaves(checkpoint["state"])[0].shape[0] != runs:
+        raise ValueError(f"it holds {jax.tree.leaves(checkpoint['state'])[0].shape[0]} runs, not {runs}")
+    return checkpoint
+
+
+def run_group(out: Path, num_poles: int, flows, clips, seeds: int, protocol: Protocol, bar: tqdm,
+              checkpoint_every: int = 10) -> list[dict]:
+    """Train (or resume, or read back) every flow x clipping x seed run of one pole count."""
+    runs = grid_runs(flows, clips, seeds)
+    config = group_config(num_poles, flows, clips, seeds, protocol)
+    group, checkpoint = GroupRun.open(group_folder(out, num_poles, flows), config, resume=True,
+                                      decode=lambda payload: decode_checkpoint(payload, len(runs)))
+    with group:
+        done = checkpoint["epoch"] if checkpoint else 0
+        bar.update(min(done, protocol.epochs))
+        if done >= protocol.epochs:  # finished: read back, nothing written
+            return [r for r in map(typed, group.metrics()) if r["epoch"] <= protocol.epochs]
+        if checkpoint is None:
+            group.start()
+        else:
+            group.resume_at(lambda row: int(row["epoch"]) <= done)  # drop epochs after the checkpoint
+        rows = [typed(r) for r in group.metrics()]
+        bar.set_description(f"compiling {num_poles} pole(s), {len(runs)} runs")
+        program = make_program(num_poles, runs, protocol)
+        state = checkpoint["state"] if checkpoint else program.init()
+        start = time.perf_counter()
+        compiled = program.epoch.lower(state).compile()
+        compile_time = time.perf_counter() - start
+        wall = rows[-1]["wall_time"] if rows else 0.0
+        bar.set_description(f"{num_poles} pole(s), {len(runs)} runs")
+        for index in range(done, protocol.epochs):
             start = time.perf_counter()
-            runs, metrics = compiled(runs, modes)
+            state, metrics = compiled(state)
             metrics = jax.device_get(metrics)
             wall += time.perf_counter() - start
-            new = [{"poles": num_poles, "flow": flow, "clip": clips[i % len(clips)], "seed": int(seed_of[i]),
-                    "epoch": index + 1, "test_loss": float(metrics["test_loss"][i]),
-                    "train_loss": float(metrics["loss"][i]), "grad_norm": float(metrics["grad_norm"][i]),
-                    "cosine_modified_full": float(metrics["cosine_modified_full"][i]),
-                    "fraction_zeroed": float(metrics["fraction_zeroed"][i]),
-                    "max_abs_force": float(metrics["max_abs_force"][i]), "wall_time": wall}
-                   for i in range(len(seed_of))]
-            writer.writerows(new)
+            new = [{"poles": num_poles, "flow": flow, "clip": clip, "seed": seed, "epoch": index + 1,
+                    "wall_time": wall, **{k: float(v[i]) for k, v in metrics.items()}}
+                   for i, (flow, clip, seed) in enumerate(runs)]
+            group.append_metrics(new)
             rows.extend(new)
             if (index + 1) % checkpoint_every == 0 or index + 1 == protocol.epochs:
-                f.flush()
-                write_atomic(checkpoint_path, pickle.dumps({"epoch": index + 1, "runs": jax.device_get(runs),
-                                                            "compile_time": compile_time}))
+                group.save_checkpoint(pickle.dumps({"epoch": index + 1, "state": jax.device_get(state),
+                                                    "compile_time": compile_time}))
             bar.update()
             bar.set_postfix(test_loss=f"{np.median(metrics['test_loss']):.3g}")
     return rows
 
 
-def read_rows(path: Path, max_epoch: int | None = None) -> list[dict]:
-    if not path.exists():
+def read_group(out: Path, num_poles: int, flows) -> list[dict]:
+    """The rows of a group's epochs up to its last checkpoint (none if it has not started)."""
+    folder = group_folder(out, num_poles, flows)
+    if not (folder / "config.json").exists():
         return []
-    with open(path, newline="") as f:
-        rows = [{k: (v if k in ("flow", "clip") else float(v) if k not in ("poles", "seed", "epoch") else int(v))
-                 for k, v in r.items()} for r in csv.DictReader(f)]
-    return [r for r in rows if max_epoch is None or r["epoch"] <= max_epoch]
+    group = GroupRun(folder)
+    done = group.load_checkpoint(pickle.loads)["epoch"] if (
+        group.checkpoint_path.exists() or group.previous_checkpoint_path.exists()) else 0
+    return [r for r in map(typed, group.metrics()) if r["epoch"] <= done]
 
 
 def write_rows(path: Path, rows: list[dict]) -> None:
     text = io.StringIO()
-    writer = csv.DictWriter(text, COLUMNS)
+    writer = csv.DictWriter(text, COLUMNS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     write_atomic(path, text.getvalue().encode())
@@ -291,9 +378,10 @@ def milestones_table(rows: list[dict], poles_list, flows, clips, updates_per_epo
     return "\n".join(lines)
 
 
-def plot(rows: list[dict], poles_list, flows, clips, path: Path, window: int = 30) -> None:
-    """The paper's figure: one panel per pole count, smoothed test loss, log axis, mean over seeds
-    with the seeds' range as a band; one colour per flow, one line style per clipping mode."""
+def plot(rows: list[dict], poles_list, flows, clips, path: Path, window: int = 30, title: str = "") -> None:
+    """The paper's figure: one panel per pole count, smoothed test loss, log axis, the median over
+    seeds (the tables' statistic) with the seeds' range as a band; one colour per flow, one line
+    style per clipping mode."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -310,16 +398,18 @@ def plot(rows: list[dict], poles_list, flows, clips, path: Path, window: int = 3
                 if not c.size:
                     continue
                 epochs = np.arange(1, c.shape[1] + 1)
-                line, = ax.plot(epochs, c.mean(axis=0), color=colours[flow], linestyle=styles[clip], lw=1.2)
+                line, = ax.plot(epochs, np.median(c, axis=0), color=colours[flow], linestyle=styles[clip], lw=1.2)
                 ax.fill_between(epochs, c.min(axis=0), c.max(axis=0), color=colours[flow], alpha=0.12, lw=0)
                 handles[f"{flow} {clip}"] = line
         ax.set(title=f"{poles} pole{'s' if poles > 1 else ''}", xlabel="epoch (32 updates)", yscale="log",
                ylim=(1e-6, 3))
         ax.grid(True, which="major", alpha=0.3)
-    axes[0][0].set_ylabel(f"test loss ({window}-epoch moving average)")
+    axes[0][0].set_ylabel(f"test loss ({window}-epoch moving average),\nmedian over seeds, band: min-max")
+    if title:
+        fig.suptitle(title, fontsize=9)
     fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=min(len(handles), 6), fontsize=8,
                frameon=False)
-    fig.tight_layout(rect=(0, 0.06 + 0.03 * (len(handles) > 6), 1, 1))
+    fig.tight_layout(rect=(0, 0.06 + 0.03 * (len(handles) > 6), 1, 0.95 if title else 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
@@ -327,32 +417,30 @@ def plot(rows: list[dict], poles_list, flows, clips, path: Path, window: int = 3
 def reproduce(out: Path, poles_list: list[int], flows: list[str], clips: list[str], seeds: int,
               protocol: Protocol, progress: bool = True, checkpoint_every: int = 10,
               report_only: bool = False) -> list[dict]:
-    """Run (or resume, or read back) every group, then write the table, results.csv and the figure.
-    With `report_only`, nothing is trained: the report shows the epochs the groups have so far."""
-    out.mkdir(parents=True, exist_ok=True)
+    """Run (or resume, or read back) every pole count's group, then write the tables, results.csv
+    and the figure. With `report_only`, nothing is trained: the report shows the epochs the groups
+    have so far (and nothing is written when they have none)."""
     rows = []
     if report_only:
         for poles in poles_list:
-            for flow in flows:
-                folder = group_folder(out, poles, flow)
-                done = pickle.loads((folder / "checkpoint.pkl").read_bytes())["epoch"] if (
-                    folder / "checkpoint.pkl").exists() else 0
-                rows += [r for r in read_rows(folder / "epochs.csv", max_epoch=done)
-                         if r["clip"] in clips and r["seed"] < seeds]
+            rows += [r for r in read_group(out, poles, flows) if r["clip"] in clips and r["seed"] < seeds]
+        if not rows:
+            raise ValueError(f"{out} holds no finished epoch of {', '.join(flows)} at {poles_list} pole(s) "
+                             f"(folders {group_folder(out, poles_list[0], flows).name}, ...); nothing to report")
     else:
-        with tqdm(total=len(poles_list) * len(flows) * protocol.epochs, unit="epoch", disable=not progress,
+        out.mkdir(parents=True, exist_ok=True)
+        with tqdm(total=len(poles_list) * protocol.epochs, unit="epoch", disable=not progress,
                   smoothing=0.05) as bar:
             for poles in poles_list:
-                for flow in flows:
-                    rows += run_group(out, poles, flow, clips, seeds, protocol, bar, checkpoint_every)
+                rows += run_group(out, poles, flows, clips, seeds, protocol, bar, checkpoint_every)
     table = results_table(rows, poles_list, flows, clips)
     header = (f"Test loss (1 - mean cos theta after {protocol.horizon} steps, on the {protocol.states} test "
               f"states), 30-epoch moving average at the last epoch: median over {seeds} seed(s) "
-              f"[min, max] (epochs run).\n\n")
+              f"[min, max] (epochs run). {protocol.describe()}.\n\n")
     along = milestones_table(rows, poles_list, flows, clips, protocol.updates_per_epoch)
     (out / "results.md").write_text(header + table + "\n\nAlong training (same statistic):\n" + along + "\n")
     write_rows(out / "results.csv", rows)
-    plot(rows, poles_list, flows, clips, out / "stable_bptt.png")
+    plot(rows, poles_list, flows, clips, out / "stable_bptt.png", title=protocol.describe())
     print(header + table)
     print(f"\nwrote {out}/results.md, results.csv, stable_bptt.png")
     return rows
@@ -366,30 +454,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, default=3, help="network initialisations per setting")
     parser.add_argument("--epochs", type=int, default=Protocol.epochs, help="epochs of 32 updates each")
     parser.add_argument("--states", type=int, default=Protocol.states, help="training (and test) initial states")
+    parser.add_argument("--physics", choices=PHYSICS, default=Protocol.physics,
+                        help="the cart pole's physics: MJX's step, or the paper's closed-form equations inside "
+                             "the same task (the same system, ~27x cheaper per update on a CPU)")
+    parser.add_argument("--adam", choices=ADAM_FORMS, default=Protocol.adam,
+                        help="Adam's form: Keras 2's (eps before the bias correction, what the paper ran) or optax's")
     parser.add_argument("--checkpoint-every", type=int, default=10, help="epochs between checkpoints")
     parser.add_argument("--out", type=Path, default=Path("runs/stable_bptt"), help="output folder")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("--report-only", action="store_true",
-                        help="train nothing: write the table and figure from the epochs --out holds so far")
+                        help="train nothing: write the tables and figure from the epochs --out holds so far")
+    parser.epilog = GRID_COST
+
+
+# what the default (full) grid costs, measured with benchmarks/stable_bptt_cost.py (docs/stable_bptt.md)
+GRID_COST = ("The defaults run the paper's whole grid: 4 pole counts x 36 runs (4 flows x 3 clipping modes x "
+             "3 seeds) x 32,000 updates. On a 2-core CPU that is about 61 h with --physics mjx and about "
+             "6 h with --physics equations; one pole count's group is one program, resumable at every checkpoint.")
 
 
 def _choices(text: str, valid, what: str) -> list[str]:
     items = [t.strip() for t in text.split(",") if t.strip()]
     bad = [t for t in items if t not in valid]
-    if bad or not items:
-        raise ValueError(f"unknown {what} {', '.join(bad) or '(none given)'}; valid: {', '.join(map(str, valid))}")
+    if bad or not items or len(set(items)) != len(items):
+        repeated = sorted({t for t in items if items.count(t) > 1})
+        raise ValueError(f"{what}: {'unknown ' + ', '.join(bad) if bad else 'repeated ' + ', '.join(repeated) if repeated else 'none given'}; "
+                         f"valid: {', '.join(map(str, valid))}")
     return items
 
 
 def run(args) -> int:
-    poles = [int(p) for p in _choices(args.poles, [str(n) for n in range(1, 5)], "pole count")]
-    flows = _choices(args.flows, FLOWS, "flow")
-    clips = _choices(args.clip, CLIPS, "clipping mode")
-    if args.seeds < 1 or args.epochs < 1 or args.checkpoint_every < 1:
-        raise ValueError("--seeds, --epochs and --checkpoint-every must be at least 1")
-    protocol = Protocol(epochs=args.epochs, states=args.states)
-    if args.states < protocol.batch_size or args.states % protocol.batch_size:
-        raise ValueError(f"--states must be a positive multiple of the batch size {protocol.batch_size}")
+    poles = [int(p) for p in _choices(args.poles, [str(n) for n in range(1, 5)], "--poles")]
+    flows = _choices(args.flows, FLOWS, "--flows")
+    clips = _choices(args.clip, CLIPS, "--clip")
+    for flag, value in (("--seeds", args.seeds), ("--epochs", args.epochs), ("--checkpoint-every", args.checkpoint_every)):
+        if value < 1:
+            raise ValueError(f"{flag} must be at least 1, got {value}")
+    protocol = Protocol(epochs=args.epochs, states=args.states, physics=args.physics, adam=args.adam)
     reproduce(args.out, poles, flows, clips, args.seeds, protocol, not args.no_progress, args.checkpoint_every,
               args.report_only)
     return 0

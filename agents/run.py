@@ -1,14 +1,17 @@
-"""The run folder every agent writes, gradient-based or SB3: one `Run` owns all of it.
+"""The run folder every agent and `reproduce` write: one `RunFolder` owns all of it.
 
-    config.json         the run's `TrainConfig` (one schema for every agent)
-    metrics.csv         one row per update (SB3: per log dump), columns `METRIC_COLUMNS`; a value
-                        not measured at that row is left empty
-    checkpoint.<ext>    the newest checkpoint (`.pkl` for gradient agents, `.zip` for SB3), written
-                        whole or not at all; checkpoint.prev.<ext> is the one before it, the
-                        fallback when the newest cannot be read
+    config.json         the run's config (`Run`: a `TrainConfig`, one schema for every agent;
+                        `reproduce`'s group folders: the protocol and the group's settings)
+    metrics.csv         one row per update (SB3: per log dump; `reproduce`: per run and epoch),
+                        columns `columns`; a value not measured at that row is left empty. Rows are
+                        appended whole (one write, undone on failure); a torn row left by a crash
+                        is dropped on read, with a warning
+    checkpoint.<ext>    the newest checkpoint (`.pkl` for gradient agents and `reproduce`, `.zip`
+                        for SB3), written whole or not at all; checkpoint.prev.<ext> is the one
+                        before it, the fallback when the newest cannot be read
     .lock               held (flock) by the one process writing the folder
 
-`Run.open` refuses a folder that holds another run or files that are not a run's, unless the
+`RunFolder.open` refuses a folder that holds another run or files that are not a run's, unless the
 caller resumes that very run; it validates the checkpoint before it changes anything in the folder.
 """
 
@@ -43,27 +46,44 @@ def _is_run_file(name: str) -> bool:
     return name in RUN_FILES or name.startswith("tmp")
 
 
-class Run:
-    """A run folder: its config, metrics, checkpoints and policy. Open one with `Run.open` to
-    write (it holds the folder's lock until `close`), or `Run(folder)` to read a finished one."""
+class RunFolder:
+    """A run folder: its config, metrics and checkpoints. Open one with `open` to write (it holds
+    the folder's lock until `close`), or `cls(folder)` to read one.
+
+    A subclass says what its config is (`decode_config`, `encode_config`), which config fields a
+    resumed run may change (`budget_fields`), its metric `columns` and its checkpoint's file name."""
+
+    columns: list[str] = METRIC_COLUMNS
+    budget_fields: tuple[str, ...] = ()
+    checkpoint_suffix = ".pkl"
 
     def __init__(self, folder: Path | str):
         self.folder = Path(folder)
         self._lock, self._newest_unreadable = None, False
         self.config = self._read_config()
 
-    def _read_config(self) -> TrainConfig | None:
+    @classmethod
+    def decode_config(cls, saved: dict) -> Any:
+        return saved
+
+    @classmethod
+    def encode_config(cls, config: Any) -> dict:
+        return config
+
+    def _read_config(self) -> Any:
         path = self.folder / "config.json"
         if not path.exists():
             return None
         try:
-            return TrainConfig.from_json(json.loads(path.read_text()))
+            return self.decode_config(json.loads(path.read_text()))
         except (ValueError, TypeError) as error:
             raise ValueError(f"{path} is not the config of a chaosgym run: {error}") from None
+        except OSError as error:
+            raise ValueError(f"cannot read {path}: {error.strerror or error}") from None
 
     @property
     def checkpoint_path(self) -> Path:
-        return self.folder / ("checkpoint.zip" if self.config.is_sb3 else "checkpoint.pkl")
+        return self.folder / f"checkpoint{self.checkpoint_suffix}"
 
     @property
     def previous_checkpoint_path(self) -> Path:
@@ -73,11 +93,11 @@ class Run:
     # ---- opening ----------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, folder: Path | str, config: TrainConfig, resume: bool,
-             decode: Callable[[bytes], Any]) -> tuple[Run, Any]:
+    def open(cls, folder: Path | str, config: Any, resume: bool,
+             decode: Callable[[bytes], Any]) -> tuple[RunFolder, Any]:
         """Open `folder` to write `config`'s run: `(run, checkpoint)`, the checkpoint decoded by
         `decode` (None for a new run). A resumed run may differ from the saved config only in its
-        budget (`BUDGET_FIELDS`); the saved config is then updated to the new budget."""
+        budget (`budget_fields`); the saved config is then updated to the new budget."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         foreign = sorted(p.name for p in folder.iterdir() if not _is_run_file(p.name))
@@ -94,11 +114,12 @@ class Run:
                 if not resume:
                     raise FileExistsError(f"{folder} already holds a run; pass --resume (resume=True) to continue "
                                           "it, or choose another folder")
-                saved, new = run.config.to_json(), config.to_json()
-                mismatched = sorted(k for k in new if k not in BUDGET_FIELDS and saved[k] != new[k])
+                saved, new = cls.encode_config(run.config), cls.encode_config(config)
+                mismatched = sorted(k for k in set(new) | set(saved)
+                                    if k not in cls.budget_fields and saved.get(k) != new.get(k))
                 if mismatched:
                     raise ValueError(f"cannot resume {folder}: its config differs in {mismatched} "
-                                     f"(saved: {', '.join(f'{k}={saved[k]!r}' for k in mismatched)})")
+                                     f"(saved: {', '.join(f'{k}={saved.get(k)!r}' for k in mismatched)})")
                 run.config = config  # checks that `config` names the same kind of checkpoint
                 if run.checkpoint_path.exists() or run.previous_checkpoint_path.exists():
                     checkpoint = run.load_checkpoint(decode)  # else it stopped before its first: start again
@@ -123,7 +144,7 @@ class Run:
             self._lock.close()  # releases the flock
             self._lock = None
 
-    def __enter__(self) -> Run:
+    def __enter__(self) -> RunFolder:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -133,33 +154,66 @@ class Run:
 
     def start(self, first_row: dict | None = None) -> None:
         """Write a new run's config.json and metrics.csv (header, then `first_row` if given)."""
-        write_atomic(self.folder / "config.json", json.dumps(self.config.to_json(), indent=2).encode())
+        write_atomic(self.folder / "config.json", json.dumps(self.encode_config(self.config), indent=2).encode())
         self._write_metrics([first_row] if first_row else [])
 
     def resume_at(self, keep: Callable[[dict], bool]) -> None:
         """Save the (re-budgeted) config and cut metrics.csv back to the rows `keep` accepts."""
-        write_atomic(self.folder / "config.json", json.dumps(self.config.to_json(), indent=2).encode())
+        write_atomic(self.folder / "config.json", json.dumps(self.encode_config(self.config), indent=2).encode())
         self._write_metrics([r for r in self.metrics() if keep(r)])
 
     def metrics(self) -> list[dict[str, str]]:
-        with open(self.folder / "metrics.csv", newline="") as f:
-            return list(csv.DictReader(f))
+        """Every whole row of metrics.csv. A row that a crash tore (no line end, or too few or too
+        many fields) is left out, with a warning; `resume_at` then drops it from the file."""
+        path = self.folder / "metrics.csv"
+        text = path.read_text()
+        lines = text.splitlines(keepends=True)
+        if not lines:
+            return []
+        header = next(csv.reader([lines[0]]))
+        rows, torn = [], []
+        for number, line in enumerate(lines[1:], start=2):
+            fields = next(csv.reader([line]), [])
+            if not line.endswith("\n") or len(fields) != len(header):
+                torn.append(number)
+                continue
+            rows.append(dict(zip(header, fields)))
+        if torn:
+            warnings.warn(f"{path}: left out {len(torn)} torn row(s) (line {', '.join(map(str, torn[:5]))}), "
+                          "as a crash in mid-write leaves them", stacklevel=2)
+        return rows
 
     def _write_metrics(self, rows: list[dict]) -> None:
         text = io.StringIO()
-        writer = csv.DictWriter(text, METRIC_COLUMNS, extrasaction="ignore")
+        writer = csv.DictWriter(text, self.columns, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
         write_atomic(self.folder / "metrics.csv", text.getvalue().encode())
 
     def append_metrics(self, rows: list[dict]) -> None:
-        """Append rows; columns a row lacks are left empty, keys not in METRIC_COLUMNS dropped."""
-        with open(self.folder / "metrics.csv", "a", newline="") as f:
-            csv.DictWriter(f, METRIC_COLUMNS, extrasaction="ignore").writerows(rows)
+        """Append rows whole; columns a row lacks are left empty, keys not in `columns` dropped.
+
+        The rows go out in one write to the end of the file; a write that fails part-way (a full
+        disk, a file-size limit) is cut back off, so the file never keeps part of a row."""
+        text = io.StringIO()
+        csv.DictWriter(text, self.columns, extrasaction="ignore", lineterminator="\n").writerows(rows)
+        data = text.getvalue().encode()
+        fd = os.open(self.folder / "metrics.csv", os.O_WRONLY | os.O_APPEND)
+        try:
+            size = os.fstat(fd).st_size
+            try:
+                written = os.write(fd, data)
+                if written != len(data):
+                    raise OSError(f"short write to {self.folder / 'metrics.csv'}: {written} of {len(data)} bytes")
+            except OSError:
+                os.ftruncate(fd, size)
+                raise
+        finally:
+            os.close(fd)
 
     def evaluated_metrics(self) -> list[dict[str, str]]:
         """The rows that carry an evaluation."""
-        return [r for r in self.metrics() if r["eval_score"] not in ("", "nan")]
+        return [r for r in self.metrics() if r.get("eval_score") not in (None, "", "nan")]
 
     # ---- checkpoints ----------------------------------------------------------------------------
 
@@ -191,6 +245,25 @@ class Run:
         if not errors:
             raise CheckpointError(f"{self.folder} has no checkpoint ({self.checkpoint_path.name}) to resume from")
         raise CheckpointError("cannot read the checkpoint " + "; nor ".join(errors))
+
+
+class Run(RunFolder):
+    """The run folder of `chaosgym train` (every agent, gradient-based or SB3): a `TrainConfig`,
+    `METRIC_COLUMNS`, the checkpoint as `.pkl` (gradient agents) or `.zip` (SB3)."""
+
+    budget_fields = BUDGET_FIELDS
+
+    @classmethod
+    def decode_config(cls, saved: dict) -> TrainConfig:
+        return TrainConfig.from_json(saved)
+
+    @classmethod
+    def encode_config(cls, config: TrainConfig) -> dict:
+        return config.to_json()
+
+    @property
+    def checkpoint_suffix(self) -> str:
+        return ".zip" if self.config.is_sb3 else ".pkl"
 
     def policy(self) -> Callable:
         """The deterministic numpy policy `obs -> action` of the run's newest readable checkpoint."""

@@ -24,6 +24,7 @@ import optax
 
 from chaosgym.agents.apg import (Normalizer, Window, init_mlp, normalize, normalizer_init, normalizer_update,
                                  policy, reset_batch, unroll)
+from chaosgym.agents.optimizer import make_optimizer
 from chaosgym.env import Env, State
 from chaosgym.policies import mlp_init
 
@@ -95,9 +96,7 @@ def value(critic, stats: Normalizer, obs: jax.Array) -> jax.Array:
 
 
 def _adam(config: SHACConfig, learning_rate: float) -> optax.GradientTransformation:
-    return optax.apply_if_finite(optax.chain(
-        optax.clip_by_global_norm(config.max_grad_norm),
-        optax.adam(learning_rate, b1=config.b1, b2=config.b2)), 2**31 - 1)
+    return make_optimizer(learning_rate, clip_norm=config.max_grad_norm, b1=config.b1, b2=config.b2)
 
 
 def init(env: Env, config: SHACConfig, key: jax.Array) -> TrainState:

@@ -10,7 +10,9 @@ Gradient flows (see DESIGN.md), for a policy a_t = pi(o_t) and dynamics s_{t+1} 
 * ``stopped``: the policy input and the state carried to the next step are both cut: each action
   gets only the credit of the step it acts in (Schnell & Thuerey's S).
 
-The combined update and ES are built from these in `chaosgym.gradients`.
+The combined update and ES are built from these in `chaosgym.gradients`. `Cuts` states the
+cuts of full, modified and stopped as arrays instead of a name, so that runs of different flows
+can be vmapped into one program (`chaosgym reproduce` trains all of one grid's flows at once).
 """
 
 from __future__ import annotations
@@ -42,7 +44,28 @@ class Trajectory(NamedTuple):
     final_state: State
 
 
-def check_flow(flow: str, truncation: int | None, horizon: int) -> None:
+class Cuts(NamedTuple):
+    """The per-step gradient cuts of a flow as booleans that may be traced (one per vmapped run):
+    `input` stops the policy's input, `state` the state carried into each step. full is
+    `Cuts(False, False)`, modified `Cuts(True, False)`, stopped `Cuts(True, True)`."""
+
+    input: jax.Array
+    state: jax.Array
+
+    @classmethod
+    def of(cls, flow: str) -> Cuts:
+        if flow not in ("full", "modified", "stopped"):
+            raise ValueError(f"Cuts describe the flows full, modified and stopped, not {flow!r}")
+        return cls(jnp.asarray(flow != "full"), jnp.asarray(flow == "stopped"))
+
+
+def _cut_where(cut: jax.Array, tree):
+    return jax.tree.map(lambda x: jnp.where(cut, jax.lax.stop_gradient(x), x), tree)
+
+
+def check_flow(flow: str | Cuts, truncation: int | None, horizon: int) -> None:
+    if isinstance(flow, Cuts):
+        return
     if flow not in FLOWS:
         raise ValueError(f"unknown gradient flow {flow!r}; valid flows: {', '.join(FLOWS)}")
     if flow == "truncated" and (truncation is None or not 1 <= truncation <= horizon):
@@ -60,7 +83,7 @@ def rollout(
     params: Any,
     states: State,
     horizon: int,
-    flow: str = "full",
+    flow: str | Cuts = "full",
     truncation: int | None = None,
     remat: bool = False,
     objective: str | Callable[[jax.Array, Any], jax.Array] = "return",
@@ -69,9 +92,10 @@ def rollout(
 
     `states` is a batch (leading axis) of `State`s, e.g. `jax.vmap(env.reset)(keys)`. The loss is
     the mean over the batch of the objective of each trajectory: one of the task's named
-    objectives (`Task.objectives`; `return` by default) or a function `loss(rewards, final_data)`. With `remat`, the scan is split into about sqrt(horizon)
-    checkpointed chunks, so the backward pass stores O(sqrt(horizon)) states instead of every
-    intermediate of every step.
+    objectives (`Task.objectives`; `return` by default) or a function `loss(rewards, final_data)`.
+    `flow` is a name of `FLOWS` or `Cuts` (whose cuts may differ between vmapped runs). With
+    `remat`, the scan is split into about sqrt(horizon) checkpointed chunks, so the backward pass
+    stores O(sqrt(horizon)) states instead of every intermediate of every step.
     """
     if isinstance(horizon, bool) or not isinstance(horizon, (int, np.integer)) or horizon < 1:
         raise ValueError(f"horizon must be a positive integer, got {horizon!r}")
@@ -89,11 +113,15 @@ def rollout(
 
     def one_step(carry, t):
         state, alive = carry
-        if flow == "truncated":
+        if isinstance(flow, Cuts):
+            state = _cut_where(flow.state, state)
+            obs = _cut_where(flow.input, state.obs)
+        elif flow == "truncated":
             state = _stop_every(state, t, truncation)
         elif flow == "stopped":  # cut at the start of each step, so the last step keeps its credit
             state = jax.lax.stop_gradient(state)
-        obs = jax.lax.stop_gradient(state.obs) if flow in ("modified", "stopped") else state.obs
+        if not isinstance(flow, Cuts):
+            obs = jax.lax.stop_gradient(state.obs) if flow in ("modified", "stopped") else state.obs
         action = act(params, obs)
         next_state = step(state, action)
         reward = next_state.reward * alive

@@ -42,42 +42,58 @@ def test_the_table_along_training_shows_each_flow_at_the_same_epochs():
     assert not any(line.startswith("| 100 |") for line in lines) and "NORM" not in table
 
 
-@pytest.mark.slow  # compiles the R and C updates of the protocol
-def test_a_tiny_protocol_run_writes_every_file_and_is_read_back(tmp_path):
-    protocol = reproduce.Protocol(states=8, epochs=2, horizon=10)
+def test_a_tiny_protocol_run_writes_a_run_folder_per_pole_count_and_is_read_back(tmp_path):
+    protocol = reproduce.Protocol(states=8, epochs=2, horizon=10, physics="equations")
     rows = reproduce.reproduce(tmp_path, [1], ["R", "C"], ["NONE", "NORM"], seeds=2, protocol=protocol,
                                progress=False, checkpoint_every=1)
     assert len(rows) == 2 * 2 * 2 * 2  # flows x clips x seeds x epochs
     for name in ("results.md", "results.csv", "stable_bptt.png"):
         assert (tmp_path / name).stat().st_size > 0
-    for flow in ("R", "C"):
-        folder = tmp_path / f"poles1-{flow}"
-        config = json.loads((folder / "config.json").read_text())
-        assert config["protocol"]["epochs"] == 2 and config["clips"] == ["NONE", "NORM"]
-        with open(folder / "epochs.csv", newline="") as f:
-            written = list(csv.DictReader(f))
-        assert len(written) == 8 and {r["clip"] for r in written} == {"NONE", "NORM"}
-        assert all(np.isfinite(float(r["test_loss"])) and 0 <= float(r["test_loss"]) <= 2 for r in written)
-        assert all(float(r["max_abs_force"]) < 1000 for r in written)  # the force bound never binds
+    folder = tmp_path / "poles1-RC"  # one group, one program, for every run of one pole count
+    assert sorted(p.name for p in folder.iterdir()) == [".lock", "checkpoint.pkl", "checkpoint.prev.pkl",
+                                                        "config.json", "metrics.csv"]
+    config = json.loads((folder / "config.json").read_text())
+    assert config["epochs"] == 2 and config["clips"] == ["NONE", "NORM"] and config["physics"] == "equations"
+    assert config["adam"] == "keras" and config["dtype"] == "float32"
+    with open(folder / "metrics.csv", newline="") as f:
+        written = list(csv.DictReader(f))
+    assert len(written) == 16 and {r["clip"] for r in written} == {"NONE", "NORM"}
+    assert all(np.isfinite(float(r["test_loss"])) and 0 <= float(r["test_loss"]) <= 2 for r in written)
+    assert all(float(r["max_abs_force"]) < 1000 for r in written)  # the force bound never binds
     combined = [r for r in rows if r["flow"] == "C"]
     assert all(0 <= r["fraction_zeroed"] <= 1 for r in combined)
-    # the seeds are different initialisations; each clipping mode is a run of its own (in 2 tiny epochs
-    # the gradient norm stays below 1, so NORM clipping has not bound yet and matches NONE)
+    assert all(np.isnan(r["fraction_zeroed"]) for r in rows if r["flow"] == "R")
+    # the seeds are different initialisations
     first = {(r["clip"], r["seed"]): r["test_loss"] for r in rows if r["flow"] == "R" and r["epoch"] == 2}
     assert len(first) == 4 and first["NONE", 0] != first["NONE", 1]
     table = (tmp_path / "results.md").read_text()
-    assert "| 1 | NONE |" in table and "| 1 | NORM |" in table
+    assert "| 1 | NONE |" in table and "| 1 | NORM |" in table and "closed-form equations" in table
 
     # finished groups are read back, not redone
-    stamp = (tmp_path / "poles1-R" / "epochs.csv").stat().st_mtime_ns
+    stamp = (folder / "metrics.csv").stat().st_mtime_ns
     again = reproduce.reproduce(tmp_path, [1], ["R", "C"], ["NONE", "NORM"], seeds=2, protocol=protocol,
                                 progress=False)
-    assert (tmp_path / "poles1-R" / "epochs.csv").stat().st_mtime_ns == stamp
+    assert (folder / "metrics.csv").stat().st_mtime_ns == stamp
     assert [r["test_loss"] for r in again] == [r["test_loss"] for r in rows]
 
     # other settings into the same folder are refused, not mixed
-    with pytest.raises(ValueError, match="holds runs of another configuration"):
-        reproduce.reproduce(tmp_path, [1], ["R"], ["NONE"], seeds=3, protocol=protocol, progress=False)
+    with pytest.raises(ValueError, match="config differs in"):
+        reproduce.reproduce(tmp_path, [1], ["R", "C"], ["NONE"], seeds=3, protocol=protocol, progress=False)
+
+    # a torn last row (a kill in mid-write) is dropped with a warning; more epochs resume the group
+    with open(folder / "metrics.csv", "a") as f:
+        f.write("1,R,NO")
+    longer = reproduce.Protocol(states=8, epochs=3, horizon=10, physics="equations")
+    with pytest.warns(UserWarning, match="torn row"):
+        more = reproduce.reproduce(tmp_path, [1], ["R", "C"], ["NONE", "NORM"], seeds=2, protocol=longer,
+                                   progress=False)
+    assert len(more) == 24 and [r["test_loss"] for r in more[:16]] == [r["test_loss"] for r in rows]
+
+
+def test_report_only_on_a_folder_without_epochs_writes_nothing(tmp_path):
+    with pytest.raises(ValueError, match="no finished epoch"):
+        reproduce.reproduce(tmp_path / "new", [3], ["R"], ["NONE"], 3, reproduce.Protocol(), report_only=True)
+    assert not (tmp_path / "new").exists()
 
 
 def test_command_line(capsys, tmp_path):
@@ -88,4 +104,4 @@ def test_command_line(capsys, tmp_path):
     with pytest.raises(SystemExit) as exit_:
         main(["reproduce", "stable-bptt", "--flows", "R,X", "--out", str(tmp_path)])
     assert exit_.value.code == 2
-    assert "unknown flow X; valid: R, M, S, C" in capsys.readouterr().err
+    assert "--flows: unknown X; valid: R, M, S, C" in capsys.readouterr().err

@@ -1,0 +1,114 @@
+"""Does chaosgym's C training do what the paper's does? Curves of the same runs four ways.
+
+Schnell & Thuerey's protocol at N poles (default 3), flows R and C, `--seeds` initialisations,
+`--epochs` epochs (default 250 = 8,000 updates), every run from the same initial weights (the
+paper's network as `chaosgym.policies.paper_init` draws it) and the paper's data:
+
+* `reference`: the update written from the paper's equations in plain JAX
+  (`benchmarks/stable_bptt_reference.py`), Keras 2's Adam, as the paper's TensorFlow code runs it;
+* `chaosgym keras`: `chaosgym reproduce`'s program (`--physics equations`, `--adam keras`);
+* `chaosgym optax`: the same with optax's Adam (what the earlier N = 3 runs used);
+* the run's dtype: float32, or float64 with `JAX_ENABLE_X64=1` (run the script twice).
+
+It writes `<out>/c_gap_<dtype>.csv` (one row per variant, flow, seed and epoch: the test loss) and
+prints the 30-epoch smoothed test loss at a few epochs, median [min, max] over seeds.
+
+Run: python benchmarks/stable_bptt_c_gap.py [--poles 3] [--seeds 6] [--epochs 250] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+sys.path.insert(0, str(Path(__file__).parent))
+import stable_bptt_reference as ref  # noqa: E402
+
+from chaosgym.agents import reproduce  # noqa: E402
+
+
+def chaosgym_curves(poles: int, seeds: int, epochs: int, adam: str, bar) -> tuple[dict, jax.Array]:
+    """Test loss per epoch of chaosgym's program, {(flow, seed): [loss per epoch]}, and its initial params."""
+    protocol = reproduce.Protocol(physics="equations", adam=adam)
+    runs = reproduce.grid_runs("RC", ["NONE"], seeds)
+    program = reproduce.make_program(poles, runs, protocol)
+    state = program.init()
+    params0 = state[0]
+    epoch = program.epoch.lower(state).compile()
+    curves = {(flow, seed): [] for flow, _, seed in runs}
+    for _ in range(epochs):
+        state, metrics = epoch(state)
+        for (flow, _, seed), loss in zip(runs, np.asarray(metrics["test_loss"])):
+            curves[flow, seed].append(float(loss))
+        bar.update()
+    return curves, params0
+
+
+def reference_curves(poles: int, seeds: int, epochs: int, params0, bar) -> dict:
+    """The reference's test loss per epoch from chaosgym's initial weights (runs R0.., then C0..)."""
+    protocol = reproduce.Protocol()
+    train, test = reproduce.paper_states(poles, protocol.states, protocol.data_seed)
+    dtype = jnp.zeros(()).dtype
+    batches = jnp.asarray(train, dtype).reshape(protocol.updates_per_epoch, protocol.batch_size, *train.shape[1:])
+    curves = {}
+    for index, flow in enumerate("RC"):
+        params = jax.tree.map(lambda x: x[index * seeds:(index + 1) * seeds], params0)
+        opt = jax.vmap(ref.adam_init)(params)
+        epoch = jax.jit(jax.vmap(ref.make_epoch(flow, batches, jnp.asarray(test, dtype), keras=True)))
+        modes = jnp.zeros(seeds, jnp.int32)
+        for seed in range(seeds):
+            curves[flow, seed] = []
+        for _ in range(epochs):
+            params, opt, loss = epoch(params, opt, modes)
+            for seed, value in enumerate(np.asarray(loss)):
+                curves[flow, seed].append(float(value))
+            bar.update(0.5)
+    return curves
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--poles", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=250)
+    parser.add_argument("--out", type=Path, default=Path("docs/data/stable_bptt_c_gap"))
+    args = parser.parse_args()
+    dtype = str(jnp.zeros(()).dtype)
+    args.out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with tqdm(total=3 * args.epochs, unit="epoch") as bar:
+        variants = {}
+        variants["chaosgym keras"], params0 = chaosgym_curves(args.poles, args.seeds, args.epochs, "keras", bar)
+        variants["chaosgym optax"], _ = chaosgym_curves(args.poles, args.seeds, args.epochs, "optax", bar)
+        variants["reference"] = reference_curves(args.poles, args.seeds, args.epochs, params0, bar)
+    path = args.out / f"c_gap_{dtype}.csv"
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["variant", "dtype", "flow", "seed", "epoch", "test_loss"])
+        for variant, curves in variants.items():
+            for (flow, seed), losses in curves.items():
+                writer.writerows([variant, dtype, flow, seed, e + 1, loss] for e, loss in enumerate(losses))
+    marks = [m for m in (25, 50, 100, 150, 250, 500, 1000) if m <= args.epochs]
+    print(f"\n{args.poles} poles, {dtype}, {args.seeds} initialisations (the same for every variant), "
+          f"{time.perf_counter() - start:.0f} s; smoothed test loss, median [min, max]:\n")
+    print("| variant | flow | " + " | ".join(f"epoch {m}" for m in marks) + " |")
+    print("|---|---|" + "---:|" * len(marks))
+    for variant, curves in variants.items():
+        for flow in "RC":
+            smooth = np.array([reproduce.smoothed(np.array(curves[flow, s])) for s in range(args.seeds)])
+            cells = [f"{np.median(smooth[:, m - 1]):.3g} [{smooth[:, m - 1].min():.3g}, {smooth[:, m - 1].max():.3g}]"
+                     for m in marks]
+            print(f"| {variant} | {flow} | " + " | ".join(cells) + " |")
+    print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()
