@@ -51,11 +51,11 @@ from tqdm.auto import tqdm
 import chaosgym
 from chaosgym.agents.optimizer import ADAM_FORMS, make_optimizer
 from chaosgym.agents.run import RunFolder
+from chaosgym.files import write_atomic
 from chaosgym.gradients import _cosine, combine
 from chaosgym.policies import policy_functions
 from chaosgym.rollout import Cuts, rollout
 from chaosgym.tasks.cartpole import PHYSICS
-from chaosgym.trace_cache import write_atomic
 
 FLOWS = {"R": "full", "M": "modified", "S": "stopped", "C": "combined"}
 CLIPS = ("NONE", "VALUE", "NORM")

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from chaosgym.agents.config import BUDGET_FIELDS, TrainConfig
-from chaosgym.trace_cache import write_atomic
+from chaosgym.files import write_atomic
 
 METRIC_COLUMNS = ["update", "env_steps", "wall_time", "loss", "eval_score", "eval_objective",
                   "grad_norm", "skipped_updates", "cosine_modified_full", "fraction_zeroed"]

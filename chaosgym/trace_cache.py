@@ -29,7 +29,6 @@ import os
 import pickle
 import pkgutil
 import re
-import tempfile
 import types
 import warnings
 from importlib import metadata
@@ -41,6 +40,7 @@ import numpy as np
 from jax import export
 
 from chaosgym._setup import compilation_cache_dir
+from chaosgym.files import write_atomic
 
 # In a key: the program runs code that the trace cache cannot fingerprint; trace it every time.
 UNCACHED = "<uncached>"
@@ -241,34 +241,3 @@ def cached_jit(fn: Callable, key: Any, donate_argnums: tuple[int, ...] = ()) -> 
     argument shapes and dtypes, chaosgym's own code and the library versions are added to it.
     """
     return CachedJit(fn, key, donate_argnums)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_FILE_MODE = 0o666 & ~_umask()  # what `open(path, "w")` gives a new file
-
-
-def write_atomic(path: Path, payload: bytes) -> None:
-    """Write `path` whole or not at all, also with other processes writing it at the same time.
-
-    The file gets the permissions `open` would give it (a temporary file alone would be 0600).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as tmp:
-        try:
-            tmp.write(payload)
-            tmp.flush()
-            os.fchmod(tmp.fileno(), _FILE_MODE)
-        except BaseException:
-            os.unlink(tmp.name)
-            raise
-    try:
-        os.replace(tmp.name, path)
-    except BaseException:
-        os.unlink(tmp.name)
-        raise
