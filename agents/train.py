@@ -34,7 +34,7 @@ from chaosgym.evaluation import batched_evaluation, held_out_keys
 from chaosgym.gradients import EstimatorConfig, make_estimator
 from chaosgym.policies import policy_functions
 from chaosgym.sharding import replicated, shard_batch
-from chaosgym.trace_cache import cached_jit
+from chaosgym.trace_cache import cached_jit, keyed_by_arguments
 
 __all__ = ["TrainConfig", "train", "evaluate_params", "load_checkpoint", "numpy_policy"]
 
@@ -67,7 +67,9 @@ def skipped_updates(opt_state) -> int:
 
 
 @functools.lru_cache(maxsize=None)
-def compiled_update(env, estimator: EstimatorConfig, batch_size: int, learning_rate: float, policy: str = "tanh"):
+@keyed_by_arguments
+def compiled_update(env, estimator: EstimatorConfig, batch_size: int, learning_rate: float, policy: str = "tanh",
+                    *, key):
     """`(optimizer, update)`: one jitted update, shared by every seed of a configuration."""
     apply = policy_of(env, policy)[1]
     estimate = make_estimator(env, apply, estimator)  # the raw gradient: the optimiser clips it
@@ -87,18 +89,17 @@ def compiled_update(env, estimator: EstimatorConfig, batch_size: int, learning_r
         step, opt_state = optimizer.update(grad, opt_state, params)
         return optax.apply_updates(params, step), opt_state, diagnostics
 
-    key = (env.cache_key, "update", repr(estimator), batch_size, learning_rate, policy)
     return optimizer, cached_jit(update, key)
 
 
 @functools.lru_cache(maxsize=None)
-def carried_trainer(env, agent: str, batch_size: int, horizon: int, learning_rate: float, hidden: tuple):
+@keyed_by_arguments
+def carried_trainer(env, agent: str, batch_size: int, horizon: int, learning_rate: float, hidden: tuple, *, key):
     """apg or shac (`chaosgym.agents.apg.trainer`), its update jitted once per configuration."""
     trainer = apg.trainer(env, agent, batch_size, horizon, learning_rate, hidden)
-    key = (env.cache_key, agent, batch_size, horizon, learning_rate, hidden)
     # traced once per configuration, then read back from the trace cache (warm starts skip tracing)
-    return trainer._replace(init=cached_jit(trainer.init, key + ("init",)),
-                            update=cached_jit(trainer.update, key + ("update",)))
+    return trainer._replace(init=cached_jit(trainer.init, (key, "init")),
+                            update=cached_jit(trainer.update, (key, "update")))
 
 
 def trainer_of(config: TrainConfig):

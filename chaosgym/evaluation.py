@@ -31,7 +31,7 @@ from gymnasium.utils.seeding import np_random
 import chaosgym  # noqa: F401  (registers the task ids with Gymnasium)
 from chaosgym.env import Env
 from chaosgym.rollout import rollout
-from chaosgym.trace_cache import cached_jit
+from chaosgym.trace_cache import cached_jit, keyed_by_arguments
 
 # held-out initial states: far from the small seeds training runs use
 EVAL_SEED = 1_000_000
@@ -88,10 +88,11 @@ def held_out_keys(seed: int, count: int) -> jax.Array:
 
 
 @functools.lru_cache(maxsize=None)
-def batched_evaluation(env: Env, policy: Callable, policy_name: str):
+@keyed_by_arguments
+def batched_evaluation(env: Env, policy: Callable, policy_name: str, *, key):
     """`evaluate(params, keys) -> (mean return, mean objective)` of the deterministic `policy`
-    (named `policy_name`, which keys the compiled program) for whole episodes from `keys`, in one
-    batched rollout; failed episodes as in `evaluate`."""
+    (named `policy_name`; the compiled program is keyed by every argument, `keyed_by_arguments`) for
+    whole episodes from `keys`, in one batched rollout; failed episodes as in `evaluate`."""
     objective = env.task.objective(env.task.reported_objective)
 
     def evaluate(params, keys):
@@ -104,4 +105,4 @@ def batched_evaluation(env: Env, policy: Callable, policy_name: str):
                                                                         trajectory.final_state.data), jnp.nan)
         return jnp.mean(returns), jnp.mean(objectives)
 
-    return cached_jit(evaluate, (env.cache_key, "evaluate", policy_name))
+    return cached_jit(evaluate, key)

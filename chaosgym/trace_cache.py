@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 import os
 import pickle
 import pkgutil
@@ -105,6 +106,32 @@ def object_key(obj: Any) -> tuple | str:
     if any(_holds_uncached(key) for *_, key in attributes):
         return UNCACHED
     return (f"{type(obj).__module__}.{type(obj).__qualname__}", tuple(attributes))
+
+
+def argument_key(value: Any) -> Any:
+    """What tells one argument of a factory of traced functions apart in a key: the object's own
+    `cache_key` where it has one (an `Env`'s: task, options and model), else its value's."""
+    own = getattr(value, "cache_key", None)
+    return _value_key(value) if own is None else own
+
+
+def keyed_by_arguments(factory: Callable) -> Callable:
+    """Decorate a factory of traced functions: it is called with `key=`, the factory's name and every
+    one of its arguments (`argument_key`, defaults included), for the `cached_jit`s it makes. Keys
+    written by hand miss an argument added later, and a stale program is then read back silently."""
+    signature = inspect.signature(factory)
+    public = signature.replace(parameters=[p for name, p in signature.parameters.items() if name != "key"])
+    name = f"{factory.__module__}.{factory.__qualname__}"
+
+    @functools.wraps(factory)
+    def keyed(*args, **kwargs):
+        bound = public.bind(*args, **kwargs)
+        bound.apply_defaults()
+        key = (name, tuple((argument, argument_key(value)) for argument, value in bound.arguments.items()))
+        return factory(*bound.args, key=key, **bound.kwargs)
+
+    keyed.__signature__ = public
+    return keyed
 
 
 def _holds_uncached(key: Any) -> bool:
@@ -237,7 +264,8 @@ class CachedJit:
 def cached_jit(fn: Callable, key: Any, donate_argnums: tuple[int, ...] = ()) -> CachedJit:
     """`jax.jit(fn, donate_argnums=...)` with its traced program kept in the trace cache under `key`.
 
-    `key` must tell apart everything `fn` closes over (e.g. the task, its options, a configuration);
-    argument shapes and dtypes, chaosgym's own code and the library versions are added to it.
+    `key` must tell apart everything `fn` closes over (e.g. the task, its options, a configuration):
+    derive it from the arguments of the factory that builds `fn` (`keyed_by_arguments`). Argument
+    shapes and dtypes, chaosgym's own code and the library versions are added to it.
     """
     return CachedJit(fn, key, donate_argnums)
