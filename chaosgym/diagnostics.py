@@ -32,7 +32,7 @@ import numpy as np
 from mujoco import mjx
 from tqdm.auto import tqdm
 
-from chaosgym.gradients import ESTIMATORS, EstimatorConfig
+from chaosgym.gradients import ESTIMATORS, EstimatorConfig, combine, es_gradient, highest_precision
 from chaosgym.env import Env, State
 from chaosgym.rollout import Policy, rollout
 
@@ -317,18 +317,21 @@ def prefix_masks(horizons: Sequence[int], dtype) -> jax.Array:
 
 def gradient_samples(env: Env, policy: Policy, params: Any, states: State, name: str, horizons: Sequence[int],
                      key: jax.Array, truncation: int | None = None, es_sigma: float = 0.05, es_pairs: int = 16,
-                     remat: bool = False, chunk: int | None = None) -> dict[int, GradientStats]:
+                     remat: bool = False, chunk: int | None = None,
+                     es_rank_shaping: bool = False) -> dict[int, GradientStats]:
     """The gradient of estimator `name` (see `chaosgym.gradients`) of the return loss (minus the
     rewards summed over the unroll) from each of a batch of N `states`, at every horizon in `horizons`.
 
     Every horizon comes from one unroll of the longest: the loss cut at h is a prefix sum of the
     rewards, and nothing in a rollout before step h depends on a later step, so the gradient at h
     (one backward pass per horizon, or one ES population for all) is the same number a rollout of
-    h steps gives, for one compile and one forward pass. The ES noise of state i comes from
+    h steps gives, for one compile and one forward pass. The estimators are those of
+    `chaosgym.gradients` (`es_*` as in `EstimatorConfig`); the ES noise of state i comes from
     `split(key, N)[i]`, as in `make_estimator`; `chunk` states run at once under `vmap` (default all).
     """
     horizons = tuple(sorted(set(horizons)))
     config = EstimatorConfig(name=name, horizon=max(horizons), remat=remat, es_sigma=es_sigma, es_pairs=es_pairs,
+                             es_rank_shaping=es_rank_shaping,
                              truncation=min(truncation, max(horizons)) if name == "truncated" else None)
     grads, losses = _compiled_gradient_samples(env, policy, config, horizons, chunk)(
         params, states, jax.random.split(key, states.reward.shape[0]))
@@ -352,25 +355,24 @@ def _compiled_gradient_samples(env, policy, config, horizons, chunk):
         return grads, masks @ rewards_
 
     def one(params, state, key):
-        if config.name == "es":  # `chaosgym.gradients.es_gradient` for every prefix loss at once
-            flat, unravel = ravel_pytree(params)
-            eps = jax.random.normal(key, (config.es_pairs, flat.size), flat.dtype)
-            population = jnp.concatenate([flat + config.es_sigma * eps, flat - config.es_sigma * eps])
-            losses = jax.vmap(lambda p: rewards(unravel(p), state, "full"))(population) @ prefix_masks(
-                horizons, flat.dtype).T
-            plus, minus = jnp.split(losses, 2)
-            return ((plus - minus).T @ eps) / (2 * config.es_sigma * config.es_pairs), jnp.mean(losses, axis=0)
-        if config.name == "combined":  # Schnell & Thuerey's sign rule, per horizon
+        if config.name == "es":
+            # one population for every horizon: under the vmap over the masks the rollouts, which do
+            # not depend on the mask, are computed once
+            def es(mask):
+                grad, loss = es_gradient(lambda p: mask @ rewards(p, state, "full"), params, key, config.es_sigma,
+                                         config.es_pairs, config.es_rank_shaping)
+                return ravel_pytree(grad)[0], loss
+            return jax.vmap(es)(prefix_masks(horizons, state.reward.dtype))
+        if config.name == "combined":
             g_full, losses = backprop(params, state, "full")
             g_modified, _ = backprop(params, state, "modified")
-            return jnp.where(jnp.sign(g_modified) == jnp.sign(g_full), g_modified, 0.0), losses
+            return combine(g_modified, g_full)[0], losses
         return backprop(params, state, flow)
 
     @jax.jit
+    @highest_precision
     def all_samples(params, states, keys):
-        # as `make_estimator`: GPUs' default float32 matmuls are too coarse for chaotic rollouts
-        with jax.default_matmul_precision("highest"):
-            return jax.lax.map(lambda s: one(params, *s), (states, keys), batch_size=chunk or keys.shape[0])
+        return jax.lax.map(lambda s: one(params, *s), (states, keys), batch_size=chunk or keys.shape[0])
 
     return all_samples
 
@@ -378,8 +380,8 @@ def _compiled_gradient_samples(env, policy, config, horizons, chunk):
 def gradient_variance(env: Env, policy: Policy, params: Any, states: State, horizons: Sequence[int],
                       estimators: Sequence[str] = ("full", "es"), key: jax.Array | None = None,
                       truncation: int = 10, es_sigma: float = 0.05, es_pairs: int = 16,
-                      remat: bool = False, chunk: int | None = None,
-                      progress: bool = False) -> dict[tuple[str, int], GradientStats]:
+                      remat: bool = False, chunk: int | None = None, progress: bool = False,
+                      es_rank_shaping: bool = False) -> dict[tuple[str, int], GradientStats]:
     """`GradientStats` of every estimator at every horizon from the same N `states` (see
     `gradient_samples`): the loss is minus the rewards summed over the unroll, so it grows with the
     horizon, as in Metz et al. Wrap `env` in `without_termination` to keep episodes from ending
@@ -394,7 +396,7 @@ def gradient_variance(env: Env, policy: Policy, params: Any, states: State, hori
         if name not in ESTIMATORS:
             raise ValueError(f"unknown gradient estimator {name!r}; valid: {', '.join(ESTIMATORS)}")
         by_horizon = gradient_samples(env, policy, params, states, name, horizons, key, truncation, es_sigma,
-                                      es_pairs, remat, chunk)
+                                      es_pairs, remat, chunk, es_rank_shaping)
         results.update({(name, h): stats for h, stats in by_horizon.items()})
     return results
 

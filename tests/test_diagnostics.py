@@ -110,19 +110,28 @@ def test_loss_is_summed_over_the_whole_unroll_only_without_termination():
     assert isinstance(diagnostics.without_termination(env).task, FallingPendulum)
 
 
-@pytest.mark.slow  # one gradient program per estimator
-@pytest.mark.parametrize("name", ["full", "combined", "es"])
-def test_gradients_at_every_horizon_from_one_unroll_equal_the_estimators(name):
-    env = Env(DampedPendulum())
+# fast: the cart pole integrated from its closed-form equations (compiles in seconds); slow: on MJX
+GRADIENT_SYSTEMS = [("cartpole_equations", (3, 6)), pytest.param("damped_pendulum_mjx", (7, 30), marks=pytest.mark.slow)]
+
+
+@pytest.mark.parametrize("system, horizons", GRADIENT_SYSTEMS)
+@pytest.mark.parametrize("name, rank_shaping", [("full", False), ("combined", False), ("es", True),
+                                                pytest.param("es", False, marks=pytest.mark.slow)])
+def test_gradients_at_every_horizon_from_one_unroll_equal_the_estimators(system, horizons, name, rank_shaping):
+    env = chaosgym.make("ChaosCartPole-v0", physics="equations") if system == "cartpole_equations" \
+        else Env(DampedPendulum())
     params = init_policy(jax.random.key(0), env.observation_size, env.action_size, (8,))
-    states = jax.vmap(env.reset)(jax.random.split(jax.random.key(1), 3))
-    key, horizons = jax.random.key(2), (7, 30)
-    samples = diagnostics.gradient_samples(env, mlp_policy, params, states, name, horizons, key, es_pairs=4)
+    states = jax.jit(jax.vmap(env.reset))(jax.random.split(jax.random.key(1), 3))
+    key = jax.random.key(2)
+    samples = diagnostics.gradient_samples(env, mlp_policy, params, states, name, horizons, key, es_pairs=4,
+                                           es_rank_shaping=rank_shaping)
     for h in horizons:
-        estimate = make_estimator(env, mlp_policy, EstimatorConfig(name=name, horizon=h, es_pairs=4))
+        estimate = jax.jit(make_estimator(env, mlp_policy, EstimatorConfig(name=name, horizon=h, es_pairs=4,
+                                                                           es_rank_shaping=rank_shaping)))
         for i, k in enumerate(jax.random.split(key, 3)):
             grad, _ = estimate(params, jax.tree.map(lambda x: x[i:i + 1], states), k)
             flat = np.concatenate([np.ravel(x) for x in jax.tree.leaves(grad)])
+            assert np.abs(flat).max() > 0, "the test problem must have a gradient"
             np.testing.assert_allclose(samples[h].samples[i], flat, rtol=1e-4, atol=1e-4 * np.abs(flat).max())
 
 
