@@ -29,6 +29,7 @@ import optax
 
 from chaosgym.agents.optimizer import make_optimizer
 from chaosgym.env import Env, State
+from chaosgym.gradients import highest_precision
 from chaosgym.policies import mlp_init, mlp_policy
 
 STD_MIN = 1e-6  # floor on the normaliser's standard deviation (Brax's running_statistics)
@@ -209,13 +210,7 @@ def make_update(env: Env, config: APGConfig):
                          state.env_steps + config.steps_per_update)
         return new, metrics
 
-    def update(state, key):
-        # GPUs multiply float32 matrices at reduced precision by default, which makes gradients
-        # through a chaotic simulator explode; the whole update runs at full float32
-        with jax.default_matmul_precision("highest"):
-            return _update(state, key)
-
-    return update
+    return highest_precision(_update)
 
 
 # ---- the shape of chaosgym.agents.train's loop ---------------------------------------------------

@@ -52,7 +52,7 @@ import chaosgym
 from chaosgym.agents.optimizer import ADAM_FORMS, make_optimizer
 from chaosgym.agents.run import RunFolder
 from chaosgym.files import write_atomic
-from chaosgym.gradients import _cosine, combine
+from chaosgym.gradients import _cosine, combine, highest_precision
 from chaosgym.policies import policy_functions
 from chaosgym.rollout import Cuts, rollout
 from chaosgym.tasks.cartpole import PHYSICS
@@ -196,9 +196,8 @@ def make_program(num_poles: int, runs: list[tuple[str, str, int]], protocol: Pro
 
     def gradients(params, batch):
         """Every run's gradient (C's combined) and its metrics on one batch."""
-        with jax.default_matmul_precision("highest"):  # as every chaosgym gradient (see gradients.py)
-            losses, grads = jax.vmap(jax.value_and_grad(loss), in_axes=(0, 0, None))(
-                jax.tree.map(lambda x: x[pass_run], params), cuts, batch)
+        losses, grads = jax.vmap(highest_precision(jax.value_and_grad(loss)), in_axes=(0, 0, None))(
+            jax.tree.map(lambda x: x[pass_run], params), cuts, batch)
         g_first, g_second = (jax.tree.map(lambda g: g[i], grads) for i in (first, second))
         combined, zeroed = jax.vmap(combine)(g_first, g_second)
         per_run = lambda c, g: jnp.where(is_combined.reshape((-1,) + (1,) * (g.ndim - 1)), c, g)

@@ -26,6 +26,7 @@ from chaosgym.agents.apg import (Normalizer, Window, init_mlp, normalize, normal
                                  policy, reset_batch, unroll)
 from chaosgym.agents.optimizer import make_optimizer
 from chaosgym.env import Env, State
+from chaosgym.gradients import highest_precision
 from chaosgym.policies import mlp_init
 
 __all__ = ["SHACConfig", "TrainState", "init", "make_update", "policy", "inference_params", "value"]
@@ -210,10 +211,4 @@ def make_update(env: Env, config: SHACConfig):
                          jax.lax.stop_gradient(final), state.env_steps + config.steps_per_update)
         return new, metrics
 
-    def update(state, key):
-        # GPUs multiply float32 matrices at reduced precision by default, which makes gradients
-        # through a chaotic simulator explode; the whole update runs at full float32
-        with jax.default_matmul_precision("highest"):
-            return _update(state, key)
-
-    return update
+    return highest_precision(_update)
