@@ -19,6 +19,7 @@ import mujoco
 import numpy as np
 from mujoco import mjx
 
+from chaosgym.arrays import array_namespace
 from chaosgym.sharding import uncommitted
 from chaosgym.trace_cache import UNCACHED, cached_jit, object_key
 
@@ -60,9 +61,10 @@ class Task:
     subclass's `__init__` are the task's options (e.g. `num_poles`).
 
     `observation`, `reward` and `terminated` run on both backends of the Gymnasium env. On MuJoCo's
-    C engine (`chaosgym.mujoco_backend`) their `mjx.Data` carries only `time`, `qpos`, `qvel`,
+    C engine (`chaosgym.mujoco_backend`) their data holds numpy arrays of only `time`, `qpos`, `qvel`,
     `act`, `ctrl`, `xpos`, `xquat`, `site_xpos` and `sensordata` (`mujoco_backend.FIELDS`); a task
-    reading any other field is refused there with an error naming it.
+    reading any other field is refused there with an error naming it. Written over
+    `chaosgym.arrays.array_namespace`, they compute in numpy there and in jax.numpy on MJX.
     """
 
     asset: str
@@ -92,7 +94,7 @@ class Task:
         raise NotImplementedError
 
     def terminated(self, data: mjx.Data) -> jax.Array:
-        return jnp.array(False)
+        return array_namespace(data).asarray(False)  # numpy on the C engine: a JAX call costs 100 us
 
     def objectives(self) -> dict[str, Callable[[jax.Array, mjx.Data], jax.Array]]:
         """Named differentiable losses of one trajectory, `loss(rewards, final_data)`; lower is better.
@@ -215,7 +217,8 @@ class Env:
         self.episode_length = task.episode_length if episode_length is None else int(episode_length)
         self.dt = float(self.mj_model.opt.timestep) * self.frame_skip
         self.action_size = int(self.mj_model.nu)
-        self.observation_size = int(jax.eval_shape(self.reset, jax.random.key(0)).obs.shape[-1])
+        # traced on the empty data, not through a reset: MJX's forward kinematics take seconds to trace
+        self.observation_size = int(jax.eval_shape(task.observation, self.empty_data).shape[-1])
         read = fields_read(task, self.empty_data, jnp.zeros(self.action_size))
         self.restored_fields = tuple(sorted(set(STEP_INPUTS) | read))
 

@@ -7,7 +7,9 @@ pieces every face shares live here too: action checks, the per-environment seed 
 
 from __future__ import annotations
 
+import copy
 import functools
+import os
 from typing import Any
 
 import gymnasium
@@ -30,13 +32,14 @@ from chaosgym.trace_cache import cached_jit
 def check_actions(actions: Any, shape: tuple[int, ...]) -> np.ndarray:
     """Validate an action (or a batch) and clip it to [-1, 1]; raise `ValueError` otherwise."""
     array = np.asarray(actions)
-    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+    if array.dtype.kind not in "fiu":  # floats and integers; booleans, complex, strings and objects are not
         raise ValueError(f"expected a real-valued action array of shape {shape} (float32), got dtype {array.dtype}")
     if array.shape != shape:
         raise ValueError(f"expected action shape {shape}, got {array.shape}")
-    if not np.all(np.isfinite(array)):
+    if not np.isfinite(array).all():
         raise ValueError(f"action contains NaN or inf: {array}; nothing was stepped")
-    return np.clip(array, -1.0, 1.0).astype(np.float32)
+    # the ufuncs themselves: np.clip's Python layers cost twice as much, on every step
+    return np.minimum(np.maximum(array, -1.0), 1.0).astype(np.float32, copy=False)
 
 
 def _seed_to_key(rng: np.random.Generator) -> int:
@@ -124,6 +127,51 @@ class SceneRenderer:
             self._renderer = None
 
 
+# What one environment's seed stream holds on the host: a numpy Generator with its PCG64 (measured
+# with tracemalloc, numpy 2)
+_SEED_STREAM_BYTES = 900
+
+
+def _available_memory() -> dict[str, int]:
+    """Bytes free for a batch, by where it lives: the host (Linux's MemAvailable, else the free
+    pages) and, when JAX runs on an accelerator, its devices together."""
+    available = {}
+    try:
+        with open("/proc/meminfo") as f:
+            fields = dict(line.split(":", 1) for line in f)
+        available["host"] = int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        try:
+            available["host"] = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, AttributeError):
+            pass
+    if jax.default_backend() != "cpu":
+        stats = [device.memory_stats() or {} for device in jax.devices()]
+        if all("bytes_limit" in s for s in stats):
+            available["device"] = sum(s["bytes_limit"] - s.get("bytes_in_use", 0) for s in stats)
+    return available
+
+
+def check_batch_fits(env: Env, num_envs: int) -> None:
+    """Refuse, before allocating anything, a batch whose memory estimate exceeds what is available.
+
+    The estimate is a lower bound: every environment's whole `mjx.Data` twice (a step's input and
+    output, which XLA materialises; its temporaries come on top) and its seed stream on the host.
+    """
+    state = sum(np.asarray(leaf).nbytes for leaf in jax.tree.leaves(env.empty_data))
+    device, host = 2 * state * num_envs, _SEED_STREAM_BYTES * num_envs
+    available = _available_memory()
+    if "device" not in available:  # JAX on the CPU: its arrays are host memory too
+        host, device = host + device, 0
+    for where, need in (("host", host), ("device", device)):
+        if where in available and need > available[where]:
+            gib = 2.0 ** 30
+            raise ValueError(
+                f"num_envs={num_envs:,} needs at least {need / gib:,.1f} GiB of {where} memory ({2 * state:,} bytes of "
+                f"MJX state per environment, a step's input and output, and {_SEED_STREAM_BYTES} bytes of seed "
+                f"stream), more than the {available[where] / gib:,.1f} GiB available; use fewer environments")
+
+
 def parse_autoreset_mode(mode: str | AutoresetMode) -> AutoresetMode:
     """Gymnasium's `AutoresetMode` from itself, its value (`"SameStep"`) or its name in any case (`"same_step"`)."""
     if isinstance(mode, AutoresetMode):
@@ -144,6 +192,24 @@ def _spaces(env: Env) -> tuple[spaces.Box, spaces.Box]:
 
 def _info(info: dict[str, np.ndarray]) -> dict[str, Any]:
     return {k: v.item() for k, v in info.items()}
+
+
+def check_reset_options(options: Any, accepted: tuple[str, ...]) -> dict:
+    """`options` of a `reset` as a dict; refuse a non-dict, and keys outside `accepted`, naming them."""
+    if options is None:
+        return {}
+    if not isinstance(options, dict):
+        raise ValueError(f"options must be None or a dict, got {options!r}")
+    unknown = sorted(map(repr, set(options) - set(accepted)))
+    if unknown:
+        known = f"the accepted ones: {', '.join(map(repr, accepted))}" if accepted else "this env accepts none"
+        raise ValueError(f"unknown reset option(s) {', '.join(unknown)}; {known}")
+    return options
+
+
+def _refuse_if_closed(env: gymnasium.Env | gymnasium.vector.VectorEnv, call: str) -> None:
+    if env.closed:
+        raise gymnasium.error.ClosedEnvironmentError(f"{call}() on a closed {type(env).__name__}; make a new one")
 
 
 DEFAULT_BACKEND = "mujoco"  # of the single env; why: ChaosEnv
@@ -175,9 +241,13 @@ class ChaosEnv(gymnasium.Env):
     """
 
     metadata = {"render_modes": ["rgb_array"]}
+    # rebuilt from the arguments, not pickled: they hold device handles and jitted functions
+    _REBUILT = ("env", "_scene", "_engine", "_state")
 
     def __init__(self, env_id: str, render_mode: str | None = None, width: int = 480,
                  height: int = 480, backend: str = DEFAULT_BACKEND, **task_kwargs):
+        self._args = {"env_id": env_id, "render_mode": render_mode, "width": width, "height": height,
+                      "backend": backend, **task_kwargs}
         if backend not in ("mujoco", "mjx"):
             raise ValueError(f"backend must be 'mujoco' or 'mjx', got {backend!r}")
         if render_mode not in (None, *self.metadata["render_modes"]):
@@ -191,6 +261,27 @@ class ChaosEnv(gymnasium.Env):
         self.observation_space, self.action_space = _spaces(self.env)
         self._state: State | None = None
         self._needs_reset = True
+        self.closed = False  # as a Gymnasium VectorEnv says it
+
+    def __getstate__(self) -> dict:
+        """What `pickle`, `copy.deepcopy` and SB3's subprocesses carry: the arguments, the seed
+        generator and the simulation's state; `__setstate__` rebuilds the rest, so a copy steps on
+        exactly as the original would."""
+        state = {k: v for k, v in vars(self).items() if k not in self._REBUILT}
+        if not self._needs_reset:
+            state["_simulation"] = self._engine.snapshot() if self._engine is not None else jax.device_get(self._state)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        state = dict(state)
+        simulation = state.pop("_simulation", None)
+        self.__init__(**state["_args"])
+        vars(self).update(state)
+        if simulation is not None:
+            if self._engine is not None:
+                self._engine.restore(simulation)
+            else:
+                self._state = jax.device_put(simulation)
 
     @property
     def state(self) -> State | None:
@@ -214,16 +305,24 @@ class ChaosEnv(gymnasium.Env):
             self._state = state
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
+        _refuse_if_closed(self, "reset")
+        check_reset_options(options, accepted=())
         super().reset(seed=seed)
-        key = jax.random.key(_seed_to_key(self.np_random))
+        episode_seed = _seed_to_key(self.np_random)
         self._needs_reset = False
         if self._engine is not None:
-            return self._engine.reset(key)
-        self._state = self.env.jit_reset(key)
+            return self._engine.reset(episode_seed, self._upcoming_seeds)
+        self._state = self.env.jit_reset(jax.random.key(episode_seed))
         obs, info = jax.device_get((self._state.obs, self._state.info))
         return np.asarray(obs, np.float32), _info(info)
 
+    def _upcoming_seeds(self, n: int) -> list[int]:
+        """The seeds the next `n` resets draw, unless something else draws from `np_random` first."""
+        rng = copy.deepcopy(self.np_random)
+        return [_seed_to_key(rng) for _ in range(n)]
+
     def step(self, action):
+        _refuse_if_closed(self, "step")
         if self._needs_reset:
             raise gymnasium.error.ResetNeeded("call reset() before step()")
         action = check_actions(action, self.action_space.shape)
@@ -239,6 +338,7 @@ class ChaosEnv(gymnasium.Env):
         if self.render_mode is None:
             gymnasium.logger.warn("render() called without render_mode='rgb_array'")
             return None
+        _refuse_if_closed(self, "render")
         if self._needs_reset:
             raise gymnasium.error.ResetNeeded("call reset() before render()")
         if self._engine is not None:
@@ -249,6 +349,7 @@ class ChaosEnv(gymnasium.Env):
 
     def close(self):
         self._scene.close()
+        self.closed = True
 
 
 def _outputs(state: State, episode_length: int) -> jax.Array:
@@ -375,13 +476,18 @@ class ChaosVectorEnv(gymnasium.vector.VectorEnv):
     `info["final_info"]`); `disabled` leaves resets to `reset(options={"reset_mask": mask})`.
     """
 
+    _REBUILT = ("env", "_fns", "_leaves")  # see ChaosEnv
+
     def __init__(self, env_id: str, num_envs: int = 1, max_episode_steps: int | None = None,
                  autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP, **task_kwargs):
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
         check_episode_length(max_episode_steps, "max_episode_steps")
+        self._args = {"env_id": env_id, "num_envs": num_envs, "max_episode_steps": max_episode_steps,
+                      "autoreset_mode": autoreset_mode, **task_kwargs}
         self.autoreset_mode = parse_autoreset_mode(autoreset_mode)
         self.env = make(env_id, episode_length=max_episode_steps, **task_kwargs)
+        check_batch_fits(self.env, int(num_envs))
         self.num_envs = int(num_envs)
         self.metadata = {"autoreset_mode": self.autoreset_mode, "render_modes": []}
         self.single_observation_space, self.single_action_space = _spaces(self.env)
@@ -391,6 +497,19 @@ class ChaosVectorEnv(gymnasium.vector.VectorEnv):
         self._seeds = SeedStreams(self.num_envs)
         self._leaves: list[jax.Array] | None = None  # the batched State, flattened (see VectorFunctions)
         self._needs_reset = np.zeros(self.num_envs, bool)
+
+    def __getstate__(self) -> dict:
+        """Pickled and deep-copied as `ChaosEnv` is: arguments, seed streams and the batched state."""
+        state = {k: v for k, v in vars(self).items() if k not in self._REBUILT}
+        state["_leaves"] = jax.device_get(self._leaves)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        state = dict(state)
+        leaves = state.pop("_leaves")
+        self.__init__(**state["_args"])
+        vars(self).update(state)
+        self._leaves = None if leaves is None else jax.device_put(leaves)
 
     @property
     def state(self) -> State | None:
@@ -406,13 +525,9 @@ class ChaosVectorEnv(gymnasium.vector.VectorEnv):
         self._leaves = jax.tree.leaves(self._fns.carried(state))
 
     def reset(self, *, seed: int | list[int | None] | None = None, options: dict | None = None):
+        _refuse_if_closed(self, "reset")
         seeds = vector_seeds(seed, self.num_envs)
-        if options is not None and not isinstance(options, dict):
-            raise ValueError(f"options must be None or a dict, got {options!r}")
-        unknown = sorted(set(options or {}) - {"reset_mask"})
-        if unknown:
-            raise ValueError(f"unknown reset option(s) {', '.join(map(repr, unknown))}; the only one is 'reset_mask'")
-        mask = (options or {}).get("reset_mask")
+        mask = check_reset_options(options, accepted=("reset_mask",)).get("reset_mask")
         if mask is not None:
             mask = np.asarray(mask)
             if mask.shape != (self.num_envs,) or mask.dtype != np.bool_:
@@ -430,6 +545,7 @@ class ChaosVectorEnv(gymnasium.vector.VectorEnv):
         return obs, info
 
     def step(self, actions):
+        _refuse_if_closed(self, "step")
         if self._leaves is None:
             raise gymnasium.error.ResetNeeded("call reset() before step()")
         actions = check_actions(actions, self.action_space.shape)

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import mujoco
 
+from chaosgym.arrays import array_namespace
 from chaosgym.env import Task
 
 
@@ -40,17 +41,18 @@ class Ant(Task):
         return qpos, qvel
 
     def observation(self, data):
-        return jnp.concatenate([data.qpos[2:], data.qvel])
+        return array_namespace(data).concatenate([data.qpos[2:], data.qvel])
 
     def _healthy(self, data):
         low, high = self.healthy_z
         return (data.qpos[2] >= low) & (data.qpos[2] <= high)
 
     def reward(self, data, action, next_data):
+        xp = array_namespace(next_data)
         dt = next_data.time - data.time
-        x_velocity = (next_data.xpos[self._torso, 0] - data.xpos[self._torso, 0]) / jnp.maximum(dt, 1e-9)
+        x_velocity = (next_data.xpos[self._torso, 0] - data.xpos[self._torso, 0]) / xp.maximum(dt, 1e-9)
         healthy = self._healthy(next_data).astype(x_velocity.dtype)
-        ctrl_cost = self.ctrl_cost_weight * jnp.sum(jnp.square(action))
+        ctrl_cost = self.ctrl_cost_weight * xp.sum(xp.square(action))
         reward = x_velocity + healthy - ctrl_cost
         return reward, {
             "forward_reward": x_velocity,

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import mujoco
 import numpy as np
 
+from chaosgym.arrays import array_namespace
 from chaosgym.env import Task
 
 MAX_POLES = 4
@@ -66,9 +67,9 @@ class CartPole(Task):
     # qpos and qvel hold (x_i, theta_i) for each pair, then x_ref.
     def cart(self, data) -> tuple[jax.Array, jax.Array]:
         """The paper's cart position and velocity."""
-        n = self.num_poles
-        return ((jnp.sum(data.qpos[0:2 * n:2]) - (n - 1) * data.qpos[-1]),
-                (jnp.sum(data.qvel[0:2 * n:2]) - (n - 1) * data.qvel[-1]))
+        n, xp = self.num_poles, array_namespace(data)
+        return ((xp.sum(data.qpos[0:2 * n:2]) - (n - 1) * data.qpos[-1]),
+                (xp.sum(data.qvel[0:2 * n:2]) - (n - 1) * data.qvel[-1]))
 
     def poles(self, data) -> tuple[jax.Array, jax.Array]:
         """Every pole's angle (unwrapped, 0 upright) and angular velocity."""
@@ -90,14 +91,16 @@ class CartPole(Task):
         return self.qpos_qvel(x, x_dot, theta, theta_dot)
 
     def observation(self, data):
+        xp = array_namespace(data)
         x, x_dot = self.cart(data)
         theta, theta_dot = self.poles(data)
         if self.observation_kind == "raw":
-            return jnp.concatenate([jnp.stack([x, x_dot]), jnp.stack([theta, theta_dot], axis=-1).ravel()])
-        return jnp.concatenate([jnp.stack([x, x_dot]), jnp.cos(theta), jnp.sin(theta), theta_dot])
+            return xp.concatenate([xp.stack([x, x_dot]), xp.stack([theta, theta_dot], axis=-1).ravel()])
+        return xp.concatenate([xp.stack([x, x_dot]), xp.cos(theta), xp.sin(theta), theta_dot])
 
     def reward(self, data, action, next_data):
-        upright = jnp.mean(jnp.cos(self.poles(next_data)[0]))
+        xp = array_namespace(next_data)
+        upright = xp.mean(xp.cos(self.poles(next_data)[0]))
         return upright, {"upright": upright, "cart_position": self.cart(next_data)[0],
                          "force": action[0] * self.force_scale}
 

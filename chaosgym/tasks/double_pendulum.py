@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from chaosgym.arrays import array_namespace
 from chaosgym.env import Task
 
 MAX_LINKS = 4
@@ -49,12 +50,14 @@ class DoublePendulum(Task):
         return qpos, qvel
 
     def observation(self, data):
-        return jnp.concatenate([jnp.cos(data.qpos), jnp.sin(data.qpos), data.qvel])
+        xp = array_namespace(data)
+        return xp.concatenate([xp.cos(data.qpos), xp.sin(data.qpos), data.qvel])
 
     def tip_height(self, data):
         return (data.site_xpos[self._tip, 2] - self._base_z) / (self.num_links * self.link_length)
 
     def reward(self, data, action, next_data):
         height = self.tip_height(next_data)
-        ctrl_cost = self.ctrl_cost_weight * jnp.sum(jnp.square(action))
+        xp = array_namespace(next_data)
+        ctrl_cost = self.ctrl_cost_weight * xp.sum(xp.square(action))
         return height - ctrl_cost, {"tip_height": height, "ctrl_cost": ctrl_cost}
