@@ -26,6 +26,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import SubprocVecEnv, VecMonitor, VecNormalize
 
 from chaosgym.agents import sb3
+from chaosgym.agents.config import for_task
 
 
 class CollectionClock(BaseCallback):
@@ -69,7 +70,7 @@ def main() -> None:
     args = parser.parse_args()
     env_steps = 16_384 if args.quick else args.env_steps
     torch.set_num_threads(args.torch_threads)
-    params = {**sb3.hyperparameters("ChaosAnt-v0", "ppo", env_steps), "num_envs": args.num_envs}
+    params = {**sb3.hyperparameters(for_task("ChaosAnt-v0", "ppo", env_steps=env_steps)), "num_envs": args.num_envs}
     load = os.getloadavg()[0]  # other processes competing for the cores skew both runs
 
     runs = {"ChaosAnt-v0, chaosgym VecEnv (one MJX call per step)":
