@@ -80,14 +80,20 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="pass --quick to every script (smoke run)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md", help="markdown file to write")
+    names = [script for _, script in SCRIPTS]
+    parser.add_argument("--scripts", default=",".join(names), help="comma-separated scripts to run (default: all)")
     args = parser.parse_args()
+    chosen = args.scripts.split(",")
+    unknown = sorted(set(chosen) - set(names))
+    if unknown:
+        parser.error(f"--scripts: unknown {', '.join(unknown)}; valid: {', '.join(names)}")
 
     mode = "quick smoke run (`--quick`): small sizes, not for quoting" if args.quick else "full run"
     lines = [f"# chaosgym benchmarks\n", f"{datetime.date.today().isoformat()}, {mode}, "
              f"`python benchmarks/all.py{' --quick' if args.quick else ''}`.\n", *machine(), ""]
     print("\n".join(lines), flush=True)
     ok = True
-    for title, script in SCRIPTS:
+    for title, script in (item for item in SCRIPTS if item[1] in chosen):
         if not (ROOT / "benchmarks" / script).exists():
             section = f"## {title}\n\n`benchmarks/{script}` is missing.\n"
             ok = False

@@ -1,0 +1,69 @@
+"""Every benchmark script runs to its table at tiny sizes, so that none can rot unnoticed
+(`benchmarks/sb3_throughput.py` once raised TypeError for weeks after an API change).
+
+Each script runs as a user runs it: a fresh process from the repository root. Those that compile
+MJX programs (tens of seconds each on a 2-core CPU) are in the slow tier.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mujoco
+import pytest
+
+import chaosgym
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCHMARKS = ROOT / "benchmarks"
+slow = pytest.mark.slow
+
+
+def brax_like_ant(tmp: Path) -> list[str]:
+    """ant_physics.py compares against Brax's ant.xml (brax is not a dependency): our Ant with
+    Brax's `init_qpos` numeric stands in for it."""
+    model = chaosgym.make("ChaosAnt-v0").mj_model
+    spec = mujoco.MjSpec.from_file(str(ROOT / "assets" / "ant.xml"))
+    spec.add_numeric(name="init_qpos", data=list(model.key("home").qpos))
+    (tmp / "ant.xml").write_text(spec.to_xml())
+    return ["--brax-xml", str(tmp / "ant.xml")]
+
+
+# script -> (tiny-size arguments, a function of the test's tmp folder giving more, text its output must hold, marks)
+CASES = {
+    "first_output.py": (["--warm", "--", "chaosgym", "--help"], None, "longest silence", ()),
+    "all.py": (["--quick", "--scripts", "backends.py"], lambda tmp: ["--out", str(tmp / "b.md")], "written to", (slow,)),
+    "ant_physics.py": (["--batch", "2", "--steps", "2", "--rounds", "1"], brax_like_ant, "| 2 |", (slow,)),
+    "backends.py": (["--quick"], None, "vs Ant-v5", (slow,)),
+    "compile_time.py": (["--quick"], None, "| ChaosCartPole-v0 |", (slow,)),
+    "findings.py": (["--quick", "--studies", "ChaosCartPole-v0"],
+                    lambda tmp: ["--docs", str(tmp / "docs"), "--runs", str(tmp / "runs")], "findings", (slow,)),
+    "gradient_cost.py": (["--quick", "--batch", "2"], None, "with remat", (slow,)),
+    "sb3_threads.py": (["--steps", "512", "--repeats", "1"], None, "ratio default / one thread", (slow,)),
+    "sb3_throughput.py": (["--env-steps", "256", "--num-envs", "2"], None, "vs Ant-v5 DummyVecEnv", (slow,)),
+    "stable_bptt_c_gap.py": (["--poles", "1", "--seeds", "1", "--epochs", "1"],
+                             lambda tmp: ["--out", str(tmp / "gap")], "", (slow,)),
+    "stable_bptt_cost.py": (["--poles", "1", "--rounds", "1", "--calls", "1", "--horizon", "10", "--no-grid",
+                             "--physics", "mjx"], None, "|", (slow,)),
+    "throughput.py": (["--quick"], None, "Ant-v5", (slow,)),
+}
+
+
+def scripts() -> set[str]:
+    """The benchmark scripts (modules without a `__main__` block are helpers of the others)."""
+    return {p.name for p in BENCHMARKS.glob("*.py") if 'if __name__ == "__main__"' in p.read_text()}
+
+
+def test_every_benchmark_script_has_a_tiny_run_here():
+    assert scripts() == set(CASES), "give each benchmark script a tiny-size case in CASES"
+
+
+@pytest.mark.parametrize("script", [pytest.param(name, marks=case[3]) for name, case in sorted(CASES.items())])
+def test_benchmark_runs_at_tiny_sizes(script, tmp_path):
+    args, more, expected, _ = CASES[script]
+    command = [sys.executable, str(BENCHMARKS / script), *(more(tmp_path) if more else []), *args]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, f"{script} failed:\n{done.stderr[-3000:]}"
+    assert expected in done.stdout, f"{script} printed no table:\n{done.stdout[-2000:]}"
