@@ -98,6 +98,23 @@ def test_sb3_subprocesses_run_pickled_envs_as_a_dummy_vec_env_does():
         subprocesses.close()
 
 
+# ---- resets drawn ahead ----------------------------------------------------------------------------
+
+
+def test_c_engine_resets_drawn_ahead_are_mjx_resets_whatever_the_seed_stream_does():
+    """The C engine computes the initial states of the seeds its next resets will draw in one call;
+    a reset seeded anew, or a draw from `np_random` between resets, must not give a stale one."""
+    ours, theirs = gymnasium.make(CARTPOLE), gymnasium.make(CARTPOLE, backend="mjx")
+    for env in (ours, theirs):
+        env.reset(seed=0)
+    for i in range(40):
+        if i == 10:
+            for env in (ours, theirs):
+                env.unwrapped.np_random.random()  # the user's own draw: later seeds all move
+        seed = 5 if i == 20 else None
+        assert_same(ours.reset(seed=seed), theirs.reset(seed=seed))
+
+
 # ---- closed envs and reset options ---------------------------------------------------------------
 
 
