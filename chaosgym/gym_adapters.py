@@ -238,6 +238,10 @@ class ChaosEnv(gymnasium.Env):
     inf, raise `ValueError` and step nothing. A non-finite state undoes the step and terminates the
     episode with `info["nonfinite_state"]`, on both backends. The time limit is Gymnasium's
     `TimeLimit` wrapper (added by `gymnasium.make` from the registered `max_episode_steps`).
+
+    An env deep-copies, pickles and cloudpickles (SB3's `SubprocVecEnv` sends it so), mid-episode
+    too: the copy is rebuilt from its arguments with its seed stream and simulation state, and steps
+    on as the original would. A closed env refuses `step`, `reset` and `render`.
     """
 
     metadata = {"render_modes": ["rgb_array"]}
@@ -474,6 +478,8 @@ class ChaosVectorEnv(gymnasium.vector.VectorEnv):
     following `step` call, ignoring its action and returning reward 0; `same_step` resets it at
     once and puts the last observation in `info["final_obs"]` (and its info in
     `info["final_info"]`); `disabled` leaves resets to `reset(options={"reset_mask": mask})`.
+    A `num_envs` whose state would not fit in memory is refused before anything is allocated
+    (`check_batch_fits`); copies, pickles and closing behave as `ChaosEnv`'s.
     """
 
     _REBUILT = ("env", "_fns", "_leaves")  # see ChaosEnv
