@@ -10,10 +10,11 @@ paper's network as `chaosgym.policies.paper_init` draws it) and the paper's data
 * `chaosgym optax`: the same with optax's Adam (what the earlier N = 3 runs used);
 * the run's dtype: float32, or float64 with `JAX_ENABLE_X64=1` (run the script twice).
 
-It writes `<out>/c_gap_<dtype>.csv` (one row per variant, flow, seed and epoch: the test loss) and
+It writes `<out>/c_gap_<dtype>_<flows>_<seeds>seeds.csv` (one row per variant, flow, seed and epoch: the test loss) and
 prints the 30-epoch smoothed test loss at a few epochs, median [min, max] over seeds.
 
-Run: python benchmarks/stable_bptt_c_gap.py [--poles 3] [--seeds 6] [--epochs 250] [--out DIR]
+Run: python benchmarks/stable_bptt_c_gap.py [--poles 3] [--seeds 6] [--epochs 250] [--flows RC]
+     [--variants keras,optax,reference] [--out DIR]
 """
 
 from __future__ import annotations
@@ -35,10 +36,10 @@ import stable_bptt_reference as ref  # noqa: E402
 from chaosgym.agents import reproduce  # noqa: E402
 
 
-def chaosgym_curves(poles: int, seeds: int, epochs: int, adam: str, bar) -> tuple[dict, jax.Array]:
+def chaosgym_curves(poles: int, seeds: int, epochs: int, adam: str, bar, flows="RC") -> tuple[dict, jax.Array]:
     """Test loss per epoch of chaosgym's program, {(flow, seed): [loss per epoch]}, and its initial params."""
     protocol = reproduce.Protocol(physics="equations", adam=adam)
-    runs = reproduce.grid_runs("RC", ["NONE"], seeds)
+    runs = reproduce.grid_runs(flows, ["NONE"], seeds)
     program = reproduce.make_program(poles, runs, protocol)
     state = program.init()
     params0 = state[0]
@@ -52,14 +53,14 @@ def chaosgym_curves(poles: int, seeds: int, epochs: int, adam: str, bar) -> tupl
     return curves, params0
 
 
-def reference_curves(poles: int, seeds: int, epochs: int, params0, bar) -> dict:
+def reference_curves(poles: int, seeds: int, epochs: int, params0, bar, flows="RC") -> dict:
     """The reference's test loss per epoch from chaosgym's initial weights (runs R0.., then C0..)."""
     protocol = reproduce.Protocol()
     train, test = reproduce.paper_states(poles, protocol.states, protocol.data_seed)
     dtype = jnp.zeros(()).dtype
     batches = jnp.asarray(train, dtype).reshape(protocol.updates_per_epoch, protocol.batch_size, *train.shape[1:])
     curves = {}
-    for index, flow in enumerate("RC"):
+    for index, flow in enumerate(flows):
         params = jax.tree.map(lambda x: x[index * seeds:(index + 1) * seeds], params0)
         opt = jax.vmap(ref.adam_init)(params)
         epoch = jax.jit(jax.vmap(ref.make_epoch(flow, batches, jnp.asarray(test, dtype), keras=True)))
@@ -70,7 +71,7 @@ def reference_curves(poles: int, seeds: int, epochs: int, params0, bar) -> dict:
             params, opt, loss = epoch(params, opt, modes)
             for seed, value in enumerate(np.asarray(loss)):
                 curves[flow, seed].append(float(value))
-            bar.update(0.5)
+            bar.update(1 / len(flows))
     return curves
 
 
@@ -79,17 +80,27 @@ def main() -> None:
     parser.add_argument("--poles", type=int, default=3)
     parser.add_argument("--seeds", type=int, default=6)
     parser.add_argument("--epochs", type=int, default=250)
+    parser.add_argument("--flows", default="RC", help="flows to run (letters of R, C)")
+    parser.add_argument("--variants", default="keras,optax,reference",
+                        help="which of: keras (chaosgym, Keras' Adam), optax (chaosgym, optax's Adam), reference")
     parser.add_argument("--out", type=Path, default=Path("docs/data/stable_bptt_c_gap"))
     args = parser.parse_args()
+    chosen = args.variants.split(",")
+    flows = args.flows
     dtype = str(jnp.zeros(()).dtype)
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    with tqdm(total=3 * args.epochs, unit="epoch") as bar:
+    with tqdm(total=len(chosen) * args.epochs, unit="epoch") as bar:
         variants = {}
-        variants["chaosgym keras"], params0 = chaosgym_curves(args.poles, args.seeds, args.epochs, "keras", bar)
-        variants["chaosgym optax"], _ = chaosgym_curves(args.poles, args.seeds, args.epochs, "optax", bar)
-        variants["reference"] = reference_curves(args.poles, args.seeds, args.epochs, params0, bar)
-    path = args.out / f"c_gap_{dtype}.csv"
+        # the keras program runs first in any case: its initial weights are every variant's
+        keras, params0 = chaosgym_curves(args.poles, args.seeds, args.epochs, "keras", bar, flows)
+        if "keras" in chosen:
+            variants["chaosgym keras"] = keras
+        if "optax" in chosen:
+            variants["chaosgym optax"], _ = chaosgym_curves(args.poles, args.seeds, args.epochs, "optax", bar, flows)
+        if "reference" in chosen:
+            variants["reference"] = reference_curves(args.poles, args.seeds, args.epochs, params0, bar, flows)
+    path = args.out / f"c_gap_{dtype}_{flows}_{args.seeds}seeds.csv"
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["variant", "dtype", "flow", "seed", "epoch", "test_loss"])
@@ -102,7 +113,7 @@ def main() -> None:
     print("| variant | flow | " + " | ".join(f"epoch {m}" for m in marks) + " |")
     print("|---|---|" + "---:|" * len(marks))
     for variant, curves in variants.items():
-        for flow in "RC":
+        for flow in flows:
             smooth = np.array([reproduce.smoothed(np.array(curves[flow, s])) for s in range(args.seeds)])
             cells = [f"{np.median(smooth[:, m - 1]):.3g} [{smooth[:, m - 1].min():.3g}, {smooth[:, m - 1].max():.3g}]"
                      for m in marks]

@@ -96,6 +96,15 @@ class Task:
     def terminated(self, data: mjx.Data) -> jax.Array:
         return array_namespace(data).asarray(False)  # numpy on the C engine: a JAX call costs 100 us
 
+    # None: the physics is MuJoCo's (`mjx.step`, and `mj_step` on the C backend); a task that
+    # integrates its own equations names them here, and overrides `mjx_step`
+    physics_override: str | None = None
+
+    def mjx_step(self, model: mjx.Model, data: mjx.Data) -> mjx.Data:
+        """One physics step of `model.opt.timestep` under `data.ctrl`: `mjx.step`, unless the task
+        integrates its own equations (`physics_override`)."""
+        return mjx.step(model, data)
+
     def objectives(self) -> dict[str, Callable[[jax.Array, mjx.Data], jax.Array]]:
         """Named differentiable losses of one trajectory, `loss(rewards, final_data)`; lower is better.
 
@@ -241,9 +250,9 @@ class Env:
                      jnp.array(0, jnp.int32), info)
 
     def physics_step(self, data: mjx.Data, action: jax.Array) -> mjx.Data:
-        """`frame_skip` MJX steps under one control; no task logic."""
+        """`frame_skip` physics steps (`Task.mjx_step`) under one control; no task logic."""
         data = data.replace(ctrl=action)
-        data, _ = jax.lax.scan(lambda d, _: (mjx.step(self.model, d), None), data, None,
+        data, _ = jax.lax.scan(lambda d, _: (self.task.mjx_step(self.model, d), None), data, None,
                                length=self.frame_skip)
         return data
 

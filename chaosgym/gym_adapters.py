@@ -257,6 +257,9 @@ class ChaosEnv(gymnasium.Env):
         if render_mode not in (None, *self.metadata["render_modes"]):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         self.env = make(env_id, **task_kwargs)
+        if backend == "mujoco" and self.env.task.physics_override is not None:
+            raise ValueError(f"physics={self.env.task.physics_override!r} integrates its own equations on MJX; "
+                             "MuJoCo's C engine would step MuJoCo's physics instead: pass backend='mjx'")
         self._scene = SceneRenderer(self.env.mj_model, width, height, self.env.task.render_camera)
         # the C engine keeps its state in its own MjData; the MJX path keeps it in `_state`
         self._engine = MujocoBackend(self.env) if backend == "mujoco" else None

@@ -147,3 +147,16 @@ def test_keras_adam_is_keras_2s_update_by_hand():
             params = optax.apply_updates(params, step)
         close = np.allclose(params, want[-1], rtol=1e-5, atol=0)
         assert close == equal, (form, params, want[-1])
+
+
+@pytest.mark.slow  # compiles MJX's 100-step gradient
+def test_the_equations_physics_trains_as_mjx_does_over_the_first_epoch_in_float32():
+    """One epoch of the protocol (32 updates, 3 poles, flows R and C) with each physics: the test
+    losses after it agree to float32 rounding, which the chaotic dynamics amplify only a little yet."""
+    losses = {}
+    for physics in ("mjx", "equations"):
+        program = reproduce.make_program(3, [("R", "NONE", 0), ("C", "NONE", 0)], reproduce.Protocol(physics=physics))
+        _, metrics = program.epoch(program.init())
+        losses[physics] = np.asarray(metrics["test_loss"])
+    np.testing.assert_allclose(losses["equations"], losses["mjx"], rtol=1e-3)
+    assert np.all(losses["mjx"] < 1.9)  # it trained: the hanging start's loss is about 2
