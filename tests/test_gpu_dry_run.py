@@ -3,7 +3,8 @@
 The dry run installs .wheels/ offline into a CPython 3.12 venv that holds only the GPU machine's
 own packages (JAX 0.11.2, numpy 2.5, PyTorch 2.11, ...), runs every step with tiny sizes, and must
 leave in OUT only what a GPU machine gives back. It needs the package registry the first time
-(prepare.sh's wheels, the venv) and takes about 14 minutes of a loaded 2-core CPU.
+(prepare.sh's wheels, the venv). It uses about 4 min of CPU time; on this project's shared
+2-core CPU that was 14-20 min of wall-clock (its boxes allow 30).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def test_dry_run_installs_offline_runs_every_step_and_fits_the_return_limits(whe
     out, work = tmp_path / "out", tmp_path / "work"
     result = subprocess.run(["bash", str(ROOT / "scripts/gpu/dry_run.sh"), str(out)],
                             env={**os.environ, "CHAOSGYM_GPU_WORK": str(work)},
-                            capture_output=True, text=True, timeout=1500)
+                            capture_output=True, text=True, timeout=2100)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
 
     # what a GPU machine gives back: at most 8 files of at most 16 MiB, all directly in OUT
