@@ -263,6 +263,7 @@ def plot_task(results: list[dict], task: str, agents: list[str], path: Path, tit
         axes[1, 0].set(ylabel=f"objective: {objective} (lower is better)", title="objective against env steps")
         axes[1, 1].set(title="objective against wall-clock")
     axes[-1, 0].set(xlabel="env steps")
+    axes[-1, 0].xaxis.set_major_formatter(matplotlib.ticker.EngFormatter())  # 250k: full numbers overlap
     axes[-1, 1].set(xlabel="wall-clock (s of training; compilation apart)")
     fig.suptitle(f"{title}: mean ± std over seeds, up to where the shortest seed ends\n"
                  f"(dotted: threshold score {threshold:g})")

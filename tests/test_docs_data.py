@@ -1,0 +1,105 @@
+"""The numbers the README and docs quote agree with the committed data in docs/data/.
+
+Each comparison table in README.md and docs/comparison.md is recomputed from its results.csv, as is
+each committed summary.md, and the largest force of the stable-BPTT reproduction from its
+results.csv. A rerun that changes the data without the text (or the reverse) fails here.
+"""
+
+import csv
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from chaosgym.agents import compare
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "docs" / "data"
+# a table's threshold column names the comparison it quotes
+COMPARISONS = {"50": "compare_quick", "1500": "compare_ant"}
+TASKS = {"compare_quick": "ChaosCartPole-v0", "compare_ant": "ChaosAnt-v0"}
+
+
+def read_results(name: str) -> list[dict]:
+    with open(DATA / name / "results.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def tables(path: Path) -> list[tuple[list[str], list[list[str]]]]:
+    """(header, rows) of every markdown table in `path` whose first column is `agent`."""
+    found, lines = [], path.read_text().splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("| agent |") and i + 1 < len(lines) and lines[i + 1].startswith("|---"):
+            rows = []
+            for row in lines[i + 2:]:
+                if not row.startswith("|"):
+                    break
+                rows.append([c.strip().replace("−", "-") for c in row.split("|")[1:-1]])
+            found.append(([c.strip() for c in line.split("|")[1:-1]], rows))
+    return found
+
+
+def expected_cell(column: str, name: str, agent: str, results: list[dict]) -> str:
+    finals = [r for r in results if r["agent"] == agent and r["kind"] == "final"]
+    curves = {}
+    for r in results:
+        if r["agent"] == agent and r["kind"] == "curve":
+            curves.setdefault(r["seed"], []).append(r)
+    mean_std = lambda key, digits: (f"{np.mean([float(r[key]) for r in finals]):.{digits}f} ± "
+                                    f"{np.std([float(r[key]) for r in finals]):.{digits}f}")
+    steps = np.mean([float(r["env_steps"]) for r in finals])
+    if column == "final score":
+        return mean_std("eval_score", 1)
+    if column == "final objective":
+        return mean_std("eval_objective", 3)
+    if column == "env steps run":
+        return f"{steps:,.0f}"
+    if column == "updates":
+        config = compare.run_config(TASKS[name], {}, agent, 0, 10**6, {})
+        return "—" if config.is_sb3 else f"{steps / config.steps_per_update():.0f}"
+    if column == "score at step 0":
+        return " / ".join(dict.fromkeys(f"{float(c[0]['eval_score']):.0f}" for c in curves.values()))
+    match = re.fullmatch(r"(env steps|training s) to (\d+)", column)
+    if match:
+        key = "env_steps" if match[1] == "env steps" else "wall_time"
+        reached = [compare.first_reaching(c, float(match[2]), key) for c in curves.values()]
+        reached = [x for x in reached if x is not None]
+        if not reached:
+            return "not reached"
+        return f"{np.median(reached):,.0f}" if key == "env_steps" else f"{np.median(reached):.1f}"
+    raise AssertionError(f"no rule for the column {column!r}: add one here")
+
+
+@pytest.mark.parametrize("doc", ["README.md", "docs/comparison.md"])
+def test_every_comparison_table_is_the_committed_data(doc):
+    checked = 0
+    for header, rows in tables(ROOT / doc):
+        threshold = next((re.search(r"to (\d+)$", c)[1] for c in header if re.search(r"steps to (\d+)$", c)), None)
+        if threshold not in COMPARISONS:
+            continue
+        name = COMPARISONS[threshold]
+        results = read_results(name)
+        for row in rows:
+            agent = row[0]
+            for column, cell in zip(header[1:], row[1:]):
+                assert cell == expected_cell(column, name, agent, results), (doc, name, agent, column)
+            checked += 1
+    assert checked >= 4
+
+
+@pytest.mark.parametrize("name", sorted(COMPARISONS.values()))
+def test_each_committed_summary_is_its_results(name):
+    results = read_results(name)
+    agents = list(dict.fromkeys(r["agent"] for r in results))
+    threshold = float(next(k for k, v in COMPARISONS.items() if v == name))
+    table = compare.summarise(results, [TASKS[name]], agents, {TASKS[name]: threshold})
+    assert table in (DATA / name / "summary.md").read_text()
+
+
+def test_the_largest_force_quoted_is_the_data():
+    with open(DATA / "stable_bptt_mjx_optax" / "results.csv", newline="") as f:
+        largest = max(float(r["max_abs_force"]) for r in csv.DictReader(f))
+    newtons = f"{largest:.0f} N"
+    assert f"used at most {newtons} in any epoch" in (ROOT / "README.md").read_text()
+    assert f"over every epoch run so far, is **{newtons}**" in (ROOT / "docs" / "stable_bptt.md").read_text()
