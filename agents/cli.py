@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
+import signal
 import sys
+
+from chaosgym.flags import InvalidSetting, flag_name
 
 # subcommand -> (module, one-line help); modules are imported only when their command runs
 COMMANDS = {
@@ -26,21 +30,65 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGINT: a KeyboardInterrupt, so that no `except Exception` on the way swallows it."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _stop(signum: int, frame) -> None:
+    raise Stopped(signum)
+
+
+def _refuse_unknown(parser: argparse.ArgumentParser, unknown: list[str]) -> None:
+    """Exit with the command's own usage, naming each unknown flag and the closest valid one."""
+    valid = [option for action in parser._actions for option in action.option_strings]
+    problems = []
+    for word in unknown:
+        close = difflib.get_close_matches(word.partition("=")[0], valid, n=1) if word.startswith("-") else []
+        problems.append(f"{word} (did you mean {close[0]}?)" if close else word)
+    parser.error(f"unrecognized arguments: {' '.join(problems)}")
+
+
+def _one_line(error: BaseException) -> str:
+    """A bad input or an unusable path as one line: the flag the user typed, the path involved."""
+    if isinstance(error, InvalidSetting):
+        return f"argument {flag_name(error.setting)}: {error.problem}"
+    if isinstance(error, OSError) and error.filename is not None:
+        return f"{error.strerror or error}: {error.filename}"
+    return str(error)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="chaosgym", description="Chaotic control tasks on MuJoCo MJX.")
+    # no prefix matching anywhere: `--update 2` must not silently mean `--updates 2`
+    parser = argparse.ArgumentParser(prog="chaosgym", description="Chaotic control tasks on MuJoCo MJX.",
+                                     allow_abbrev=False)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     argv = sys.argv[1:] if argv is None else argv
+    commands = {}
     for name, (module, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text,
-                           formatter_class=HelpFormatter)
+        commands[name] = sub.add_parser(name, help=help_text, description=help_text,
+                                        formatter_class=HelpFormatter, allow_abbrev=False)
         # a subcommand's arguments are only built when it (or --help) is asked for
         if argv[:1] == [name]:
-            importlib.import_module(module).add_arguments(p)
-    args = parser.parse_args(argv)
+            importlib.import_module(module).add_arguments(commands[name])
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        _refuse_unknown(commands[args.command], unknown)
+    # a killed run ends as an interrupted one: what its last checkpoint saved stays, the status says so
+    handlers = {signum: signal.signal(signum, _stop) for signum in (signal.SIGTERM, signal.SIGINT)}
     try:
         return importlib.import_module(COMMANDS[args.command][0]).run(args) or 0
-    except (ValueError, TypeError, FileExistsError) as error:  # bad input: one clear line, no traceback
-        parser.exit(2, f"chaosgym {args.command}: error: {error}\n")
+    except (ValueError, TypeError, OSError) as error:  # bad input: one clear line, no traceback
+        parser.exit(2, f"chaosgym {args.command}: error: {_one_line(error)}\n")
+    except Stopped as stop:
+        parser.exit(128 + stop.signum, f"chaosgym {args.command}: stopped by {stop}; a run resumes from its "
+                                       "last checkpoint with --resume\n")
+    finally:  # main() called from Python leaves the caller's handlers as they were
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
 
 
 if __name__ == "__main__":

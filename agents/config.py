@@ -13,15 +13,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from chaosgym import flags
 from chaosgym.agents.apg import CARRIED_AGENTS
+from chaosgym.flags import InvalidSetting, flag_name
 from chaosgym.flags import fields as fields  # re-exported: the settings of TrainConfig are fields(TrainConfig)
 from chaosgym.gradients import ESTIMATORS, EstimatorConfig
 from chaosgym.policies import POLICIES
-from chaosgym.presets import presets
+from chaosgym.presets import PRESETS, presets
 
 GRADIENT_AGENTS = ESTIMATORS + CARRIED_AGENTS  # apg, shac: batch_size envs, windows of horizon steps
 CARRIED_WINDOW = 32
@@ -54,7 +56,7 @@ class TrainConfig:
         "budget in simulated env steps (SB3 agents need it; gradient agents may give it instead of --updates)"))
     seed: int = field(default=0, metadata=_help("seed of the parameters and of every training key"))
     batch_size: int = field(default=16, metadata=_help("initial states per update (SB3: minibatch size)"))
-    learning_rate: float = field(default=1e-3, metadata=_help("Adam step size (default: the task's preset)"))
+    learning_rate: float = field(default=1e-3, metadata=_help("Adam step size"))
     hidden: tuple[int, ...] = field(default=(100, 100), metadata=_help(
         "hidden layer sizes of the policy, e.g. 100,100", items="layer sizes"))
     eval_every: int = field(default=10, metadata=_help("updates between evaluations"))
@@ -63,8 +65,7 @@ class TrainConfig:
     checkpoint_every: int = field(default=10, metadata=_help("updates between checkpoints"))
     sb3: dict = field(default_factory=dict, metadata=_help(
         "changes to the SB3 agent's hyperparameters (chaosgym.presets), e.g. n_steps=256,gamma=0.98"))
-    estimator: EstimatorConfig = field(default_factory=EstimatorConfig, metadata=_help(
-        "gradient estimator", defaults={"horizon": "the task's preset", "truncation": "the task's preset"}))
+    estimator: EstimatorConfig = field(default_factory=EstimatorConfig, metadata=_help("gradient estimator"))
 
     def __post_init__(self):
         if self.agent not in GRADIENT_AGENTS + SB3_AGENTS:
@@ -80,14 +81,16 @@ class TrainConfig:
                     "truncation": e.truncation}
         for name, value in positive.items():
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not self.hidden or any(not isinstance(h, int) or h <= 0 for h in self.hidden):
-            raise ValueError(f"hidden must be one or more positive layer sizes, e.g. 100,100; got {self.hidden!r}")
+                raise InvalidSetting(name, f"must be a positive integer, got {value!r}")
+        if not self.hidden or any(not isinstance(h, int) or isinstance(h, bool) or h <= 0 for h in self.hidden):
+            raise InvalidSetting("hidden", f"must be one or more positive layer sizes, e.g. 100,100; got {self.hidden!r}")
         finite_positive = {"learning_rate": self.learning_rate, "es_sigma": e.es_sigma,
                            "clip_norm": e.clip_norm, "clip_value": e.clip_value}
         for name, value in finite_positive.items():
             if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+                raise InvalidSetting(name, f"must be a finite number > 0, got {value!r}")
+        if not isinstance(self.eval_seed, int) or isinstance(self.eval_seed, bool) or self.eval_seed < 0:
+            raise InvalidSetting("eval_seed", f"must be an integer >= 0 (a Gymnasium seed), got {self.eval_seed!r}")
         if self.policy not in POLICIES:
             raise ValueError(f"unknown policy {self.policy!r}; valid: {', '.join(POLICIES)}")
 
@@ -142,10 +145,89 @@ def with_changes(config: TrainConfig, changes: dict[str, Any]) -> TrainConfig:
     return flags.replace(config, changes)
 
 
+# ---- which settings each agent reads ----------------------------------------------------------
+
+_RUN = {"task_kwargs", "seed", "batch_size", "learning_rate", "hidden", "eval_episodes", "eval_seed"}
+_UPDATES = _RUN | {"updates", "env_steps", "eval_every", "checkpoint_every", "estimator.horizon"}
+_ESTIMATED = _UPDATES | {"policy", "estimator.objective", "estimator.clip_norm", "estimator.clip_value"}
+# SB3 agents map learning_rate, batch_size and hidden onto their own hyperparameters
+SETTINGS = {
+    **{agent: _ESTIMATED | {"estimator.remat"} for agent in ESTIMATORS},
+    "truncated": _ESTIMATED | {"estimator.remat", "estimator.truncation"},
+    "es": _ESTIMATED | {"estimator.es_sigma", "estimator.es_pairs", "estimator.es_rank_shaping"},
+    **{agent: _UPDATES for agent in CARRIED_AGENTS},
+    **{agent: _RUN | {"env_steps", "sb3"} for agent in SB3_AGENTS},
+}
+
+
+def check_settings(agent: str, changes: dict[str, Any]) -> None:
+    """Refuse settings (paths of `changes`) that `agent` does not read, the same way for every agent."""
+    unused = sorted(path for path in changes if path not in SETTINGS[agent] | {"task", "agent"})
+    if unused:
+        used = ", ".join(sorted(flag_name(path) for path in SETTINGS[agent]))
+        raise ValueError(f"{', '.join(map(flag_name, unused))}: not read by --agent {agent}, which takes {used}")
+
+
+# ---- memory ------------------------------------------------------------------------------------
+
+FLOAT_BYTES = 4
+
+
+def memory_needed(config: TrainConfig, observation_size: int, action_size: int, state_bytes: int) -> dict[str, int]:
+    """Lower bounds, in bytes, of what a run holds at once: the policy with its gradient and Adam's
+    two moments; the rollout the backward pass keeps (a state and the network's activations per
+    env and step; about sqrt(horizon) steps with remat); the evaluation's states."""
+    sizes = (observation_size, *config.hidden, action_size)
+    weights = sum((a + 1) * b for a, b in zip(sizes, sizes[1:]))
+    step = state_bytes + sum(config.hidden) * FLOAT_BYTES
+    needed = {"policy and optimiser": 4 * weights * FLOAT_BYTES,
+              "evaluation": config.eval_episodes * step}
+    if config.is_sb3:
+        needed["minibatch"] = config.batch_size * (sum(sizes) + observation_size) * FLOAT_BYTES
+    elif config.agent == "es":
+        needed["rollouts"] = 2 * config.estimator.es_pairs * config.batch_size * step
+    else:
+        horizon = config.estimator.horizon
+        kept = math.isqrt(horizon) + 1 if config.estimator.remat else horizon
+        needed["rollout tape"] = (2 if config.agent == "combined" else 1) * config.batch_size * kept * step
+    return needed
+
+
+def machine_memory() -> int:
+    """Bytes of physical memory of this machine."""
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def check_memory(config: TrainConfig, observation_size: int, action_size: int, state_bytes: int) -> None:
+    """Refuse a run whose sizes need more memory than this machine has, with the estimate."""
+    needed = memory_needed(config, observation_size, action_size, state_bytes)
+    total, available = sum(needed.values()), machine_memory()
+    if total > available:
+        parts = ", ".join(f"{name} {_gib(size)}" for name, size in needed.items() if size >= total / 100)
+        raise ValueError(f"this run needs at least {_gib(total)} of memory ({parts}), more than this machine's "
+                         f"{_gib(available)}: lower --hidden, --batch-size, --horizon or --eval-episodes")
+
+
+def _gib(size: int) -> str:
+    gib = size / 2**30
+    return f"{gib:,.0f} GiB" if gib >= 10 else f"{gib:.2g} GiB"
+
+
+# ---- flags -------------------------------------------------------------------------------------
+
+def _preset_text(name: str, carried: str | None = None) -> str:
+    """The default a task's presets give a setting, task by task (`chaosgym.presets`)."""
+    values = ", ".join(f"{getattr(p, name):g} on {task}" for task, p in PRESETS.items())
+    return f"the task's preset: {values}" + (f"; {carried}" if carried else "")
+
+
 def add_arguments(parser: argparse.ArgumentParser, skip: tuple[str, ...] = (),
                   required: tuple[str, ...] = ()) -> None:
-    """The flags of `TrainConfig` (`chaosgym.flags.add_arguments`)."""
-    flags.add_arguments(parser, TrainConfig, skip, required)
+    """The flags of `TrainConfig` (`chaosgym.flags.add_arguments`), each preset's values in its help."""
+    flags.add_arguments(parser, TrainConfig, skip, required, default_texts={
+        "learning_rate": _preset_text("learning_rate", "SB3 agents: their own (chaosgym.presets)"),
+        "estimator.horizon": _preset_text("horizon", f"{CARRIED_WINDOW} for {' and '.join(CARRIED_AGENTS)}"),
+        "estimator.truncation": _preset_text("truncation")})
 
 
 def given(args: argparse.Namespace) -> dict[str, Any]:

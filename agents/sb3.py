@@ -19,6 +19,7 @@ checkpoints are left out.
 from __future__ import annotations
 
 import copy
+import inspect
 import io
 import json
 import math
@@ -45,14 +46,64 @@ from chaosgym.agents.config import TrainConfig
 from chaosgym.agents.run import CheckpointError, Run, next_timed_evaluation
 from chaosgym.agents.sb3_vec_env import ChaosSB3VecEnv
 from chaosgym.evaluation import evaluate
-from chaosgym.presets import sb3_hyperparameters
+from chaosgym.presets import SB3_DEFAULTS, sb3_hyperparameters
 
 ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "sac": SAC, "td3": TD3}
 
 
+def _integer(least: int):
+    return (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= least), f"an integer >= {least}"
+
+
+def _number(low: float, high: float, low_open: bool = False):
+    def ok(v):
+        return (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                and (low < v if low_open else low <= v) and v <= high)
+    return ok, f"a number in {'(' if low_open else '['}{low:g}, {high:g}]"
+
+
+# what SB3 accepts of each hyperparameter chaosgym presets (SB3 itself checks few, and late)
+HYPERPARAMETER_CHECKS = {
+    "num_envs": _integer(1), "n_steps": _integer(1), "batch_size": _integer(1), "n_epochs": _integer(1),
+    "buffer_size": _integer(1), "learning_starts": _integer(0), "train_freq": _integer(1),
+    # -1: as many gradient steps as env steps were collected (SB3's convention)
+    "gradient_steps": ((lambda v: _integer(1)[0](v) or v == -1), "an integer >= 1, or -1"),
+    "learning_rate": _number(0, math.inf, low_open=True), "gamma": _number(0, 1), "gae_lambda": _number(0, 1),
+    "tau": _number(0, 1, low_open=True), "clip_range": _number(0, math.inf, low_open=True),
+    "ent_coef": _number(0, math.inf), "action_noise": _number(0, math.inf),
+    "normalize": ((lambda v: isinstance(v, bool)), "True or False"),
+    "policy_kwargs": ((lambda v: isinstance(v, dict)), "a dict, e.g. {'net_arch': [64, 64]}"),
+}
+
+
+def check_hyperparameters(agent: str, params: dict[str, Any], changed: dict[str, Any]) -> None:
+    """Refuse a hyperparameter `agent` does not have (`changed`: the run's changes), or a value out
+    of its range, naming it and what is expected."""
+    unknown = sorted(set(changed) - set(params_of(agent)))
+    if unknown:
+        raise ValueError(f"--sb3 {', '.join(unknown)}: not a hyperparameter of {agent}; valid: "
+                         f"{', '.join(sorted(params_of(agent)))}")
+    for name, value in params.items():
+        ok, expected = HYPERPARAMETER_CHECKS.get(name, (lambda v: True, ""))
+        if not ok(value):
+            raise ValueError(f"--sb3 {name}={value!r}: expected {expected}")
+    if params.get("policy_kwargs", {}).get("net_arch") is not None:
+        arch = params["policy_kwargs"]["net_arch"]
+        if not (isinstance(arch, list) and arch and all(_integer(1)[0](h) for h in arch)):
+            raise ValueError(f"--sb3 policy_kwargs: net_arch must be a list of positive layer sizes, got {arch!r}")
+
+
+def params_of(agent: str) -> set[str]:
+    """The hyperparameters a run of `agent` may change: chaosgym's presets and the SB3 class's own."""
+    own = set(inspect.signature(ALGORITHMS[agent]).parameters) - {"policy", "env", "seed", "device", "_init_setup_model"}
+    return own | set(SB3_DEFAULTS[agent])
+
+
 def hyperparameters(config: TrainConfig) -> dict[str, Any]:
-    """The agent's defaults, the task's presets, the run's changes; replay sizes never exceed the budget."""
+    """The agent's defaults, the task's presets, the run's changes (checked: `check_hyperparameters`);
+    replay sizes never exceed the budget."""
     params = {**sb3_hyperparameters(config.task, config.agent), **config.sb3}
+    check_hyperparameters(config.agent, params, config.sb3)
     if "buffer_size" in params:
         # a buffer larger than the run only costs memory and checkpoint size
         params["buffer_size"] = min(params["buffer_size"], config.env_steps)

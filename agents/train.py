@@ -26,6 +26,7 @@ import optax
 from tqdm.auto import tqdm
 
 import chaosgym
+from chaosgym.agents.announce import announce_compile
 from chaosgym.agents import apg
 from chaosgym.agents import config as config_module
 from chaosgym.agents.config import SB3_AGENTS, TrainConfig, for_task, given
@@ -39,6 +40,10 @@ from chaosgym.trace_cache import cached_jit, keyed_by_arguments
 __all__ = ["TrainConfig", "train", "evaluate_params", "load_checkpoint", "numpy_policy"]
 
 NEVER = 2**31 - 1  # apply_if_finite's limit of consecutive skips: skipping never gives up
+
+# typical seconds of a cold compile on a 2-core CPU (DESIGN.md's measurements), said while it runs
+UPDATE_COMPILE_S = {"ChaosAnt-v0": 200.0, None: 60.0}
+EVALUATION_COMPILE_S = 30.0
 
 
 def make_env(config: TrainConfig) -> chaosgym.Env:
@@ -161,7 +166,7 @@ def load_checkpoint(folder: Path | str) -> dict:
 
 # ---- the loop ---------------------------------------------------------------------------------
 
-def _start(run: Run, checkpoint: dict | None, config: TrainConfig) -> dict:
+def _start(run: Run, checkpoint: dict | None, config: TrainConfig, announce: bool) -> dict:
     """Fresh progress (and a new run's files), or the checkpoint's (metrics.csv cut back to it)."""
     if checkpoint is not None:
         run.resume_at(lambda row: int(row["update"]) <= checkpoint["update"])
@@ -175,8 +180,10 @@ def _start(run: Run, checkpoint: dict | None, config: TrainConfig) -> dict:
         optimizer, _ = compiled_update(env, config.estimator, config.batch_size, config.learning_rate, config.policy)
         opt_state = optimizer.init(params)
     # row 0: the untrained policy, where every learning curve starts
-    run.start({"update": 0, "env_steps": 0, "wall_time": 0.0, "skipped_updates": 0,
-               **evaluate_params(config, params)})
+    with announce_compile(f"the evaluation of {config.agent} on {config.task}", typical_s=EVALUATION_COMPILE_S,
+                          enabled=announce):
+        first = evaluate_params(config, params)
+    run.start({"update": 0, "env_steps": 0, "wall_time": 0.0, "skipped_updates": 0, **first})
     return {"update": 0, "params": params, "opt_state": opt_state, "env_steps": 0,
             "wall_time": 0.0}
 
@@ -199,11 +206,8 @@ def train(config: TrainConfig, out: Path | str, resume: bool = False, progress_b
 
 def _train(run: Run, config: TrainConfig, checkpoint: dict | None, progress_bar: bool,
            time_budget: float | None) -> dict:
-    if progress_bar:
-        tqdm.write(f"building {config.task} and compiling its training update (first run only: cached "
-                   "afterwards; 30-120 s on a small CPU)...")
     env = make_env(config)
-    progress = _start(run, checkpoint, config)
+    progress = _start(run, checkpoint, config, announce=progress_bar)
     if config.agent in apg.CARRIED_AGENTS:
         update = trainer_of(config).update
     else:
@@ -213,7 +217,10 @@ def _train(run: Run, config: TrainConfig, checkpoint: dict | None, progress_bar:
     params, opt_state = replicated((progress["params"], progress["opt_state"]))
     # compile outside the timed loop (a discarded call); wall_time counts training only
     start = time.perf_counter()
-    jax.block_until_ready(update(params, opt_state, seed_key, progress["update"]))
+    typical = UPDATE_COMPILE_S.get(config.task, UPDATE_COMPILE_S[None])
+    with announce_compile(f"the training update of {config.agent} on {config.task}", typical_s=typical,
+                          enabled=progress_bar):
+        jax.block_until_ready(update(params, opt_state, seed_key, progress["update"]))
     progress["compile_time"] = progress.get("compile_time", 0.0) + time.perf_counter() - start
     bar = tqdm(total=config.updates, initial=progress["update"], disable=not progress_bar,
                desc=f"{config.agent} {config.task}", unit="update")
@@ -253,9 +260,8 @@ def _train(run: Run, config: TrainConfig, checkpoint: dict | None, progress_bar:
 
 # ---- the `chaosgym train` command -------------------------------------------------------------
 
-# SB3 agents take these settings (mapped onto SB3's hyperparameters where named differently)
-SB3_SETTINGS = {"task_kwargs", "env_steps", "seed", "eval_episodes", "eval_seed", "sb3",
-                "learning_rate", "batch_size", "hidden"}
+# SB3's own names for the settings it shares with the gradient agents
+SB3_NAMES = ("learning_rate", "batch_size", "hidden")
 
 
 def add_arguments(parser) -> None:
@@ -267,13 +273,8 @@ def add_arguments(parser) -> None:
 
 
 def sb3_changes(agent: str, changes: dict) -> dict:
-    """The SB3 hyperparameter changes the flags ask for; flags SB3 agents do not use are refused."""
-    unused = sorted(k for k in changes if k not in SB3_SETTINGS)
-    if unused:
-        flags = ", ".join("--" + k.rpartition(".")[2].replace("_", "-") for k in unused)
-        raise ValueError(f"{flags}: setting(s) of the gradient agents, which {agent} does not use; SB3 agents "
-                         "take --env-steps, --seed, --learning-rate, --batch-size, --hidden, --eval-episodes and "
-                         "--sb3 NAME=VALUE,... (they evaluate and checkpoint every tenth of --env-steps)")
+    """The SB3 hyperparameter changes the flags ask for (checked as a gradient agent's would be)."""
+    TrainConfig(agent=agent, **{k: changes[k] for k in SB3_NAMES if k in changes})
     sb3 = dict(changes.get("sb3", {}))
     if "learning_rate" in changes:
         sb3["learning_rate"] = changes["learning_rate"]
@@ -287,14 +288,29 @@ def sb3_changes(agent: str, changes: dict) -> dict:
 def config_from_args(args) -> TrainConfig:
     changes = given(args)
     task, agent = changes.pop("task"), changes.pop("agent")
-    chaosgym.make(task, **changes.get("task_kwargs", {}))  # unknown or invalid options fail here, clearly
+    config_module.check_settings(agent, changes)
+    if args.resume and not Path(args.out).is_dir():
+        raise ValueError(f"--resume: there is no run folder {args.out} (without --resume a new run starts there)")
+    env = chaosgym.make(task, **changes.get("task_kwargs", {}))  # unknown or invalid options fail here, clearly
     if agent in SB3_AGENTS:
         if "env_steps" not in changes:
             raise ValueError(f"{agent} needs --env-steps (its budget in simulated env steps)")
         sb3 = sb3_changes(agent, changes)
-        changes = {k: v for k, v in changes.items() if k in SB3_SETTINGS - {"learning_rate", "batch_size", "hidden"}}
+        changes = {k: v for k, v in changes.items() if k not in SB3_NAMES}
         if sb3:
             changes["sb3"] = sb3
+    config = _config(args, task, agent, changes)
+    if config.is_sb3:
+        from chaosgym.agents.sb3 import hyperparameters
+
+        hyperparameters(config)  # refuses a hyperparameter SB3 would reject or misread
+    state = jax.eval_shape(env.reset, jax.random.key(0))
+    config_module.check_memory(config, env.observation_size, env.action_size,
+                               sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state)))
+    return config
+
+
+def _config(args, task: str, agent: str, changes: dict) -> TrainConfig:
     saved = Run(args.out).config if args.resume and (Path(args.out) / "config.json").exists() else None
     if saved is not None:  # a resumed run keeps its settings; the flags given change them
         if (saved.task, saved.agent) != (task, agent):

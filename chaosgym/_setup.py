@@ -6,6 +6,10 @@
   MJX gradients for a minute or more on CPU; the cache makes the second start fast). Override the
   folder with `CHAOSGYM_CACHE_DIR`, or turn the cache off with `CHAOSGYM_COMPILATION_CACHE=0`.
   A cache folder the user already gave JAX is left alone.
+* XLA's C++ log is limited to fatal messages (`TF_CPP_MIN_LOG_LEVEL=3`, unless the user set it):
+  on a small CPU its "slow_operation_alarm ... Very slow compile? If you want to file a bug" error
+  fires on ordinary MJX compiles, which chaosgym announces itself (`chaosgym.agents.announce`);
+  real failures still reach Python as exceptions.
 * MJX is imported once with its notice about the optional Warp backend held back ("Failed to
   import warp"): it is printed to stdout on every import and would land in piped tables and CSVs.
 """
@@ -26,6 +30,9 @@ def _headless_gl() -> str | None:
 # Only a library that is there: MuJoCo fails on import when MUJOCO_GL names a missing one.
 if "MUJOCO_GL" not in os.environ and not os.environ.get("DISPLAY") and (_gl := _headless_gl()):
     os.environ["MUJOCO_GL"] = _gl
+
+# before jax is imported: jax itself sets a default of 1, which shows the slow-compile alarm
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import jax  # noqa: E402
 

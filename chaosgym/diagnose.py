@@ -60,7 +60,7 @@ def _require(name: str, value, ok, expected: str) -> None:
     """Refuse `value` (or any item of a tuple) that is not `ok`, saying what was `expected`."""
     values = value if isinstance(value, tuple) else (value,)
     if not values or not all(ok(v) for v in values):
-        raise ValueError(f"{name} must be {expected}, got {value!r}")
+        raise flags.InvalidSetting(name, f"must be {expected}, got {value!r}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -158,10 +158,18 @@ def load_policy(path: str) -> tuple[object, dict]:
     checkpoint = path / "checkpoint.pkl" if path.is_dir() else path
     if not checkpoint.exists():
         raise ValueError(f"no checkpoint at {checkpoint}")
-    with open(checkpoint, "rb") as f:
-        params = pickle.load(f)["params"]
+    try:
+        with open(checkpoint, "rb") as f:
+            params = pickle.load(f)["params"]
+    # a truncated, empty or foreign file: any of these, depending on where its bytes stop making sense
+    except (pickle.UnpicklingError, EOFError, KeyError, TypeError, AttributeError, ImportError, IndexError) as error:
+        raise ValueError(f"{checkpoint} is not a readable checkpoint of `chaosgym train` "
+                         f"({type(error).__name__}: {error})") from None
     config_path = checkpoint.parent / "config.json"
-    config = json.loads(config_path.read_text()) if config_path.exists() else {}
+    try:
+        config = json.loads(config_path.read_text()) if config_path.exists() else {}
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{config_path} is not valid JSON ({error})") from None
     return jax.tree.map(jnp.asarray, params), config
 
 

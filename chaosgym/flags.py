@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import types
 import typing
 from typing import Any, Callable, NamedTuple
@@ -69,11 +70,38 @@ def fields(cls) -> list[tuple[str, dataclasses.Field, Any]]:
     return [(s.path, s.field, s.hint) for s in _settings(cls)]
 
 
+class InvalidSetting(ValueError):
+    """A setting's value refused: `setting` is its path (`batch_size`, `estimator.horizon`), so that a
+    command line names the flag the user typed (`flag_name`) and Python code the field."""
+
+    def __init__(self, setting: str, problem: str):
+        super().__init__(f"{setting} {problem}")
+        self.setting, self.problem = setting, problem
+
+
+def flag_name(path: str) -> str:
+    """The flag of a setting: `estimator.es_pairs` -> `--es-pairs`."""
+    return "--" + path.rpartition(".")[2].replace("_", "-")
+
+
+def finite_float(text: str) -> float:
+    """A float flag's type: any finite number (nan and inf would never end or never compare)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number; got {text!r}")
+    return value
+
+
 def _comma_separated(item: type, what: str, example: str | None) -> Callable[[str], tuple]:
+    item = finite_float if item is float else item
+
     def parse(text: str) -> tuple:
         try:
-            values = tuple(item(x.strip()) for x in text.split(",") if x.strip())
-        except ValueError:
+            values = tuple(item(x.strip()) for x in text.split(","))
+        except (ValueError, argparse.ArgumentTypeError):
             values = ()
         if not values:
             hint = f", e.g. {example}" if example else ""
@@ -107,13 +135,15 @@ def _parser(s: _Setting) -> tuple[Any, bool]:
         example = s.field.metadata.get("example") or (_render(s.default) if isinstance(s.default, tuple) else None)
         what = s.field.metadata.get("items") or {int: "integers", float: "numbers"}.get(item, "names")
         return _comma_separated(item, what, example), False
-    return hint, False
+    return (finite_float if hint is float else hint), False
 
 
 def add_arguments(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = (),
-                  required: tuple[str, ...] = ()) -> None:
+                  required: tuple[str, ...] = (), default_texts: dict[str, str] | None = None) -> None:
     """One flag per setting of `cls` but the paths in `skip`; a setting without a default, or in
-    `required`, is a required flag. Only given flags reach the namespace, each under its path."""
+    `required`, is a required flag (its help shows no default). `default_texts` (path -> text)
+    describes defaults the command fills in itself, e.g. each task's preset. Only given flags reach
+    the namespace, each under its path."""
     groups = {}
     for s in _settings(cls):
         if s.path in skip:
@@ -121,8 +151,10 @@ def add_arguments(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = 
         name = s.path.rpartition(".")[2]
         kind, switch = _parser(s)
         text = s.field.metadata.get("help", "")
-        shown = s.default_text or (None if s.default is None or s.default is False or s.default == {}
-                                   or s.default is dataclasses.MISSING else _render(s.default))
+        is_required = s.path in required or s.default is dataclasses.MISSING
+        shown = (default_texts or {}).get(s.path) or s.default_text or (
+            None if s.default is None or s.default is False or s.default == {} or is_required
+            else _render(s.default))
         if shown is not None and "default:" not in text:
             text += f" (default: {shown})"
         if s.group is not None and s.group not in groups:
@@ -134,7 +166,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = 
             continue
         choices = s.field.metadata.get("choices") if typing.get_origin(s.hint) is not tuple else None
         target.add_argument(flag, dest=s.path, type=kind, default=argparse.SUPPRESS, help=text, choices=choices,
-                            required=s.path in required or s.default is dataclasses.MISSING,
+                            required=is_required,
                             metavar=None if choices else name.upper())
 
 

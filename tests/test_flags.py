@@ -84,6 +84,14 @@ def test_flags_given_reach_the_config():
     (["--num-states", "many"], "invalid int value: 'many'"),
     (["--task", "ChaosMoon-v0"], "invalid choice: 'ChaosMoon-v0'"),
     (["--task-kwargs", "num_links"], "NAME=VALUE"),
+    # every float flag is finite: nan and inf would never compare or never end
+    (["--es-sigma", "nan"], "argument --es-sigma: expected a finite number; got 'nan'"),
+    (["--landscape-radius", "inf"], "argument --landscape-radius: expected a finite number; got 'inf'"),
+    (["--weight-scales", "1,nan"], "expected comma-separated positive numbers"),
+    (["--start-qpos", "inf,0"], "expected comma-separated qpos values"),
+    # an empty item is a typo, not a layer fewer
+    (["--hidden", "8,,8"], "expected comma-separated layer sizes, e.g. 100,100; got '8,,8'"),
+    (["--horizons", "10,"], "expected comma-separated horizons"),
 ])
 def test_malformed_flags_are_refused_by_the_parser(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -111,7 +119,7 @@ def test_out_is_required(capsys):
     (["--chunk", "0"], "chunk must be a positive integer or None"),
     (["--truncation", "0"], "truncation must be a positive integer"),
     (["--es-pairs", "0"], "es_pairs must be a positive integer"),
-    (["--es-sigma", "nan"], "es_sigma must be one or more finite numbers > 0"),
+    (["--es-sigma", "-1"], "es_sigma must be one or more finite numbers > 0"),
     (["--weight-scales", "0,1"], "weight_scales must be one or more finite numbers > 0"),
     (["--landscape-radius", "0"], "landscape_radius must be one or more finite numbers > 0"),
     (["--gradvar-samples", "2"], "gradvar_samples must be an integer >= 3"),
@@ -131,7 +139,8 @@ def test_the_diagnose_command_reports_a_bad_value_in_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["diagnose", "--out", str(tmp_path / "out"), "--what", "gradvar", "--gradvar-samples", "1"])
     assert exit_info.value.code == 2
-    assert "chaosgym diagnose: error: gradvar_samples must be an integer >= 3" in capsys.readouterr().err
+    # the error names the flag the user typed, not the config field
+    assert "chaosgym diagnose: error: argument --gradvar-samples: must be an integer >= 3" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 
@@ -148,8 +157,14 @@ def test_train_flags_are_unchanged(capsys):
     helps = {s: a.help for a in parser._actions for s in a.option_strings}
     assert helps["--batch-size"] == "initial states per update (SB3: minibatch size) (default: 16)"
     assert helps["--hidden"] == "hidden layer sizes of the policy, e.g. 100,100 (default: 100,100)"
-    assert helps["--horizon"].endswith("(default: the task's preset)")
-    assert helps["--truncation"].endswith("(default: the task's preset)")
+    # each preset's actual value, task by task
+    assert helps["--horizon"].endswith("(default: the task's preset: 50 on ChaosAnt-v0, 100 on ChaosCartPole-v0, "
+                                       "100 on ChaosDoublePendulum-v0; 32 for apg and shac)")
+    assert "0.003 on ChaosCartPole-v0" in helps["--learning-rate"]
+    assert helps["--truncation"].endswith("(default: the task's preset: 10 on ChaosAnt-v0, 20 on ChaosCartPole-v0, "
+                                          "20 on ChaosDoublePendulum-v0)")
+    # a required flag shows no default beside it
+    assert helps["--task"] == "task id" and helps["--agent"] == "gradient estimator or SB3 baseline"
     assert helps["--es-pairs"].endswith("(default: 16)") and helps["--objective"].endswith("(default: return)")
     assert helps["--task-kwargs"] == "task options, e.g. num_poles=3"  # an empty default is not shown
     args = parser.parse_args(["--task", "ChaosAnt-v0", "--agent", "es", "--out", "x", "--es-pairs", "4"])
