@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -17,21 +18,19 @@ from chaosgym.gradients import EstimatorConfig, combine, make_estimator
 from chaosgym.policies import paper_init, policy_functions
 from chaosgym.rollout import rollout
 
-# The paper's equations (their cartpole_simulator.py), integrated in plain numpy: every pole under the
-# same force, the cart from the sum of the pole terms, semi-implicit Euler.
-PAPER_EQUATIONS = textwrap.dedent("""
+# The paper's equations, as benchmarks/stable_bptt_reference.py writes them from the paper (its
+# cartpole_simulator.py) without chaosgym: every pole under the same force, semi-implicit Euler.
+BENCHMARKS = str(Path(__file__).resolve().parents[1] / "benchmarks")
+PAPER_EQUATIONS = textwrap.dedent(f"""
+    import sys
     import numpy as np
+    sys.path.insert(0, {BENCHMARKS!r})
+    from stable_bptt_reference import physics_step
 
-    def paper_step(x, x_dot, theta, theta_dot, force, dt=0.01, g=9.8, m=0.1, M=1.1, l=0.5):
-        sin, cos = np.sin(theta), np.cos(theta)
-        A = (force + m * l * sin * theta_dot ** 2) / M
-        B = l * (4.0 / 3.0 - m * cos ** 2 / M)
-        theta_ddot = (g * sin - cos * A) / B
-        C = np.sum(sin * theta_dot ** 2 - theta_ddot * cos)
-        x_ddot = (force + m * l * C) / M
-        theta_dot = theta_dot + dt * theta_ddot
-        x_dot = x_dot + dt * x_ddot
-        return x + dt * x_dot, x_dot, theta + dt * theta_dot, theta_dot
+    def paper_step(x, x_dot, theta, theta_dot, force):
+        state = np.concatenate([[[x, x_dot]], np.stack([theta, theta_dot], -1)])
+        state = np.asarray(physics_step(state, np.float64(force)))
+        return state[0, 0], state[0, 1], state[1:, 0], state[1:, 1]
 """)
 
 FLOAT64_CHECK = PAPER_EQUATIONS + textwrap.dedent("""
