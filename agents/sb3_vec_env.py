@@ -25,7 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvStepReturn
 
-from chaosgym.gym_adapters import SceneRenderer, SeedStreams, _spaces, check_actions, vector_functions
+from chaosgym.gym_adapters import (SceneRenderer, SeedStreams, _spaces, check_actions, check_batch_fits,
+                                   vector_functions)
 from chaosgym.registry import make
 
 
@@ -55,6 +56,7 @@ class ChaosSB3VecEnv(VecEnv):
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         self.env = make(env_id, episode_length=episode_length, **task_kwargs)
+        check_batch_fits(self.env, int(num_envs))  # before anything of the batch is allocated
         self._scene = SceneRenderer(self.env.mj_model, width, height, self.env.task.render_camera)
         # the spec of one sub-environment: `gymnasium.make(vec_env.spec)` builds its single twin
         self.spec = dataclasses.replace(gymnasium.spec(env_id), max_episode_steps=self.env.episode_length,

@@ -205,3 +205,10 @@ def test_gymnasium_make_returns_within_seconds_in_a_fresh_process():
     times = {env_id: float(t) for env_id, t in (line.split() for line in out.stdout.splitlines())}
     assert times.keys() == set(chaosgym.TASKS)
     assert max(times.values()) < 15, times
+
+
+def test_sb3s_vector_env_refuses_a_batch_that_cannot_fit_before_allocating():
+    from chaosgym.agents.sb3_vec_env import ChaosSB3VecEnv
+
+    with pytest.raises(ValueError, match="GiB of host memory"):
+        ChaosSB3VecEnv("ChaosCartPole-v0", num_envs=10**9)
