@@ -283,7 +283,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/compare"), help="output folder")
     quick = "; ".join(f"--{k.replace('_', '-')} {v}" for k, v in QUICK.items())
     parser.add_argument("--quick", action="store_true",
-                        help=f"the main job, about 6 minutes on a 2-core CPU with cold caches: {quick} (the "
+                        help=f"the main job (on a quiet 2-core CPU about 6 minutes with cold caches, estimated from "
+                             f"its parts; 22 min measured on a loaded one): {quick} (the "
                              "tasks, agents, seeds and budget flags given with it replace these values)")
 
 

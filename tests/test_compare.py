@@ -164,8 +164,8 @@ def test_the_budget_flags_given_with_quick_replace_its_values():
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--wall-clock", "inf"], "--wall-clock must be a finite number of seconds > 0, got inf"),
-    (["--wall-clock", "nan"], "--wall-clock must be a finite number of seconds > 0, got nan"),
+    (["--wall-clock", "inf"], ("--wall-clock", "finite number", "inf")),  # the flag parser or compare refuses it
+    (["--wall-clock", "nan"], ("--wall-clock", "finite number", "nan")),
     (["--threshold", "nan"], "--threshold expects TASK=SCORE with a finite SCORE"),
     (["--threshold", "ChaosCartPole-v0=nan"], "--threshold expects TASK=SCORE with a finite SCORE"),
     (["--threshold", "ChaosAnt-v0=1500"], "--threshold names ChaosAnt-v0, not among --tasks (ChaosCartPole-v0)"),
@@ -178,7 +178,8 @@ def test_bad_budgets_and_names_are_refused_in_one_line_before_any_folder_exists(
     with pytest.raises(SystemExit) as error:
         main(["compare", "--tasks", "ChaosCartPole-v0", "--agents", "full", "--out", str(out), *flags])
     assert error.value.code == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert all(part in err for part in ((message,) if isinstance(message, str) else message)), err
     assert not out.exists()
 
 
