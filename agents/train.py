@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 import chaosgym
 from chaosgym.agents.announce import announce_compile
-from chaosgym.agents import apg
+from chaosgym.agents import apg, optimizer
 from chaosgym.agents import config as config_module
 from chaosgym.agents.config import SB3_AGENTS, TrainConfig, for_task, given
 from chaosgym.agents.run import CheckpointError, Run, next_timed_evaluation
@@ -38,8 +38,6 @@ from chaosgym.sharding import replicated, shard_batch
 from chaosgym.trace_cache import cached_jit, keyed_by_arguments
 
 __all__ = ["TrainConfig", "train", "evaluate_params", "load_checkpoint", "numpy_policy"]
-
-NEVER = 2**31 - 1  # apply_if_finite's limit of consecutive skips: skipping never gives up
 
 # typical seconds of a cold compile on a 2-core CPU (DESIGN.md's measurements), said while it runs
 UPDATE_COMPILE_S = {"ChaosAnt-v0": 200.0, None: 60.0}
@@ -57,14 +55,9 @@ def policy_of(env: chaosgym.Env, name: str):
 
 
 def make_optimizer(estimator: EstimatorConfig, learning_rate: float) -> optax.GradientTransformation:
-    """Adam after the estimator's clipping (optax.clip, then optax.clip_by_global_norm); a step with a
-    non-finite gradient is skipped and counted (`skipped_updates`)."""
-    clipping = []
-    if estimator.clip_value is not None:
-        clipping.append(optax.clip(estimator.clip_value))
-    if estimator.clip_norm is not None:
-        clipping.append(optax.clip_by_global_norm(estimator.clip_norm))
-    return optax.apply_if_finite(optax.chain(*clipping, optax.adam(learning_rate)), NEVER)
+    """Adam after the estimator's clipping (`chaosgym.agents.optimizer`); a step with a non-finite
+    gradient is skipped and counted (`skipped_updates`)."""
+    return optimizer.make_optimizer(learning_rate, clip_value=estimator.clip_value, clip_norm=estimator.clip_norm)
 
 
 def skipped_updates(opt_state) -> int:
