@@ -162,7 +162,7 @@ def train_run(config: TrainConfig, wall_clock: float | None, folder: Path):
     else:
         from chaosgym.agents.train import train
 
-        progress = train(config, folder, resume=resume, progress_bar=False, time_budget=wall_clock)
+        progress = train(config, folder, resume=resume, progress_bar=False, time_budget=wall_clock, announce=True)
     return Run(folder).policy(), float(progress.get("compile_time", math.nan))
 
 

@@ -182,25 +182,27 @@ def _start(run: Run, checkpoint: dict | None, config: TrainConfig, announce: boo
 
 
 def train(config: TrainConfig, out: Path | str, resume: bool = False, progress_bar: bool = True,
-          time_budget: float | None = None) -> dict:
+          time_budget: float | None = None, announce: bool | None = None) -> dict:
     """Train for `config.updates` updates (in total, counting resumed ones); return final progress.
 
     With `resume`, a run in `out` continues from its newest readable checkpoint (a larger
     `updates` extends a finished run); without, `out` must be new or empty. With a `time_budget`
     (seconds of training wall-clock), training also stops once that much time is spent, and
-    evaluates every tenth of it besides every `eval_every` updates.
+    evaluates every tenth of it besides every `eval_every` updates. Long compiles are announced
+    (`announce`; by default when the progress bar is shown: `compare` announces under its own bar).
     """
     if config.is_sb3:
         raise ValueError(f"{config.agent} is an SB3 agent: train it with chaosgym.agents.sb3.train_sb3")
     run, checkpoint = Run.open(out, config, resume, functools.partial(decode_checkpoint, config=config))
     with run:
-        return _train(run, config, checkpoint, progress_bar, time_budget)
+        return _train(run, config, checkpoint, progress_bar, time_budget,
+                      progress_bar if announce is None else announce)
 
 
 def _train(run: Run, config: TrainConfig, checkpoint: dict | None, progress_bar: bool,
-           time_budget: float | None) -> dict:
+           time_budget: float | None, announce: bool) -> dict:
     env = make_env(config)
-    progress = _start(run, checkpoint, config, announce=progress_bar)
+    progress = _start(run, checkpoint, config, announce=announce)
     if config.agent in apg.CARRIED_AGENTS:
         update = trainer_of(config).update
     else:
@@ -212,7 +214,7 @@ def _train(run: Run, config: TrainConfig, checkpoint: dict | None, progress_bar:
     start = time.perf_counter()
     typical = UPDATE_COMPILE_S.get(config.task, UPDATE_COMPILE_S[None])
     with announce_compile(f"the training update of {config.agent} on {config.task}", typical_s=typical,
-                          enabled=progress_bar):
+                          enabled=announce):
         jax.block_until_ready(update(params, opt_state, seed_key, progress["update"]))
     progress["compile_time"] = progress.get("compile_time", 0.0) + time.perf_counter() - start
     bar = tqdm(total=config.updates, initial=progress["update"], disable=not progress_bar,
