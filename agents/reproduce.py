@@ -388,7 +388,7 @@ def plot(rows: list[dict], poles_list, flows, clips, path: Path, window: int = 3
 
     colours = dict(zip(FLOWS, ("tab:blue", "tab:orange", "tab:green", "tab:red")))
     styles = dict(zip(CLIPS, ("-", "--", ":")))
-    fig, axes = plt.subplots(1, len(poles_list), figsize=(4.2 * len(poles_list), 3.8), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, len(poles_list), figsize=(max(4.2 * len(poles_list), 8.0), 4.2), squeeze=False, sharey=True)
     handles = {}
     for ax, poles in zip(axes[0], poles_list):
         for flow in flows:
@@ -406,9 +406,9 @@ def plot(rows: list[dict], poles_list, flows, clips, path: Path, window: int = 3
     axes[0][0].set_ylabel(f"test loss ({window}-epoch moving average),\nmedian over seeds, band: min-max")
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=min(len(handles), 6), fontsize=8,
+    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=min(len(handles), 6), fontsize=7,
                frameon=False)
-    fig.tight_layout(rect=(0, 0.06 + 0.03 * (len(handles) > 6), 1, 0.95 if title else 1))
+    fig.tight_layout(rect=(0, 0.07 + 0.04 * (len(handles) > 6), 1, 0.94 if title else 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
