@@ -67,24 +67,27 @@ def main(argv: list[str] | None = None) -> int:
                                      allow_abbrev=False)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     argv = sys.argv[1:] if argv is None else argv
-    commands = {}
-    for name, (module, help_text) in COMMANDS.items():
-        commands[name] = sub.add_parser(name, help=help_text, description=help_text,
-                                        formatter_class=HelpFormatter, allow_abbrev=False)
-        # a subcommand's arguments are only built when it (or --help) is asked for
-        if argv[:1] == [name]:
-            importlib.import_module(module).add_arguments(commands[name])
-    args, unknown = parser.parse_known_args(argv)
-    if unknown:
-        _refuse_unknown(commands[args.command], unknown)
-    # a killed run ends as an interrupted one: what its last checkpoint saved stays, the status says so
+    # a killed run ends as an interrupted one: what its last checkpoint saved stays, the status says
+    # so; installed first, so that a stop while the command's modules import is one line too
     handlers = {signum: signal.signal(signum, _stop) for signum in (signal.SIGTERM, signal.SIGINT)}
+    command = argv[0] if argv else "command"
     try:
+        commands = {}
+        for name, (module, help_text) in COMMANDS.items():
+            commands[name] = sub.add_parser(name, help=help_text, description=help_text,
+                                            formatter_class=HelpFormatter, allow_abbrev=False)
+            # a subcommand's arguments are only built when it (or --help) is asked for
+            if argv[:1] == [name]:
+                importlib.import_module(module).add_arguments(commands[name])
+        args, unknown = parser.parse_known_args(argv)
+        command = args.command
+        if unknown:
+            _refuse_unknown(commands[args.command], unknown)
         return importlib.import_module(COMMANDS[args.command][0]).run(args) or 0
     except (ValueError, TypeError, OSError) as error:  # bad input: one clear line, no traceback
-        parser.exit(2, f"chaosgym {args.command}: error: {_one_line(error)}\n")
+        parser.exit(2, f"chaosgym {command}: error: {_one_line(error)}\n")
     except Stopped as stop:
-        parser.exit(128 + stop.signum, f"chaosgym {args.command}: stopped by {stop}; a run resumes from its "
+        parser.exit(128 + stop.signum, f"chaosgym {command}: stopped by {stop}; a run resumes from its "
                                        "last checkpoint with --resume\n")
     finally:  # main() called from Python leaves the caller's handlers as they were
         for signum, handler in handlers.items():
