@@ -476,10 +476,11 @@ GRID_COST = ("The defaults run the paper's whole grid: 4 pole counts x 36 runs (
 def _choices(text: str, valid, what: str) -> list[str]:
     items = [t.strip() for t in text.split(",") if t.strip()]
     bad = [t for t in items if t not in valid]
-    if bad or not items or len(set(items)) != len(items):
-        repeated = sorted({t for t in items if items.count(t) > 1})
-        raise ValueError(f"{what}: {'unknown ' + ', '.join(bad) if bad else 'repeated ' + ', '.join(repeated) if repeated else 'none given'}; "
-                         f"valid: {', '.join(map(str, valid))}")
+    repeated = sorted({t for t in items if items.count(t) > 1})
+    problem = ("unknown " + ", ".join(bad) if bad else "repeated " + ", ".join(repeated) if repeated
+               else "none given" if not items else None)
+    if problem:
+        raise ValueError(f"{what}: {problem}; valid: {', '.join(map(str, valid))}")
     return items
 
 

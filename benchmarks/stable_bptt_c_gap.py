@@ -13,8 +13,12 @@ paper's network as `chaosgym.policies.paper_init` draws it) and the paper's data
 It writes `<out>/c_gap_<dtype>_<flows>_<seeds>seeds.csv` (one row per variant, flow, seed and epoch: the test loss) and
 prints the 30-epoch smoothed test loss at a few epochs, median [min, max] over seeds.
 
+With `--divergence`, it instead follows one initialisation update by update through chaosgym's
+program and the reference and prints the largest parameter difference after 1, 10, ... updates.
+
 Run: python benchmarks/stable_bptt_c_gap.py [--poles 3] [--seeds 6] [--epochs 250] [--flows RC]
      [--variants keras,optax,reference] [--out DIR]
+     python benchmarks/stable_bptt_c_gap.py --divergence [--seed 1]   (JAX_ENABLE_X64=1 for float64)
 """
 
 from __future__ import annotations
@@ -75,6 +79,33 @@ def reference_curves(poles: int, seeds: int, epochs: int, params0, bar, flows="R
     return curves
 
 
+def divergence(poles: int, seed: int, marks=(1, 10, 32, 64, 128, 200, 320)) -> None:
+    """Largest |chaosgym - reference| over the parameters after each of `marks` updates, R and C."""
+    train, _ = reproduce.paper_states(poles)
+    batches = jnp.asarray(train, jnp.zeros(()).dtype).reshape(32, 8, poles + 1, 2)
+    print(f"| flow | dtype | " + " | ".join(f"after {m}" for m in marks) + " |")
+    print("|---|---|" + "---:|" * len(marks))
+    for flow in "RC":
+        program = reproduce.make_program(poles, [(flow, "NONE", seed)], reproduce.Protocol(physics="equations"))
+        state = program.init()
+        params = jax.tree.map(lambda x: x[0], state[0])
+        opt = ref.adam_init(params)
+
+        @jax.jit
+        def reference_update(params, opt, batch):
+            return ref.adam(params, ref.gradient(params, batch, flow)[1], opt, keras=True)
+
+        cells = []
+        for update in range(1, max(marks) + 1):
+            i = (update - 1) % len(batches)
+            state, _ = program.update(state, jax.tree.map(lambda x: x[i], program.batches))
+            params, opt = reference_update(params, opt, batches[i])
+            if update in marks:
+                cells.append(max(float(jnp.max(jnp.abs(a[0] - b)))
+                                 for a, b in zip(jax.tree.leaves(state[0]), jax.tree.leaves(params))))
+        print(f"| {flow} | {jnp.zeros(()).dtype} | " + " | ".join(f"{c:.0e}" for c in cells) + " |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--poles", type=int, default=3)
@@ -84,7 +115,13 @@ def main() -> None:
     parser.add_argument("--variants", default="keras,optax,reference",
                         help="which of: keras (chaosgym, Keras' Adam), optax (chaosgym, optax's Adam), reference")
     parser.add_argument("--out", type=Path, default=Path("docs/data/stable_bptt_c_gap"))
+    parser.add_argument("--divergence", action="store_true",
+                        help="follow one initialisation update by update (chaosgym vs reference) instead")
+    parser.add_argument("--seed", type=int, default=1, help="the initialisation --divergence follows")
     args = parser.parse_args()
+    if args.divergence:
+        divergence(args.poles, args.seed)
+        return
     chosen = args.variants.split(",")
     flows = args.flows
     dtype = str(jnp.zeros(()).dtype)
