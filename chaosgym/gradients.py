@@ -14,7 +14,6 @@ diagnostics is the norm before clipping.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import jax
@@ -23,40 +22,11 @@ from jax.flatten_util import ravel_pytree
 import optax
 
 from chaosgym.env import Env, State
-from chaosgym.rollout import FLOWS, Policy, check_flow, rollout
+from chaosgym.rollout import Policy, rollout
+from chaosgym.settings import ESTIMATORS, EstimatorConfig  # noqa: F401  (ESTIMATORS re-exported)
 from chaosgym.sharding import shard_batch
 
-ESTIMATORS = (*FLOWS, "combined", "es")
-
 Estimator = Callable[[Any, State, jax.Array], tuple[Any, dict[str, jax.Array]]]
-
-
-@dataclass(frozen=True)
-class EstimatorConfig:
-    """Everything an estimator needs besides the env and the policy (hashable: it keys compiles)."""
-
-    # metadata: help text of the generated flags (chaosgym.flags); the command names the estimator
-    name: str = field(default="full", metadata={"help": "gradient estimator", "choices": ESTIMATORS, "flag": False})
-    horizon: int = field(default=100, metadata={"help": "rollout length in control steps"})
-    objective: str = field(default="return", metadata={
-        "help": "task objective to minimise (Task.objectives: return, or e.g. the cart pole's final_state)"})
-    truncation: int | None = field(default=None, metadata={"help": "window K of the truncated flow"})
-    remat: bool = field(default=False, metadata={"help": "checkpoint the rollout (memory ~ sqrt(horizon), slower)"})
-    es_sigma: float = field(default=0.05, metadata={"help": "ES perturbation scale"})
-    es_pairs: int = field(default=16, metadata={"help": "ES antithetic pairs per gradient"})
-    es_rank_shaping: bool = field(default=False, metadata={"help": "ES: centred ranks of the losses"})
-    # applied by the training optimiser (optax), to the estimator's gradient: after combination
-    clip_norm: float | None = field(default=None, metadata={
-        "help": "clip the gradient's global norm (optax.clip_by_global_norm)"})
-    clip_value: float | None = field(default=None, metadata={"help": "clip each gradient component (optax.clip)"})
-
-    def __post_init__(self):
-        if self.name not in ESTIMATORS:
-            raise ValueError(f"unknown gradient estimator {self.name!r}; valid: {', '.join(ESTIMATORS)}")
-        if self.name in FLOWS:
-            check_flow(self.name, self.truncation, self.horizon)
-        if self.name == "es" and (self.es_sigma <= 0 or self.es_pairs < 1):
-            raise ValueError("es needs es_sigma > 0 and es_pairs >= 1")
 
 
 def _flat(tree) -> jax.Array:

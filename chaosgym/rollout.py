@@ -24,9 +24,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from chaosgym import settings
 from chaosgym.env import Env, State
-
-FLOWS = ("full", "truncated", "modified", "stopped")
+from chaosgym.settings import FLOWS  # noqa: F401  (re-exported: defined JAX-free)
 
 Policy = Callable[[Any, jax.Array], jax.Array]  # (params, one observation) -> one action
 
@@ -64,12 +64,8 @@ def _cut_where(cut: jax.Array, tree):
 
 
 def check_flow(flow: str | Cuts, truncation: int | None, horizon: int) -> None:
-    if isinstance(flow, Cuts):
-        return
-    if flow not in FLOWS:
-        raise ValueError(f"unknown gradient flow {flow!r}; valid flows: {', '.join(FLOWS)}")
-    if flow == "truncated" and (truncation is None or not 1 <= truncation <= horizon):
-        raise ValueError(f"the truncated flow needs 1 <= truncation <= horizon ({horizon}), got {truncation!r}")
+    if not isinstance(flow, Cuts):
+        settings.check_flow(flow, truncation, horizon)
 
 
 def _stop_every(state: State, t: jax.Array, truncation: int) -> State:
