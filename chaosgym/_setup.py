@@ -5,7 +5,8 @@
 * JAX's persistent compilation cache is on by default in `~/.cache/chaosgym/jax` (XLA compiles
   MJX gradients for a minute or more on CPU; the cache makes the second start fast). Override the
   folder with `CHAOSGYM_CACHE_DIR`, or turn the cache off with `CHAOSGYM_COMPILATION_CACHE=0`.
-  A cache folder the user already gave JAX is left alone.
+  A cache folder the user already gave JAX is left alone. `$XDG_CACHE_HOME/chaosgym/jax` where
+  that is set; with no home folder at all (no HOME, no passwd entry) the cache is off.
 * XLA's C++ log is limited to fatal messages (`TF_CPP_MIN_LOG_LEVEL=3`, unless the user set it):
   on a small CPU its "slow_operation_alarm ... Very slow compile? If you want to file a bug" error
   fires on ordinary MJX compiles, which chaosgym announces itself (`chaosgym.agents.announce`);
@@ -41,8 +42,17 @@ def compilation_cache_dir() -> Path | None:
     """The folder of the persistent compilation cache, or None when it is off."""
     if os.environ.get("CHAOSGYM_COMPILATION_CACHE", "1") == "0":
         return None
-    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "chaosgym" / "jax"
-    return Path(os.environ.get("CHAOSGYM_CACHE_DIR", default))
+    # absolute, so that a later chdir or a child process in another folder finds the same cache;
+    # an empty value is unset: Path("") would put the cache in the current folder
+    if chosen := os.environ.get("CHAOSGYM_CACHE_DIR"):
+        return Path(chosen).absolute()
+    # the XDG spec: an empty or relative XDG_CACHE_HOME is ignored
+    if (xdg := Path(os.environ.get("XDG_CACHE_HOME", ""))).is_absolute():
+        return xdg / "chaosgym" / "jax"
+    try:
+        return Path.home() / ".cache" / "chaosgym" / "jax"
+    except RuntimeError:  # no HOME and no passwd entry (a container run as an arbitrary uid): no cache
+        return None
 
 
 def _enable_compilation_cache() -> None:
