@@ -19,15 +19,15 @@ scores). `shac` builds on the pieces here: the running normaliser and the window
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
 from chaosgym.agents.optimizer import make_optimizer
+from chaosgym.agents.train import Carried, carried_trainer
 from chaosgym.env import Env, State
 from chaosgym.gradients import highest_precision
 from chaosgym.policies import mlp_init, mlp_policy
@@ -213,42 +213,13 @@ def make_update(env: Env, config: APGConfig):
     return highest_precision(_update)
 
 
-# ---- the shape of chaosgym.agents.train's loop ---------------------------------------------------
+# ---- as a chaosgym agent ----------------------------------------------------------------------
 
-CARRIED_AGENTS = ("apg", "shac")
-
-
-class Trainer(NamedTuple):
-    """An agent with carried state in the form `chaosgym.agents.train` drives: `params` are what
-    `policy` evaluates (`inference_params`), `opt_state` the agent's whole `TrainState`."""
-
-    init: Callable[[jax.Array], tuple[dict, Any]]  # key -> (params, opt_state)
-    update: Callable  # (params, opt_state, seed_key, index) -> (params, opt_state, diagnostics)
-    policy: Callable[[dict, jax.Array], jax.Array]
+def make_config(num_envs: int, window: int, learning_rate: float, hidden: tuple[int, ...]) -> APGConfig:
+    """chaosgym's shared settings (batch_size envs, windows of estimator.horizon steps, the learning
+    rate, the policy's hidden layers); the others at their defaults."""
+    return APGConfig(num_envs, window, learning_rate, hidden=hidden)
 
 
-def trainer(env: Env, agent: str, num_envs: int, window: int, learning_rate: float,
-            hidden: tuple[int, ...]) -> Trainer:
-    """`agent` ("apg" or "shac") with its other settings at their defaults; shac's critic steps at
-    `learning_rate` too. Pure functions: jit them yourself."""
-    from chaosgym.agents import shac  # shac builds on this module
-
-    if agent == "apg":
-        module, config = sys.modules[__name__], APGConfig(num_envs, window, learning_rate, hidden=hidden)
-    elif agent == "shac":
-        module, config = shac, shac.SHACConfig(num_envs, window, actor_learning_rate=learning_rate,
-                                               critic_learning_rate=learning_rate, hidden=hidden)
-    else:
-        raise ValueError(f"unknown agent with carried state {agent!r}; valid: {', '.join(CARRIED_AGENTS)}")
-    update = module.make_update(env, config)
-
-    def init_(key):
-        state = module.init(env, config, key)
-        return module.inference_params(state), state
-
-    def update_(params, state, seed_key, index):
-        del params  # the state holds them
-        state, metrics = update(state, jax.random.fold_in(seed_key, index))
-        return module.inference_params(state), state, metrics
-
-    return Trainer(init_, update_, policy)
+CARRIED = Carried(make_config, init, make_update, inference_params, policy)
+TRAINER = carried_trainer(CARRIED)

@@ -40,8 +40,10 @@ import chaosgym  # noqa: E402
 from chaosgym import flags  # noqa: E402
 from chaosgym.agents import config as config_module  # noqa: E402
 from chaosgym.agents.announce import announce_compile  # noqa: E402
-from chaosgym.agents.config import GRADIENT_AGENTS, SB3_AGENTS, TrainConfig, for_task  # noqa: E402
+from chaosgym.agents.config import TrainConfig, for_task  # noqa: E402
+from chaosgym.agents.registry import AGENTS  # noqa: E402
 from chaosgym.agents.run import Run  # noqa: E402
+from chaosgym.agents.train import train  # noqa: E402
 from chaosgym.evaluation import evaluate  # noqa: E402
 from chaosgym.presets import PRESETS, presets  # noqa: E402
 from chaosgym.registry import parse_task_kwargs  # noqa: E402
@@ -58,7 +60,7 @@ class CompareConfig:
     tasks: str = field(default="ChaosCartPole-v0", metadata={
         "help": "comma-separated task ids, each with options after ':' (ChaosCartPole-v0:num_poles=2)"})
     agents: str = field(default="full,truncated,combined,es,ppo", metadata={
-        "help": f"comma-separated agents from {', '.join(GRADIENT_AGENTS + SB3_AGENTS)} (sac and td3 step "
+        "help": f"comma-separated agents from {', '.join(AGENTS)} (sac and td3 step "
                 "~40 env steps/s on a 2-core CPU: give them a small budget)"})
     seeds: int = field(default=2, metadata={"help": "seeds per task and agent"})
     env_steps: int | None = field(default=None, metadata={
@@ -77,9 +79,9 @@ class CompareConfig:
         if self.wall_clock is not None and not (math.isfinite(self.wall_clock) and self.wall_clock > 0):
             raise ValueError(f"--wall-clock must be a finite number of seconds > 0, got {self.wall_clock}")
         agents = self.agents.split(",")
-        unknown = [a for a in agents if a not in GRADIENT_AGENTS + SB3_AGENTS]
+        unknown = [a for a in agents if a not in AGENTS]
         if unknown:
-            valid = ", ".join(GRADIENT_AGENTS + SB3_AGENTS)
+            valid = ", ".join(AGENTS)
             raise ValueError(f"unknown agent(s) {unknown} in --agents; valid: {valid}")
         _refuse_repeats("--agents", agents)
 
@@ -104,6 +106,8 @@ class CompareConfig:
 # updates of 16 envs x 32 steps), 3 s for full (62 updates of 16 x 100 steps) and 21 s for PPO.
 QUICK = {"tasks": "ChaosCartPole-v0", "agents": "apg,shac,full,ppo", "seeds": 2, "env_steps": 100_000}
 # settings compare decides: the task, agent, seed and budget of every run, and the objective
+# the evaluation protocol's settings: given, they apply to every agent alike
+EVALUATION_FIELDS = ("eval_episodes", "eval_seed")
 RUN_FIELDS = ("task", "task_kwargs", "agent", "seed", "updates", "env_steps", "eval_every",
               "checkpoint_every", "estimator.objective", "sb3")
 
@@ -140,13 +144,17 @@ def task_label(env_id: str, kwargs: dict) -> str:
 
 
 def run_config(env_id: str, kwargs: dict, agent: str, seed: int, env_steps: int, changes: dict) -> TrainConfig:
-    """One run's config: the task's presets, the user's changes, the return as the objective
-    (every agent is ranked by it), evaluations and checkpoints every tenth of the budget."""
-    if agent in SB3_AGENTS:
-        return for_task(env_id, agent, task_kwargs=kwargs, seed=seed, env_steps=env_steps,
-                        eval_episodes=changes.get("eval_episodes", 16))
-    config = for_task(env_id, agent, task_kwargs=kwargs, seed=seed, env_steps=env_steps,
-                      **{**changes, "estimator.objective": "return"})
+    """One run's config: the task's presets, the user's changes (the evaluation's for every agent,
+    the others for the gradient agents: SB3's keep their own hyperparameters), the return as the
+    objective (every agent is ranked by it), evaluations and checkpoints every tenth of the budget."""
+    spec = AGENTS[agent]
+    shared = changes if spec.budget == "updates" else {k: v for k, v in changes.items() if k in EVALUATION_FIELDS}
+    fixed = {"task_kwargs": kwargs, "seed": seed, "env_steps": env_steps}
+    if "estimator.objective" in spec.reads:
+        fixed["estimator.objective"] = "return"
+    config = for_task(env_id, agent, **shared, **fixed)
+    if "eval_every" not in spec.reads:
+        return config
     every = max(1, config.updates // 10)
     return config_module.with_changes(config, {"eval_every": every, "checkpoint_every": every})
 
@@ -154,15 +162,8 @@ def run_config(env_id: str, kwargs: dict, agent: str, seed: int, env_steps: int,
 def train_run(config: TrainConfig, wall_clock: float | None, folder: Path):
     """Train (or finish, or extend) one run; return its deterministic numpy policy and the seconds
     it spent compiling (in every session of the run together)."""
-    resume = (folder / "config.json").exists()
-    if config.is_sb3:
-        from chaosgym.agents.sb3 import train_sb3
-
-        progress = train_sb3(config, folder, resume=resume, progress=False, time_budget=wall_clock)
-    else:
-        from chaosgym.agents.train import train
-
-        progress = train(config, folder, resume=resume, progress_bar=False, time_budget=wall_clock, announce=True)
+    progress = train(config, folder, resume=(folder / "config.json").exists(), progress=False,
+                     time_budget=wall_clock, announce=True)
     return Run(folder).policy(), float(progress.get("compile_time", math.nan))
 
 

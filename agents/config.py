@@ -18,16 +18,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chaosgym import flags
-from chaosgym.agents.apg import CARRIED_AGENTS
+from chaosgym.agents.registry import AGENTS, CARRIED_WINDOW, Agent
 from chaosgym.flags import InvalidSetting, flag_name
 from chaosgym.flags import fields as fields  # re-exported: the settings of TrainConfig are fields(TrainConfig)
-from chaosgym.gradients import ESTIMATORS, EstimatorConfig
-from chaosgym.policies import POLICIES
 from chaosgym.presets import PRESETS, presets
+from chaosgym.settings import POLICIES, EstimatorConfig
 
-GRADIENT_AGENTS = ESTIMATORS + CARRIED_AGENTS  # apg, shac: batch_size envs, windows of horizon steps
-CARRIED_WINDOW = 32
-SB3_AGENTS = ("ppo", "sac", "td3")
 DEFAULT_UPDATES = 200
 EVAL_SEED = 1_000_000  # held-out initial states: far from the small seeds training runs use
 
@@ -46,7 +42,7 @@ class TrainConfig:
     task: str = field(default="ChaosCartPole-v0", metadata=_help("task id"))
     task_kwargs: dict = field(default_factory=dict, metadata=_help("task options, e.g. num_poles=3"))
     agent: str = field(default="full", metadata=_help(
-        "gradient estimator or SB3 baseline", choices=GRADIENT_AGENTS + SB3_AGENTS))
+        "gradient estimator, carried-state agent or SB3 baseline (chaosgym.agents.AGENTS)", choices=tuple(AGENTS)))
     policy: str = field(default="tanh", metadata=_help(
         "policy network of the gradient agents: tanh (tanh output in [-1, 1]) or paper (Schnell & "
         "Thuerey's linear-output controller)", choices=POLICIES))
@@ -68,9 +64,9 @@ class TrainConfig:
     estimator: EstimatorConfig = field(default_factory=EstimatorConfig, metadata=_help("gradient estimator"))
 
     def __post_init__(self):
-        if self.agent not in GRADIENT_AGENTS + SB3_AGENTS:
-            raise ValueError(f"unknown agent {self.agent!r}; valid: {', '.join(GRADIENT_AGENTS + SB3_AGENTS)}")
-        if self.agent in ESTIMATORS and self.estimator.name != self.agent:
+        if self.agent not in AGENTS:
+            raise ValueError(f"unknown agent {self.agent!r}; valid: {', '.join(AGENTS)}")
+        if self.spec.estimator and self.estimator.name != self.agent:
             # the agent names the estimator: one setting, kept in the nested config
             object.__setattr__(self, "estimator", dataclasses.replace(self.estimator, name=self.agent))
         object.__setattr__(self, "hidden", tuple(self.hidden))
@@ -95,13 +91,13 @@ class TrainConfig:
             raise ValueError(f"unknown policy {self.policy!r}; valid: {', '.join(POLICIES)}")
 
     @property
-    def is_sb3(self) -> bool:
-        return self.agent in SB3_AGENTS
+    def spec(self) -> Agent:
+        """The agent's facts (`chaosgym.agents.AGENTS`)."""
+        return AGENTS[self.agent]
 
     def steps_per_update(self) -> int:
-        """Simulated env steps per update: the combined update runs two rollouts, ES 2 x pairs."""
-        rollouts = {"combined": 2, "es": 2 * self.estimator.es_pairs}.get(self.agent, 1)
-        return rollouts * self.batch_size * self.estimator.horizon
+        """Simulated env steps per update (e.g. the combined update runs two rollouts, ES 2 x pairs)."""
+        return self.spec.steps_per_update(self)
 
     def identity(self) -> dict:
         """What a checkpoint must agree with to continue this run: the config but its budget."""
@@ -125,14 +121,10 @@ class TrainConfig:
 def for_task(task: str, agent: str, **changes) -> TrainConfig:
     """A run's config: the defaults, then the task's presets, then `changes` (field -> value, nested
     fields as `estimator.<name>`). Without `updates`, a given `env_steps` sets it."""
-    preset = presets(task)
-    flat = {"learning_rate": preset.learning_rate, "estimator.horizon": preset.horizon}
-    if agent == "truncated":
-        flat["estimator.truncation"] = preset.truncation
-    if agent in CARRIED_AGENTS:  # horizon is their window along carried trajectories
-        flat["estimator.horizon"] = CARRIED_WINDOW
-    config = with_changes(TrainConfig(task=task), {"agent": agent} | flat | changes)
-    if "updates" not in changes and config.env_steps is not None and not config.is_sb3:
+    if agent not in AGENTS:
+        raise ValueError(f"unknown agent {agent!r}; valid: {', '.join(AGENTS)}")
+    config = with_changes(TrainConfig(task=task), {"agent": agent} | AGENTS[agent].presets(presets(task)) | changes)
+    if "updates" not in changes and config.env_steps is not None and config.spec.budget == "updates":
         config = dataclasses.replace(config, updates=max(1, config.env_steps // config.steps_per_update()))
     return config
 
@@ -140,58 +132,23 @@ def for_task(task: str, agent: str, **changes) -> TrainConfig:
 def with_changes(config: TrainConfig, changes: dict[str, Any]) -> TrainConfig:
     """`config` with `changes` (field -> value; nested fields as `estimator.<name>`)."""
     agent = changes.get("agent", config.agent)
-    if agent in ESTIMATORS:  # the estimator is named by the agent
+    if agent in AGENTS and AGENTS[agent].estimator:  # the estimator is named by the agent
         changes = {**changes, "estimator.name": agent}
     return flags.replace(config, changes)
 
 
-# ---- which settings each agent reads ----------------------------------------------------------
-
-_RUN = {"task_kwargs", "seed", "batch_size", "learning_rate", "hidden", "eval_episodes", "eval_seed"}
-_UPDATES = _RUN | {"updates", "env_steps", "eval_every", "checkpoint_every", "estimator.horizon"}
-_ESTIMATED = _UPDATES | {"policy", "estimator.objective", "estimator.clip_norm", "estimator.clip_value"}
-# SB3 agents map learning_rate, batch_size and hidden onto their own hyperparameters
-SETTINGS = {
-    **{agent: _ESTIMATED | {"estimator.remat"} for agent in ESTIMATORS},
-    "truncated": _ESTIMATED | {"estimator.remat", "estimator.truncation"},
-    "es": _ESTIMATED | {"estimator.es_sigma", "estimator.es_pairs", "estimator.es_rank_shaping"},
-    **{agent: _UPDATES for agent in CARRIED_AGENTS},
-    **{agent: _RUN | {"env_steps", "sb3"} for agent in SB3_AGENTS},
-}
-
+# ---- which settings each agent reads (`Agent.reads`) -------------------------------------------
 
 def check_settings(agent: str, changes: dict[str, Any]) -> None:
     """Refuse settings (paths of `changes`) that `agent` does not read, the same way for every agent."""
-    unused = sorted(path for path in changes if path not in SETTINGS[agent] | {"task", "agent"})
+    reads = AGENTS[agent].reads
+    unused = sorted(path for path in changes if path not in reads | {"task", "agent"})
     if unused:
-        used = ", ".join(sorted(flag_name(path) for path in SETTINGS[agent]))
+        used = ", ".join(sorted(flag_name(path) for path in reads))
         raise ValueError(f"{', '.join(map(flag_name, unused))}: not read by --agent {agent}, which takes {used}")
 
 
 # ---- memory ------------------------------------------------------------------------------------
-
-FLOAT_BYTES = 4
-
-
-def memory_needed(config: TrainConfig, observation_size: int, action_size: int, state_bytes: int) -> dict[str, int]:
-    """Lower bounds, in bytes, of what a run holds at once: the policy with its gradient and Adam's
-    two moments; the rollout the backward pass keeps (a state and the network's activations per
-    env and step; about sqrt(horizon) steps with remat); the evaluation's states."""
-    sizes = (observation_size, *config.hidden, action_size)
-    weights = sum((a + 1) * b for a, b in zip(sizes, sizes[1:]))
-    step = state_bytes + sum(config.hidden) * FLOAT_BYTES
-    needed = {"policy and optimiser": 4 * weights * FLOAT_BYTES,
-              "evaluation": config.eval_episodes * step}
-    if config.is_sb3:
-        needed["minibatch"] = config.batch_size * (sum(sizes) + observation_size) * FLOAT_BYTES
-    elif config.agent == "es":
-        needed["rollouts"] = 2 * config.estimator.es_pairs * config.batch_size * step
-    else:
-        horizon = config.estimator.horizon
-        kept = math.isqrt(horizon) + 1 if config.estimator.remat else horizon
-        needed["rollout tape"] = (2 if config.agent == "combined" else 1) * config.batch_size * kept * step
-    return needed
-
 
 def machine_memory() -> int:
     """Bytes of physical memory of this machine."""
@@ -200,7 +157,7 @@ def machine_memory() -> int:
 
 def check_memory(config: TrainConfig, observation_size: int, action_size: int, state_bytes: int) -> None:
     """Refuse a run whose sizes need more memory than this machine has, with the estimate."""
-    needed = memory_needed(config, observation_size, action_size, state_bytes)
+    needed = config.spec.memory_needed(config, observation_size, action_size, state_bytes)
     total, available = sum(needed.values()), machine_memory()
     if total > available:
         parts = ", ".join(f"{name} {_gib(size)}" for name, size in needed.items() if size >= total / 100)
@@ -226,7 +183,8 @@ def add_arguments(parser: argparse.ArgumentParser, skip: tuple[str, ...] = (),
     """The flags of `TrainConfig` (`chaosgym.flags.add_arguments`), each preset's values in its help."""
     flags.add_arguments(parser, TrainConfig, skip, required, default_texts={
         "learning_rate": _preset_text("learning_rate", "SB3 agents: their own (chaosgym.presets)"),
-        "estimator.horizon": _preset_text("horizon", f"{CARRIED_WINDOW} for {' and '.join(CARRIED_AGENTS)}"),
+        "estimator.horizon": _preset_text("horizon", f"{CARRIED_WINDOW} for "
+                                          + " and ".join(a.name for a in AGENTS.values() if a.carries_state)),
         "estimator.truncation": _preset_text("truncation")})
 
 

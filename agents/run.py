@@ -249,7 +249,7 @@ class RunFolder:
 
 class Run(RunFolder):
     """The run folder of `chaosgym train` (every agent, gradient-based or SB3): a `TrainConfig`,
-    `METRIC_COLUMNS`, the checkpoint as `.pkl` (gradient agents) or `.zip` (SB3)."""
+    `METRIC_COLUMNS`, the checkpoint named as the agent says (`.pkl` for gradient agents, `.zip` for SB3)."""
 
     budget_fields = BUDGET_FIELDS
 
@@ -263,20 +263,14 @@ class Run(RunFolder):
 
     @property
     def checkpoint_suffix(self) -> str:
-        return ".zip" if self.config.is_sb3 else ".pkl"
+        return self.config.spec.checkpoint_suffix
 
     def policy(self) -> Callable:
-        """The deterministic numpy policy `obs -> action` of the run's newest readable checkpoint."""
+        """The deterministic numpy policy `obs -> action` of the run's newest readable checkpoint,
+        from its agent's trainer (`chaosgym.agents.AGENTS`)."""
         if self.config is None:
             raise ValueError(f"{self.folder} is not a chaosgym run folder (it has no config.json)")
-        if self.config.is_sb3:
-            from chaosgym.agents.sb3 import load_policy  # torch and SB3 only when needed
-
-            return load_policy(self)
-        from chaosgym.agents.train import decode_checkpoint, numpy_policy
-
-        checkpoint = self.load_checkpoint(lambda b: decode_checkpoint(b, self.config))
-        return numpy_policy(self.config, checkpoint["params"])
+        return self.config.spec.load().policy(self)
 
 
 def next_timed_evaluation(wall_time: float, time_budget: float | None) -> float:

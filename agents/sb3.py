@@ -14,6 +14,9 @@ same config.json schema, metrics.csv columns and checkpoint rules as the gradien
 Hyperparameters: the agent's defaults with the task's presets (`chaosgym.presets`), then the run's
 `config.sb3` changes. `wall_time` counts training only: compilation of the env, evaluation and
 checkpoints are left out.
+
+`TRAINER` is the agents' `chaosgym.agents.registry.Trainer`: `--learning-rate`, `--batch-size` and
+`--hidden` set SB3's `learning_rate`, `batch_size` and `policy_kwargs.net_arch`.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.vec_env import VecEnv, VecMonitor, VecNormalize, unwrap_vec_wrapper
 from tqdm.auto import tqdm
 
+from chaosgym.agents.announce import announce_compile
 from chaosgym.agents.config import TrainConfig
 from chaosgym.agents.run import CheckpointError, Run, next_timed_evaluation
 from chaosgym.agents.sb3_vec_env import ChaosSB3VecEnv
@@ -49,6 +53,7 @@ from chaosgym.evaluation import evaluate
 from chaosgym.presets import SB3_DEFAULTS, sb3_hyperparameters
 
 ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "sac": SAC, "td3": TD3}
+ENV_COMPILE_S = 15.0  # typical seconds to compile a task's batched reset and step on a 2-core CPU
 
 
 def _integer(least: int):
@@ -341,7 +346,7 @@ def _new_model(agent: str, venv: VecEnv, params: dict, seed: int) -> BaseAlgorit
 
 def train_sb3(config: TrainConfig, out: Path | str, resume: bool = False, progress: bool = True,
               time_budget: float | None = None, num_envs: int | None = None,
-              eval_every: int | None = None) -> dict:
+              eval_every: int | None = None, announce: bool | None = None) -> dict:
     """Train `config`'s SB3 agent for `config.env_steps` env steps in total (resumed ones included;
     PPO ends on a whole rollout, so it may overshoot by less than one); return the final progress
     with the last evaluation (`eval_score`, `eval_objective`).
@@ -353,9 +358,10 @@ def train_sb3(config: TrainConfig, out: Path | str, resume: bool = False, progre
     are dropped. A larger `env_steps` extends a finished run. With a `time_budget`
     (seconds of training wall-clock), training also stops once that much time is spent, within a
     rollout; resuming such a run goes on as SB3's next `learn()` in the same process would (PPO's
-    unfinished rollout is dropped).
+    unfinished rollout is dropped). The compile of the batched env is announced (`announce`; by
+    default when the progress bar is shown).
     """
-    if not config.is_sb3:
+    if config.agent not in ALGORITHMS:
         raise ValueError(f"{config.agent} is not an SB3 agent; valid: {', '.join(ALGORITHMS)}")
     if config.env_steps is None:
         raise ValueError(f"{config.agent} needs env_steps (--env-steps), its budget in simulated env steps")
@@ -364,10 +370,10 @@ def train_sb3(config: TrainConfig, out: Path | str, resume: bool = False, progre
     run, checkpoint = Run.open(out, config, resume, lambda b: decode_checkpoint(b, config))
     with run:
         return _train_sb3(run, checkpoint, progress, time_budget, num_envs,
-                          eval_every or max(1, config.env_steps // 10))
+                          eval_every or max(1, config.env_steps // 10), progress if announce is None else announce)
 
 
-def _train_sb3(run: Run, checkpoint, show_progress, time_budget, num_envs, eval_every) -> dict:
+def _train_sb3(run: Run, checkpoint, show_progress, time_budget, num_envs, eval_every, announce) -> dict:
     config = run.config
     if checkpoint is not None:
         params = checkpoint[1]["hyperparameters"]  # a resumed run keeps its own, whatever the new budget
@@ -376,7 +382,9 @@ def _train_sb3(run: Run, checkpoint, show_progress, time_budget, num_envs, eval_
         if num_envs is not None:
             params["num_envs"] = num_envs
     start = time.perf_counter()
-    venv = VecMonitor(make_compiled_vec_env(config.task, config.task_kwargs, params["num_envs"], config.seed))
+    with announce_compile(f"the batched MJX env of {config.task} for {config.agent}", typical_s=ENV_COMPILE_S,
+                          enabled=announce):
+        venv = VecMonitor(make_compiled_vec_env(config.task, config.task_kwargs, params["num_envs"], config.seed))
     compile_time = time.perf_counter() - start
     if checkpoint is not None:
         payload, state = checkpoint
@@ -408,3 +416,34 @@ def _train_sb3(run: Run, checkpoint, show_progress, time_budget, num_envs, eval_
         last = run.evaluated_metrics()[-1]
         monitor.last = {k: float(last[k]) for k in ("eval_score", "eval_objective")}
     return {**state, **monitor.last}
+
+
+# SB3's own names for the settings it shares with the gradient agents
+SHARED_SETTINGS = {"learning_rate": "learning_rate", "batch_size": "batch_size", "hidden": "policy_kwargs"}
+
+
+class SB3Trainer:
+    """The `chaosgym.agents.registry.Trainer` of PPO, SAC and TD3."""
+
+    def validate(self, config: TrainConfig) -> None:
+        hyperparameters(config)  # refuses a hyperparameter SB3 would reject or misread
+
+    def flag_changes(self, changes: dict[str, Any]) -> dict[str, Any]:
+        """The shared settings given (checked as a gradient agent's would be) become SB3 hyperparameters."""
+        TrainConfig(**{k: changes[k] for k in SHARED_SETTINGS if k in changes})
+        sb3 = dict(changes.get("sb3", {}))
+        for name, hyperparameter in SHARED_SETTINGS.items():
+            if name in changes:
+                sb3[hyperparameter] = {"net_arch": list(changes[name])} if name == "hidden" else changes[name]
+        changes = {k: v for k, v in changes.items() if k not in SHARED_SETTINGS}
+        return {**changes, "sb3": sb3} if sb3 else changes
+
+    def train(self, config: TrainConfig, out: Path | str, *, resume: bool = False, progress: bool = True,
+              time_budget: float | None = None, announce: bool | None = None) -> dict:
+        return train_sb3(config, out, resume=resume, progress=progress, time_budget=time_budget, announce=announce)
+
+    def policy(self, run: Run):
+        return load_policy(run)
+
+
+TRAINER = SB3Trainer()

@@ -25,6 +25,7 @@ import optax
 from chaosgym.agents.apg import (Normalizer, Window, init_mlp, normalize, normalizer_init, normalizer_update,
                                  policy, reset_batch, unroll)
 from chaosgym.agents.optimizer import make_optimizer
+from chaosgym.agents.train import Carried, carried_trainer
 from chaosgym.env import Env, State
 from chaosgym.gradients import highest_precision
 from chaosgym.policies import mlp_init
@@ -212,3 +213,15 @@ def make_update(env: Env, config: SHACConfig):
         return new, metrics
 
     return highest_precision(_update)
+
+
+# ---- as a chaosgym agent ----------------------------------------------------------------------
+
+def make_config(num_envs: int, window: int, learning_rate: float, hidden: tuple[int, ...]) -> SHACConfig:
+    """chaosgym's shared settings; the critic steps at the actor's learning rate, the rest at SHAC's defaults."""
+    return SHACConfig(num_envs, window, actor_learning_rate=learning_rate, critic_learning_rate=learning_rate,
+                      hidden=hidden)
+
+
+CARRIED = Carried(make_config, init, make_update, inference_params, policy)
+TRAINER = carried_trainer(CARRIED)

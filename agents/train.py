@@ -10,6 +10,12 @@ and resumed from its last checkpoint gives exactly the parameters of an uninterr
 Evaluation (`chaosgym.evaluation.batched_evaluation`) runs the deterministic policy for whole
 episodes from the held-out initial states of the Gymnasium evaluation protocol, so the scores
 equal that protocol's.
+
+The loop drives any agent whose update is a pure JAX function of `(params, opt_state)`: a `Core`.
+`ESTIMATOR` is the trainer of the estimator agents (full, truncated, modified, stopped, combined,
+es); `carried_trainer` makes that of an agent whose envs carry their trajectories from update to
+update (apg, shac, ahac) from its module's functions. `train` trains any agent of
+`chaosgym.agents.AGENTS`, SB3's included, through its trainer.
 """
 
 from __future__ import annotations
@@ -17,7 +23,9 @@ from __future__ import annotations
 import functools
 import pickle
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -26,10 +34,11 @@ import optax
 from tqdm.auto import tqdm
 
 import chaosgym
-from chaosgym.agents.announce import announce_compile
-from chaosgym.agents import apg, optimizer
 from chaosgym.agents import config as config_module
-from chaosgym.agents.config import SB3_AGENTS, TrainConfig, for_task, given
+from chaosgym.agents import optimizer
+from chaosgym.agents.announce import announce_compile
+from chaosgym.agents.config import TrainConfig, for_task, given
+from chaosgym.agents.registry import AGENTS
 from chaosgym.agents.run import CheckpointError, Run, next_timed_evaluation
 from chaosgym.evaluation import batched_evaluation, held_out_keys
 from chaosgym.gradients import EstimatorConfig, make_estimator
@@ -37,7 +46,8 @@ from chaosgym.policies import policy_functions
 from chaosgym.sharding import replicated, shard_batch
 from chaosgym.trace_cache import cached_jit, keyed_by_arguments
 
-__all__ = ["TrainConfig", "train", "evaluate_params", "load_checkpoint", "numpy_policy"]
+__all__ = ["TrainConfig", "train", "evaluate_params", "load_checkpoint", "numpy_policy", "Core", "Carried",
+           "GradientTrainer", "ESTIMATOR", "carried_trainer"]
 
 # typical seconds of a cold compile on a 2-core CPU (DESIGN.md's measurements), said while it runs
 UPDATE_COMPILE_S = {"ChaosAnt-v0": 200.0, None: 60.0}
@@ -90,39 +100,78 @@ def compiled_update(env, estimator: EstimatorConfig, batch_size: int, learning_r
     return optimizer, cached_jit(update, key)
 
 
+class Core(NamedTuple):
+    """An agent's update in the form the loop drives, for one config: pure functions, jitted."""
+
+    init: Callable  # key -> (params, opt_state)
+    update: Callable  # (params, opt_state, seed_key, index) -> (params, opt_state, diagnostics)
+    apply: Callable  # (params, obs) -> action: the deterministic policy that is evaluated
+    name: str  # what the policy's compiled evaluation goes by
+
+
+def estimator_core(config: TrainConfig) -> Core:
+    """An estimator agent: the policy network of `config.policy`, its gradient by `config.estimator`."""
+    env = make_env(config)
+    init_policy, apply = policy_of(env, config.policy)
+    optimizer_, update = compiled_update(env, config.estimator, config.batch_size, config.learning_rate,
+                                         config.policy)
+
+    def init(key):
+        params = init_policy(key, env.observation_size, env.action_size, config.hidden)
+        return params, optimizer_.init(params)
+
+    return Core(init, update, apply, config.policy)
+
+
+class Carried(NamedTuple):
+    """An agent whose envs each carry one long trajectory from update to update (apg, shac, ahac):
+    the functions of its module. `params` are what `policy` evaluates, `opt_state` its whole state."""
+
+    make_config: Callable  # (num_envs, window, learning_rate, hidden) -> the agent's own config
+    init: Callable  # (env, agent config, key) -> train state
+    make_update: Callable  # (env, agent config) -> pure (train state, key) -> (train state, metrics)
+    inference_params: Callable  # train state -> what `policy` evaluates
+    policy: Callable  # (params, obs) -> action
+
+    @property
+    def cache_key(self) -> str:
+        """What tells this agent's compiled programs apart (`chaosgym.trace_cache.argument_key`)."""
+        return self.make_config.__module__
+
+
 @functools.lru_cache(maxsize=None)
 @keyed_by_arguments
-def carried_trainer(env, agent: str, batch_size: int, horizon: int, learning_rate: float, hidden: tuple, *, key):
-    """apg or shac (`chaosgym.agents.apg.trainer`), its update jitted once per configuration."""
-    trainer = apg.trainer(env, agent, batch_size, horizon, learning_rate, hidden)
-    # traced once per configuration, then read back from the trace cache (warm starts skip tracing)
-    return trainer._replace(init=cached_jit(trainer.init, (key, "init")),
-                            update=cached_jit(trainer.update, (key, "update")))
+def carried_core(agent: Carried, env, batch_size: int, horizon: int, learning_rate: float, hidden: tuple,
+                 *, key) -> Core:
+    """`agent` on `env` with batch_size envs, windows of horizon steps; its init and update jitted once
+    per configuration, then read back from the trace cache (warm starts skip tracing)."""
+    config = agent.make_config(batch_size, horizon, learning_rate, hidden)
+    update = agent.make_update(env, config)
 
+    def init(key_):
+        state = agent.init(env, config, key_)
+        return agent.inference_params(state), state
 
-def trainer_of(config: TrainConfig):
-    return carried_trainer(make_env(config), config.agent, config.batch_size, config.estimator.horizon,
-                           config.learning_rate, config.hidden)
+    def update_(params, state, seed_key, index):
+        del params  # the state holds them
+        state, metrics = update(state, jax.random.fold_in(seed_key, index))
+        return agent.inference_params(state), state, metrics
 
-
-def apply_of(config: TrainConfig):
-    """`(params, obs) -> action` of the run's policy, and the name its compiled evaluation goes by."""
-    if config.agent in apg.CARRIED_AGENTS:
-        return trainer_of(config).policy, config.agent
-    return policy_of(make_env(config), config.policy)[1], config.policy
+    return Core(cached_jit(init, (key, "init")), cached_jit(update_, (key, "update")), agent.policy,
+                agent.cache_key)
 
 
 def evaluate_params(config: TrainConfig, params) -> dict[str, float]:
     """Mean return (`eval_score`; -inf if a policy action was non-finite) and reported objective."""
-    env = make_env(config)
-    evaluate = batched_evaluation(env, *apply_of(config))
+    core = config.spec.load().core(config)
+    evaluate = batched_evaluation(make_env(config), core.apply, core.name)
     score, objective = evaluate(params, held_out_keys(config.eval_seed, config.eval_episodes))
     return {"eval_score": float(score), "eval_objective": float(objective)}
 
 
 def numpy_policy(config: TrainConfig, params):
     """A numpy policy for the Gymnasium evaluation protocol: obs -> deterministic action."""
-    act = jax.jit(apply_of(config)[0])
+    act = jax.jit(config.spec.load().core(config).apply)
     return lambda obs: np.asarray(act(params, jnp.asarray(obs, jnp.float32)))
 
 
@@ -140,12 +189,8 @@ def decode_checkpoint(payload: bytes, config: TrainConfig) -> dict:
     if checkpoint["config"] != config.identity():
         differ = sorted(k for k, v in config.identity().items() if checkpoint["config"].get(k) != v)
         raise CheckpointError(f"it is a checkpoint of another config (differs in {differ})")
-    env = make_env(config)
-    if config.agent in apg.CARRIED_AGENTS:
-        expected = jax.eval_shape(lambda: trainer_of(config).init(jax.random.key(0))[0])
-    else:
-        expected = jax.eval_shape(lambda: policy_of(env, config.policy)[0](
-            jax.random.key(0), env.observation_size, env.action_size, config.hidden))
+    core = config.spec.load().core(config)
+    expected = jax.eval_shape(lambda: core.init(jax.random.key(0))[0])
     if jax.tree.map(np.shape, expected) != jax.tree.map(np.shape, checkpoint["params"]):
         raise CheckpointError("its parameters do not have the shapes of this config's policy")
     return checkpoint
@@ -159,19 +204,12 @@ def load_checkpoint(folder: Path | str) -> dict:
 
 # ---- the loop ---------------------------------------------------------------------------------
 
-def _start(run: Run, checkpoint: dict | None, config: TrainConfig, announce: bool) -> dict:
+def _start(run: Run, checkpoint: dict | None, config: TrainConfig, core: Core, announce: bool) -> dict:
     """Fresh progress (and a new run's files), or the checkpoint's (metrics.csv cut back to it)."""
     if checkpoint is not None:
         run.resume_at(lambda row: int(row["update"]) <= checkpoint["update"])
         return checkpoint
-    env = make_env(config)
-    if config.agent in apg.CARRIED_AGENTS:
-        params, opt_state = replicated(trainer_of(config).init(jax.random.key(config.seed)))
-    else:
-        init = policy_of(env, config.policy)[0]
-        params = replicated(init(jax.random.key(config.seed), env.observation_size, env.action_size, config.hidden))
-        optimizer, _ = compiled_update(env, config.estimator, config.batch_size, config.learning_rate, config.policy)
-        opt_state = optimizer.init(params)
+    params, opt_state = replicated(core.init(jax.random.key(config.seed)))
     # row 0: the untrained policy, where every learning curve starts
     with announce_compile(f"the evaluation of {config.agent} on {config.task}", typical_s=EVALUATION_COMPILE_S,
                           enabled=announce):
@@ -181,32 +219,65 @@ def _start(run: Run, checkpoint: dict | None, config: TrainConfig, announce: boo
             "wall_time": 0.0}
 
 
-def train(config: TrainConfig, out: Path | str, resume: bool = False, progress_bar: bool = True,
+class GradientTrainer:
+    """The `chaosgym.agents.registry.Trainer` of an agent whose update is a JAX function: `core`
+    gives it for a config; one loop trains it, checkpoints it and evaluates its policy."""
+
+    def __init__(self, core: Callable[[TrainConfig], Core]):
+        self.core = core
+
+    def validate(self, config: TrainConfig) -> None:
+        make_env(config).task.objective(config.estimator.objective)  # an unknown objective fails here
+
+    def flag_changes(self, changes: dict[str, Any]) -> dict[str, Any]:
+        return changes
+
+    def train(self, config: TrainConfig, out: Path | str, *, resume: bool = False, progress: bool = True,
+              time_budget: float | None = None, announce: bool | None = None) -> dict:
+        run, checkpoint = Run.open(out, config, resume, functools.partial(decode_checkpoint, config=config))
+        with run:
+            final = _train(run, config, self.core(config), checkpoint, progress, time_budget,
+                           progress if announce is None else announce)
+            last = run.evaluated_metrics()[-1]  # every run ends on an evaluation
+        return {**final, **{k: float(last[k]) for k in ("eval_score", "eval_objective")}}
+
+    def policy(self, run: Run) -> Callable:
+        checkpoint = run.load_checkpoint(lambda b: decode_checkpoint(b, run.config))
+        return numpy_policy(run.config, checkpoint["params"])
+
+
+ESTIMATOR = GradientTrainer(estimator_core)
+
+
+def carried_trainer(agent: Carried) -> GradientTrainer:
+    """The trainer of a carried-state agent: `batch_size` envs, windows of `estimator.horizon` steps,
+    actor (and critic) at `learning_rate`, the policy's `hidden` layers."""
+    return GradientTrainer(lambda config: carried_core(agent, make_env(config), config.batch_size,
+                                                       config.estimator.horizon, config.learning_rate,
+                                                       config.hidden))
+
+
+def train(config: TrainConfig, out: Path | str, resume: bool = False, progress: bool = True,
           time_budget: float | None = None, announce: bool | None = None) -> dict:
-    """Train for `config.updates` updates (in total, counting resumed ones); return final progress.
+    """Train `config`'s agent (any of `chaosgym.agents.AGENTS`) into the run folder `out`; return the
+    final progress, with the last evaluation's `eval_score` and `eval_objective`.
 
-    With `resume`, a run in `out` continues from its newest readable checkpoint (a larger
-    `updates` extends a finished run); without, `out` must be new or empty. With a `time_budget`
-    (seconds of training wall-clock), training also stops once that much time is spent, and
-    evaluates every tenth of it besides every `eval_every` updates. Long compiles are announced
-    (`announce`; by default when the progress bar is shown: `compare` announces under its own bar).
+    The budget is `config.updates` updates (SB3: `config.env_steps` env steps) in total, resumed
+    ones included. With `resume`, a run in `out` continues from its newest readable checkpoint (a
+    larger budget extends a finished run); without, `out` must be new or empty. With a
+    `time_budget` (seconds of training wall-clock), training also stops once that much time is
+    spent, and evaluates every tenth of it besides every `eval_every` updates. Long compiles are
+    announced (`announce`; by default when the progress bar is shown: `compare` announces under its
+    own bar).
     """
-    if config.is_sb3:
-        raise ValueError(f"{config.agent} is an SB3 agent: train it with chaosgym.agents.sb3.train_sb3")
-    run, checkpoint = Run.open(out, config, resume, functools.partial(decode_checkpoint, config=config))
-    with run:
-        return _train(run, config, checkpoint, progress_bar, time_budget,
-                      progress_bar if announce is None else announce)
+    return config.spec.load().train(config, out, resume=resume, progress=progress, time_budget=time_budget,
+                                    announce=announce)
 
 
-def _train(run: Run, config: TrainConfig, checkpoint: dict | None, progress_bar: bool,
+def _train(run: Run, config: TrainConfig, core: Core, checkpoint: dict | None, progress_bar: bool,
            time_budget: float | None, announce: bool) -> dict:
-    env = make_env(config)
-    progress = _start(run, checkpoint, config, announce=announce)
-    if config.agent in apg.CARRIED_AGENTS:
-        update = trainer_of(config).update
-    else:
-        _, update = compiled_update(env, config.estimator, config.batch_size, config.learning_rate, config.policy)
+    progress = _start(run, checkpoint, config, core, announce=announce)
+    update = core.update
     seed_key = jax.random.key(config.seed)
     # placed where the update puts its outputs, so that every update runs one compiled program
     params, opt_state = replicated((progress["params"], progress["opt_state"]))
@@ -255,29 +326,12 @@ def _train(run: Run, config: TrainConfig, checkpoint: dict | None, progress_bar:
 
 # ---- the `chaosgym train` command -------------------------------------------------------------
 
-# SB3's own names for the settings it shares with the gradient agents
-SB3_NAMES = ("learning_rate", "batch_size", "hidden")
-
-
 def add_arguments(parser) -> None:
     config_module.add_arguments(parser, required=("task", "agent"))
     parser.add_argument("--out", required=True, type=Path, help="output folder (config.json, metrics.csv, checkpoints)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out from its last checkpoint (flags given change its budget)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-
-
-def sb3_changes(agent: str, changes: dict) -> dict:
-    """The SB3 hyperparameter changes the flags ask for (checked as a gradient agent's would be)."""
-    TrainConfig(agent=agent, **{k: changes[k] for k in SB3_NAMES if k in changes})
-    sb3 = dict(changes.get("sb3", {}))
-    if "learning_rate" in changes:
-        sb3["learning_rate"] = changes["learning_rate"]
-    if "batch_size" in changes:
-        sb3["batch_size"] = changes["batch_size"]
-    if "hidden" in changes:
-        sb3["policy_kwargs"] = {"net_arch": list(changes["hidden"])}
-    return sb3
 
 
 def config_from_args(args) -> TrainConfig:
@@ -287,18 +341,12 @@ def config_from_args(args) -> TrainConfig:
     if args.resume and not Path(args.out).is_dir():
         raise ValueError(f"--resume: there is no run folder {args.out} (without --resume a new run starts there)")
     env = chaosgym.make(task, **changes.get("task_kwargs", {}))  # unknown or invalid options fail here, clearly
-    if agent in SB3_AGENTS:
-        if "env_steps" not in changes:
-            raise ValueError(f"{agent} needs --env-steps (its budget in simulated env steps)")
-        sb3 = sb3_changes(agent, changes)
-        changes = {k: v for k, v in changes.items() if k not in SB3_NAMES}
-        if sb3:
-            changes["sb3"] = sb3
-    config = _config(args, task, agent, changes)
-    if config.is_sb3:
-        from chaosgym.agents.sb3 import hyperparameters
-
-        hyperparameters(config)  # refuses a hyperparameter SB3 would reject or misread
+    spec = AGENTS[agent]
+    if spec.budget == "env_steps" and "env_steps" not in changes:
+        raise ValueError(f"{agent} needs --env-steps (its budget in simulated env steps)")
+    trainer = spec.load()
+    config = _config(args, task, agent, trainer.flag_changes(changes))
+    trainer.validate(config)  # refuses a setting the agent would reject or misread
     state = jax.eval_shape(env.reset, jax.random.key(0))
     config_module.check_memory(config, env.observation_size, env.action_size,
                                sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state)))
@@ -310,28 +358,17 @@ def _config(args, task: str, agent: str, changes: dict) -> TrainConfig:
     if saved is not None:  # a resumed run keeps its settings; the flags given change them
         if (saved.task, saved.agent) != (task, agent):
             raise ValueError(f"cannot resume {args.out}: it is a run of {saved.agent} on {saved.task}")
-        if "env_steps" in changes and "updates" not in changes and not saved.is_sb3:
+        if "env_steps" in changes and "updates" not in changes and saved.spec.budget == "updates":
             changes["updates"] = max(1, changes["env_steps"] // saved.steps_per_update())
         return config_module.with_changes(saved, changes)
-    config = for_task(task, agent, **changes)
-    if not config.is_sb3:
-        make_env(config).task.objective(config.estimator.objective)  # an unknown objective fails here
-    return config
+    return for_task(task, agent, **changes)
 
 
 def run(args) -> int:
     config = config_from_args(args)
-    progress = not args.no_progress
-    if config.is_sb3:
-        from chaosgym.agents.sb3 import train_sb3
-
-        final = train_sb3(config, args.out, resume=args.resume, progress=progress)
-        print(f"{config.agent} on {config.task}: {final['env_steps']:,} env steps, held-out score "
-              f"{final['eval_score']:.4g}, objective {final['eval_objective']:.4g}; results in {args.out}")
-        return 0
-    result = train(config, args.out, resume=args.resume, progress_bar=progress)
-    final = evaluate_params(config, result["params"])
-    print(f"{config.agent} on {config.task}: {result['update']} updates, {result['env_steps']:,} env steps, "
-          f"held-out score {final['eval_score']:.4g}, objective {final['eval_objective']:.4g}, "
-          f"skipped {result['skipped_updates']}; results in {args.out}")
+    final = train(config, args.out, resume=args.resume, progress=not args.no_progress)
+    updates = f"{final['update']} updates, " if "update" in final else ""
+    skipped = f", skipped {final['skipped_updates']}" if "skipped_updates" in final else ""
+    print(f"{config.agent} on {config.task}: {updates}{final['env_steps']:,} env steps, held-out score "
+          f"{final['eval_score']:.4g}, objective {final['eval_objective']:.4g}{skipped}; results in {args.out}")
     return 0

@@ -103,7 +103,7 @@ def test_train_help_shows_the_presets_values_and_no_default_beside_a_required_fl
         main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "--task TASK task id --task-kwargs" in text  # no "(default: ChaosCartPole-v0)"
-    assert "--agent {" in text and "gradient estimator or SB3 baseline --policy" in text
+    assert "--agent {" in text and "gradient estimator, carried-state agent or SB3 baseline (chaosgym.agents.AGENTS) --policy" in text
     assert "(default: the task's preset: 50 on ChaosAnt-v0, 100 on ChaosCartPole-v0" in text
 
 

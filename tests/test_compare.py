@@ -151,7 +151,7 @@ def test_the_quick_preset_is_a_budget_of_env_steps_so_its_table_does_not_depend_
     updates = {}
     for agent in quick.agents.split(","):
         config = compare.run_config(quick.tasks, {}, agent, 0, quick.steps_budget(), {})
-        updates[agent] = config.updates if not config.is_sb3 else config.env_steps
+        updates[agent] = config.updates if config.spec.budget == "updates" else config.env_steps
     assert updates == {"apg": 195, "shac": 195, "full": 62, "ppo": 100_000}
 
 

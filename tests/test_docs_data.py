@@ -57,7 +57,7 @@ def expected_cell(column: str, name: str, agent: str, results: list[dict]) -> st
         return f"{steps:,.0f}"
     if column == "updates":
         config = compare.run_config(TASKS[name], {}, agent, 0, 10**6, {})
-        return "—" if config.is_sb3 else f"{steps / config.steps_per_update():.0f}"
+        return "—" if config.spec.budget == "env_steps" else f"{steps / config.steps_per_update():.0f}"
     if column == "score at step 0":
         return " / ".join(dict.fromkeys(f"{float(c[0]['eval_score']):.0f}" for c in curves.values()))
     match = re.fullmatch(r"(env steps|training s) to (\d+)", column)

@@ -164,7 +164,7 @@ def test_train_flags_are_unchanged(capsys):
     assert helps["--truncation"].endswith("(default: the task's preset: 10 on ChaosAnt-v0, 20 on ChaosCartPole-v0, "
                                           "20 on ChaosDoublePendulum-v0)")
     # a required flag shows no default beside it
-    assert helps["--task"] == "task id" and helps["--agent"] == "gradient estimator or SB3 baseline"
+    assert helps["--task"] == "task id" and helps["--agent"] == "gradient estimator, carried-state agent or SB3 baseline (chaosgym.agents.AGENTS)"
     assert helps["--es-pairs"].endswith("(default: 16)") and helps["--objective"].endswith("(default: return)")
     assert helps["--task-kwargs"] == "task options, e.g. num_poles=3"  # an empty default is not shown
     args = parser.parse_args(["--task", "ChaosAnt-v0", "--agent", "es", "--out", "x", "--es-pairs", "4"])

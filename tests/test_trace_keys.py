@@ -6,7 +6,8 @@ import inspect
 import pytest
 
 import chaosgym
-from chaosgym.agents.train import carried_trainer, compiled_update
+from chaosgym.agents import apg, shac
+from chaosgym.agents.train import carried_core, compiled_update
 from chaosgym.gradients import EstimatorConfig
 from chaosgym.trace_cache import UNCACHED, argument_key, keyed_by_arguments
 
@@ -32,12 +33,18 @@ def test_an_env_argument_is_keyed_by_its_task_options_and_model(cartpole):
     assert argument_key(lambda x: x) == UNCACHED  # not chaosgym's code: never stored
 
 
+# the module functions of two carried-state agents (`chaosgym.agents.train.Carried`)
+CARRIED = {"apg": apg.CARRIED, "shac": shac.CARRIED}
+
+
 def changed(value):
     """Another value of the same kind as `value`."""
     if isinstance(value, EstimatorConfig):
         return dataclasses.replace(value, horizon=value.horizon + 1)
     if isinstance(value, str):
-        return {"tanh": "paper", "apg": "shac"}[value]
+        return {"tanh": "paper"}[value]
+    if value is CARRIED["apg"]:
+        return CARRIED["shac"]
     if isinstance(value, tuple):
         return value + (4,)
     return value * 2
@@ -46,8 +53,8 @@ def changed(value):
 @pytest.mark.parametrize("build, arguments", [
     (compiled_update, {"estimator": EstimatorConfig("full", horizon=5), "batch_size": 4, "learning_rate": 1e-2,
                        "policy": "tanh"}),
-    (carried_trainer, {"agent": "apg", "batch_size": 4, "horizon": 5, "learning_rate": 1e-2, "hidden": (8,)}),
-], ids=["compiled_update", "carried_trainer"])
+    (carried_core, {"agent": CARRIED["apg"], "batch_size": 4, "horizon": 5, "learning_rate": 1e-2, "hidden": (8,)}),
+], ids=["compiled_update", "carried_core"])
 def test_changing_any_argument_of_a_training_factory_changes_its_key(build, arguments, cartpole):
     """Every parameter of the factory is changed in turn (a parameter added later must be too)."""
     keys = lambda built: {built[1].key} if build is compiled_update else {built.init.key, built.update.key}

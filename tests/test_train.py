@@ -36,7 +36,7 @@ def test_training_the_one_pole_cart_pole_raises_the_held_out_return(tmp_path):
     # APG through `train`: plain BPTT over the paper's chaotic 100-step cart pole gains only ~5 in
     # 60 updates (-3.6 -> 1.9 measured), short carried windows swing the pole up
     config = for_task("ChaosCartPole-v0", "apg", updates=30, batch_size=32, learning_rate=1e-3, eval_every=10)
-    train(config, tmp_path, progress_bar=False)
+    train(config, tmp_path, progress=False)
     rows = [r for r in read_metrics(tmp_path) if r["eval_score"]]
     first, last = float(rows[0]["eval_score"]), float(rows[-1]["eval_score"])
     assert last > first + 50, (first, last)  # returns lie in [-100, 100]: the pole's mean cosine
@@ -45,13 +45,13 @@ def test_training_the_one_pole_cart_pole_raises_the_held_out_return(tmp_path):
 
 def test_resumed_run_gives_the_parameters_of_an_uninterrupted_one(tmp_path):
     config = dataclasses.replace(SMALL, updates=9)
-    train(config, tmp_path / "whole", progress_bar=False)
-    train(dataclasses.replace(config, updates=6), tmp_path / "split", progress_bar=False)
+    train(config, tmp_path / "whole", progress=False)
+    train(dataclasses.replace(config, updates=6), tmp_path / "split", progress=False)
     assert load_checkpoint(tmp_path / "split")["update"] == 6
     # a crash after the checkpoint: rows of updates 7 and 8 were written, their parameters lost
     with open(tmp_path / "split" / "metrics.csv", "a") as f:
         f.write("7,0,0,0,,,0,0,,\n8,0,0,0,,,0,0,,\n")
-    train(config, tmp_path / "split", resume=True, progress_bar=False)  # a larger budget extends it
+    train(config, tmp_path / "split", resume=True, progress=False)  # a larger budget extends it
     whole, split = load_checkpoint(tmp_path / "whole"), load_checkpoint(tmp_path / "split")
     for a, b in zip(jax.tree.leaves(whole["params"]), jax.tree.leaves(split["params"])):
         np.testing.assert_array_equal(a, b)
@@ -62,16 +62,16 @@ def test_resumed_run_gives_the_parameters_of_an_uninterrupted_one(tmp_path):
 
 def test_run_folders_are_protected(tmp_path):
     run = tmp_path / "run"
-    train(SMALL, run, progress_bar=False)
+    train(SMALL, run, progress=False)
     with pytest.raises(FileExistsError, match="already holds a run"):
-        train(SMALL, run, progress_bar=False)
+        train(SMALL, run, progress=False)
     with pytest.raises(ValueError, match="learning_rate"):
-        train(dataclasses.replace(SMALL, learning_rate=0.5), run, resume=True, progress_bar=False)
+        train(dataclasses.replace(SMALL, learning_rate=0.5), run, resume=True, progress=False)
     other = tmp_path / "other"
     other.mkdir()
     (other / "notes.txt").write_text("mine")
     with pytest.raises(FileExistsError, match="notes.txt"):
-        train(SMALL, other, progress_bar=False)
+        train(SMALL, other, progress=False)
     assert [p.name for p in other.iterdir()] == ["notes.txt"]  # nothing written there
 
     # two writers: the second is refused while the first holds the lock
@@ -83,7 +83,7 @@ def test_run_folders_are_protected(tmp_path):
 
 def test_a_corrupt_checkpoint_falls_back_to_the_previous_one_or_fails_naming_it(tmp_path):
     run = tmp_path / "run"
-    train(SMALL, run, progress_bar=False)
+    train(SMALL, run, progress=False)
     newest = run / "checkpoint.pkl"
     newest.write_bytes(newest.read_bytes()[:50])  # truncated, as by a full disk
     with pytest.warns(UserWarning, match="checkpoint.pkl"):
@@ -91,16 +91,16 @@ def test_a_corrupt_checkpoint_falls_back_to_the_previous_one_or_fails_naming_it(
     (run / "checkpoint.prev.pkl").write_bytes(b"garbage")
     before = {p.name: p.read_bytes() for p in run.iterdir()}
     with pytest.raises(CheckpointError, match="checkpoint.pkl.*checkpoint.prev.pkl"):
-        train(dataclasses.replace(SMALL, updates=9), run, resume=True, progress_bar=False)
+        train(dataclasses.replace(SMALL, updates=9), run, resume=True, progress=False)
     assert {p.name: p.read_bytes() for p in run.iterdir()} == before  # nothing changed
 
 
 def test_a_checkpoint_of_another_config_is_refused(tmp_path):
     run = tmp_path / "run"
-    train(SMALL, run, progress_bar=False)
+    train(SMALL, run, progress=False)
     saved = (run / "checkpoint.pkl").read_bytes()
     other = tmp_path / "other"
-    train(dataclasses.replace(SMALL, seed=1), other, progress_bar=False)
+    train(dataclasses.replace(SMALL, seed=1), other, progress=False)
     (other / "checkpoint.pkl").write_bytes(saved)
     (other / "checkpoint.prev.pkl").unlink()
     with pytest.raises(CheckpointError, match="another config.*seed"):
@@ -189,7 +189,7 @@ def test_a_wall_clock_budget_evaluates_every_tenth_of_itself(tmp_path, monkeypat
     saved = []
     real_save = Run.save_checkpoint
     monkeypatch.setattr(Run, "save_checkpoint", lambda self, payload: (saved.append(1), real_save(self, payload)))
-    progress = train(config, tmp_path / "run", progress_bar=False, time_budget=1.5)
+    progress = train(config, tmp_path / "run", progress=False, time_budget=1.5)
     evaluated = Run(tmp_path / "run").evaluated_metrics()
     assert 1.5 <= progress["wall_time"] < 10 and progress["update"] < config.updates
     # before: the start and the last update only; now the start, each tenth, the end
@@ -197,7 +197,7 @@ def test_a_wall_clock_budget_evaluates_every_tenth_of_itself(tmp_path, monkeypat
     # each of those evaluations is a checkpoint too, and a finished run opened again trains no more
     assert len(saved) == len(evaluated) - 1  # all but the start's
     assert load_checkpoint(tmp_path / "run")["update"] == progress["update"]
-    again = train(config, tmp_path / "run", resume=True, progress_bar=False, time_budget=1.5)
+    again = train(config, tmp_path / "run", resume=True, progress=False, time_budget=1.5)
     assert again["update"] == progress["update"] and len(Run(tmp_path / "run").metrics()) == progress["update"] + 1
 
 
