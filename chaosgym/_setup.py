@@ -1,23 +1,28 @@
-"""Process-wide defaults applied on `import chaosgym`, before MuJoCo is imported.
+"""Process-wide defaults applied on `import chaosgym`, before JAX and MuJoCo are imported.
+
+This module imports neither (`import chaosgym` stays fast): both read what is set here from the
+environment when they are first imported.
 
 * Headless rendering: with no display and no `MUJOCO_GL` set, MuJoCo renders through EGL (or
   OSMesa) where that library is installed.
 * JAX's persistent compilation cache is on by default in `~/.cache/chaosgym/jax` (XLA compiles
   MJX gradients for a minute or more on CPU; the cache makes the second start fast). Override the
   folder with `CHAOSGYM_CACHE_DIR`, or turn the cache off with `CHAOSGYM_COMPILATION_CACHE=0`.
-  A cache folder the user already gave JAX is left alone. `$XDG_CACHE_HOME/chaosgym/jax` where
+  It is given to JAX as the variables `JAX_COMPILATION_CACHE_DIR`,
+  `JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS` (0.5) and `JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES`
+  (0), or through `jax.config` where JAX was imported first. A cache folder the user already gave
+  JAX (that variable, or `jax.config` before `import chaosgym`) is left alone. `$XDG_CACHE_HOME/chaosgym/jax` where
   that is set; with no home folder at all (no HOME, no passwd entry) the cache is off.
 * XLA's C++ log is limited to fatal messages (`TF_CPP_MIN_LOG_LEVEL=3`, unless the user set it):
   on a small CPU its "slow_operation_alarm ... Very slow compile? If you want to file a bug" error
   fires on ordinary MJX compiles, which chaosgym announces itself (`chaosgym.agents.announce`);
   real failures still reach Python as exceptions.
-* MJX is imported once with its notice about the optional Warp backend held back ("Failed to
-  import warp"): it is printed to stdout on every import and would land in piped tables and CSVs.
+* MJX's notice about its optional Warp backend is held back where chaosgym imports MJX
+  (`chaosgym._mjx`).
 """
 
-import contextlib
-import io
 import os
+import sys
 from pathlib import Path
 
 
@@ -35,7 +40,9 @@ if "MUJOCO_GL" not in os.environ and not os.environ.get("DISPLAY") and (_gl := _
 # before jax is imported: jax itself sets a default of 1, which shows the slow-compile alarm
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import jax  # noqa: E402
+# The folder chaosgym itself gave JAX, passed to child processes beside JAX's variable: a child
+# tells it from a folder the user gave JAX, and applies its own CHAOSGYM_* settings instead.
+_CHOSEN = "_CHAOSGYM_JAX_COMPILATION_CACHE_DIR"
 
 
 def compilation_cache_dir() -> Path | None:
@@ -56,25 +63,26 @@ def compilation_cache_dir() -> Path | None:
 
 
 def _enable_compilation_cache() -> None:
+    inherited = os.environ.pop(_CHOSEN, None)
+    jax = sys.modules.get("jax")  # imported before chaosgym: it has read the variables already
+    current = jax.config.jax_compilation_cache_dir if jax else os.environ.get("JAX_COMPILATION_CACHE_DIR")
+    if current and current != inherited:
+        return  # the user's folder
     folder = compilation_cache_dir()
-    if folder is None or jax.config.jax_compilation_cache_dir:
+    if folder is None:
+        os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
+        if jax and current:
+            jax.config.update("jax_compilation_cache_dir", None)
         return
-    jax.config.update("jax_compilation_cache_dir", str(folder))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    os.environ.update({"JAX_COMPILATION_CACHE_DIR": str(folder), _CHOSEN: str(folder)})
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+    if jax:
+        jax.config.update("jax_compilation_cache_dir", str(folder))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                          float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes",
+                          int(os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"]))
 
 
 _enable_compilation_cache()
-
-
-def _import_mjx_quietly() -> None:
-    captured = io.StringIO()
-    with contextlib.redirect_stdout(captured):
-        from mujoco import mjx  # noqa: F401
-    other = [line for line in captured.getvalue().splitlines()
-             if not line.startswith(("Failed to import warp", "Failed to import mujoco_warp"))]
-    if other:
-        print("\n".join(other))
-
-
-_import_mjx_quietly()

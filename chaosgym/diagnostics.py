@@ -29,9 +29,9 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 import numpy as np
-from mujoco import mjx
 from tqdm.auto import tqdm
 
+from chaosgym._mjx import mjx
 from chaosgym.gradients import ESTIMATORS, EstimatorConfig, combine, es_gradient, highest_precision
 from chaosgym.env import Env, State
 from chaosgym.rollout import Policy, rollout

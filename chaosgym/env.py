@@ -17,8 +17,8 @@ import jax
 import jax.numpy as jnp
 import mujoco
 import numpy as np
-from mujoco import mjx
 
+from chaosgym._mjx import mjx
 from chaosgym.arrays import array_namespace
 from chaosgym.sharding import uncommitted
 from chaosgym.trace_cache import UNCACHED, cached_jit, object_key

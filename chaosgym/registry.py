@@ -1,16 +1,20 @@
-"""Task ids, `register`, `make`: a task is registered once, here and with Gymnasium."""
+"""Task ids, `register`, `make`: a task is registered once, here and with Gymnasium.
+
+Importing this module imports the built-in tasks (`chaosgym.tasks`), and with them JAX and MJX; the
+ids alone, and their presets, are known without either (`chaosgym.task_ids`).
+"""
 
 from __future__ import annotations
 
 import functools
 import inspect
 
-import gymnasium
 import jax
 import numpy as np
 
 from chaosgym.env import Env, Task, check_episode_length
 from chaosgym.presets import PRESETS, Presets
+from chaosgym.task_ids import parse_task_kwargs, register_with_gymnasium  # noqa: F401  (parse_task_kwargs re-exported)
 
 TASKS: dict[str, type[Task]] = {}  # filled by `register`
 
@@ -26,14 +30,7 @@ def register(env_id: str, task_class: type[Task], presets: Presets | None = None
         raise ValueError(f"task id {env_id!r} is already registered to {TASKS[env_id].__name__}")
     TASKS[env_id] = task_class
     PRESETS[env_id] = presets or Presets()
-    if env_id not in gymnasium.registry:
-        gymnasium.register(
-            env_id,
-            entry_point="chaosgym.gym_adapters:ChaosEnv",
-            vector_entry_point="chaosgym.gym_adapters:ChaosVectorEnv",
-            max_episode_steps=task_class.episode_length,
-            kwargs={"env_id": env_id},
-        )
+    register_with_gymnasium(env_id, task_class.episode_length)
 
 
 def task_options(env_id: str) -> dict[str, object]:
@@ -76,17 +73,5 @@ def make(env_id: str, episode_length: int | None = None, **kwargs) -> Env:
     return _cached_env(env_id, tuple(sorted(kwargs.items())), episode_length, dtype)
 
 
-def parse_task_kwargs(text: str | None) -> dict:
-    """`"num_poles=3,foo=1.5"` -> `{"num_poles": 3, "foo": 1.5}` (values are Python literals)."""
-    import ast
-
-    kwargs = {}
-    for item in filter(None, (text or "").split(",")):
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip():
-            raise ValueError(f"malformed --task-kwargs item {item!r}; expected NAME=VALUE[,NAME=VALUE...]")
-        try:
-            kwargs[name.strip()] = ast.literal_eval(value.strip())
-        except (ValueError, SyntaxError):
-            kwargs[name.strip()] = value.strip()
-    return kwargs
+# last: the tasks register themselves with `register` above
+from chaosgym import tasks  # noqa: E402,F401
