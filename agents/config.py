@@ -60,7 +60,8 @@ class TrainConfig:
     eval_seed: int = field(default=EVAL_SEED, metadata=_help("evaluation episode i starts from reset(seed=eval_seed + i)"))
     checkpoint_every: int = field(default=10, metadata=_help("updates between checkpoints"))
     sb3: dict = field(default_factory=dict, metadata=_help(
-        "changes to the SB3 agent's hyperparameters (chaosgym.presets), e.g. n_steps=256,gamma=0.98"))
+        "changes to the SB3 agent's hyperparameters (chaosgym.agents.sb3.SB3_DEFAULTS with the task's "
+        "presets), e.g. n_steps=256,gamma=0.98"))
     estimator: EstimatorConfig = field(default_factory=EstimatorConfig, metadata=_help("gradient estimator"))
 
     def __post_init__(self):
@@ -182,7 +183,7 @@ def add_arguments(parser: argparse.ArgumentParser, skip: tuple[str, ...] = (),
                   required: tuple[str, ...] = ()) -> None:
     """The flags of `TrainConfig` (`chaosgym.flags.add_arguments`), each preset's values in its help."""
     flags.add_arguments(parser, TrainConfig, skip, required, default_texts={
-        "learning_rate": _preset_text("learning_rate", "SB3 agents: their own (chaosgym.presets)"),
+        "learning_rate": _preset_text("learning_rate", "SB3 agents: their own (chaosgym.agents.sb3.SB3_DEFAULTS)"),
         "estimator.horizon": _preset_text("horizon", f"{CARRIED_WINDOW} for "
                                           + " and ".join(a.name for a in AGENTS.values() if a.carries_state)),
         "estimator.truncation": _preset_text("truncation")})

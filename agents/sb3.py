@@ -11,7 +11,7 @@ same config.json schema, metrics.csv columns and checkpoint rules as the gradien
   continuation (see `continuation`), with the progress and the resolved hyperparameters, at every
   evaluation and at the end. A resumed run continues bit for bit as the uninterrupted one would.
 
-Hyperparameters: the agent's defaults with the task's presets (`chaosgym.presets`), then the run's
+Hyperparameters: the agent's defaults (`SB3_DEFAULTS`) with the task's presets (`chaosgym.presets`), then the run's
 `config.sb3` changes. `wall_time` counts training only: compilation of the env, evaluation and
 checkpoints are left out.
 
@@ -50,10 +50,32 @@ from chaosgym.agents.config import TrainConfig
 from chaosgym.agents.run import CheckpointError, Run, next_timed_evaluation
 from chaosgym.agents.sb3_vec_env import ChaosSB3VecEnv
 from chaosgym.evaluation import evaluate
-from chaosgym.presets import SB3_DEFAULTS, sb3_hyperparameters
+from chaosgym.presets import presets
 
 ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "sac": SAC, "td3": TD3}
 ENV_COMPILE_S = 15.0  # typical seconds to compile a task's batched reset and step on a 2-core CPU
+
+# SB3 hyperparameters as plain data, in the spirit of rl-zoo's files. `num_envs`, `normalize`
+# (VecNormalize of observations and rewards) and `action_noise` (std of TD3's Gaussian exploration
+# noise) are chaosgym's; every other key goes to the SB3 class.
+SB3_DEFAULTS: dict[str, dict[str, Any]] = {
+    # SB3's MuJoCo defaults (2048 steps per rollout), spread over 16 batched environments
+    "ppo": {"num_envs": 16, "normalize": True, "n_steps": 128, "batch_size": 64, "n_epochs": 10,
+            "learning_rate": 3e-4, "gamma": 0.99, "gae_lambda": 0.95, "clip_range": 0.2, "ent_coef": 0.0},
+    "sac": {"num_envs": 1, "normalize": False, "learning_starts": 10_000, "buffer_size": 1_000_000,
+            "batch_size": 256, "learning_rate": 3e-4, "gamma": 0.99, "tau": 0.005,
+            "train_freq": 1, "gradient_steps": 1, "policy_kwargs": {"net_arch": [256, 256]}},
+    "td3": {"num_envs": 1, "normalize": False, "learning_starts": 10_000, "buffer_size": 1_000_000,
+            "batch_size": 256, "learning_rate": 1e-3, "gamma": 0.99, "action_noise": 0.1,
+            "train_freq": 1, "gradient_steps": 1, "policy_kwargs": {"net_arch": [400, 300]}},
+}
+
+
+def sb3_hyperparameters(env_id: str, agent: str) -> dict[str, Any]:
+    """An SB3 agent's defaults with the task's changes."""
+    if agent not in SB3_DEFAULTS:
+        raise ValueError(f"unknown SB3 agent {agent!r}; valid: {', '.join(SB3_DEFAULTS)}")
+    return {**SB3_DEFAULTS[agent], **presets(env_id).sb3.get(agent, {})}
 
 
 def _integer(least: int):

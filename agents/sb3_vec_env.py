@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvStepReturn
 
-from chaosgym.gym_adapters import (SceneRenderer, SeedStreams, _spaces, check_actions, check_batch_fits,
+from chaosgym.gym_adapters import (SceneRenderer, SeedStreams, spaces_of, check_actions, check_batch_fits,
                                    vector_functions)
 from chaosgym.registry import make
 
@@ -62,7 +62,7 @@ class ChaosSB3VecEnv(VecEnv):
         self.spec = dataclasses.replace(gymnasium.spec(env_id), max_episode_steps=self.env.episode_length,
                                         kwargs={"env_id": env_id, "backend": "mjx", **task_kwargs})
         self.render_mode = render_mode
-        observation_space, action_space = _spaces(self.env)
+        observation_space, action_space = spaces_of(self.env)
         super().__init__(int(num_envs), observation_space, action_space)
         self.metadata = {**self.metadata, "render_fps": int(round(1.0 / self.env.dt))}
         self._fns = vector_functions(self.env, self.num_envs)

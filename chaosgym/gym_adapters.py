@@ -184,7 +184,8 @@ def parse_autoreset_mode(mode: str | AutoresetMode) -> AutoresetMode:
     raise ValueError(f"autoreset_mode must be one of {valid} (or a gymnasium.vector.AutoresetMode), got {mode!r}")
 
 
-def _spaces(env: Env) -> tuple[spaces.Box, spaces.Box]:
+def spaces_of(env: Env) -> tuple[spaces.Box, spaces.Box]:
+    """The Gymnasium observation and action spaces of one env of `env` (actions in [-1, 1])."""
     observation = spaces.Box(-np.inf, np.inf, (env.observation_size,), np.float32)
     action = spaces.Box(-1.0, 1.0, (env.action_size,), np.float32)
     return observation, action
@@ -265,7 +266,7 @@ class ChaosEnv(gymnasium.Env):
         self._engine = MujocoBackend(self.env) if backend == "mujoco" else None
         self.render_mode = render_mode
         self.metadata = {**self.metadata, "render_fps": int(round(1.0 / self.env.dt))}
-        self.observation_space, self.action_space = _spaces(self.env)
+        self.observation_space, self.action_space = spaces_of(self.env)
         self._state: State | None = None
         self._needs_reset = True
         self.closed = False  # as a Gymnasium VectorEnv says it
@@ -499,7 +500,7 @@ class ChaosVectorEnv(gymnasium.vector.VectorEnv):
         check_batch_fits(self.env, int(num_envs))
         self.num_envs = int(num_envs)
         self.metadata = {"autoreset_mode": self.autoreset_mode, "render_modes": []}
-        self.single_observation_space, self.single_action_space = _spaces(self.env)
+        self.single_observation_space, self.single_action_space = spaces_of(self.env)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self._fns = vector_functions(self.env, self.num_envs)

@@ -21,24 +21,9 @@ class Presets:
     horizon: int = 100  # rollout length of the gradient agents
     truncation: int = 20  # window K of the `truncated` agent
     threshold: float = 0.0  # evaluation score (episode return) that counts as solved
-    # per SB3 agent ("ppo", "sac", "td3"), changes to `SB3_DEFAULTS[agent]`
+    # per SB3 agent ("ppo", "sac", "td3"), changes to its defaults (`chaosgym.agents.sb3.SB3_DEFAULTS`)
     sb3: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-
-# SB3 hyperparameters as plain data, in the spirit of rl-zoo's files. `num_envs`, `normalize`
-# (VecNormalize of observations and rewards) and `action_noise` (std of TD3's Gaussian exploration
-# noise) are chaosgym's; every other key goes to the SB3 class.
-SB3_DEFAULTS: dict[str, dict[str, Any]] = {
-    # SB3's MuJoCo defaults (2048 steps per rollout), spread over 16 batched environments
-    "ppo": {"num_envs": 16, "normalize": True, "n_steps": 128, "batch_size": 64, "n_epochs": 10,
-            "learning_rate": 3e-4, "gamma": 0.99, "gae_lambda": 0.95, "clip_range": 0.2, "ent_coef": 0.0},
-    "sac": {"num_envs": 1, "normalize": False, "learning_starts": 10_000, "buffer_size": 1_000_000,
-            "batch_size": 256, "learning_rate": 3e-4, "gamma": 0.99, "tau": 0.005,
-            "train_freq": 1, "gradient_steps": 1, "policy_kwargs": {"net_arch": [256, 256]}},
-    "td3": {"num_envs": 1, "normalize": False, "learning_starts": 10_000, "buffer_size": 1_000_000,
-            "batch_size": 256, "learning_rate": 1e-3, "gamma": 0.99, "action_noise": 0.1,
-            "train_freq": 1, "gradient_steps": 1, "policy_kwargs": {"net_arch": [400, 300]}},
-}
 
 CARTPOLE = Presets(
     learning_rate=3e-3, horizon=100, truncation=20, threshold=50.0,
@@ -56,10 +41,3 @@ PRESETS: dict[str, Presets] = {}  # filled by chaosgym.register
 def presets(env_id: str) -> Presets:
     """The presets a task was registered with (the defaults for a task registered without)."""
     return PRESETS.get(env_id, Presets())
-
-
-def sb3_hyperparameters(env_id: str, agent: str) -> dict[str, Any]:
-    """An SB3 agent's defaults with the task's changes."""
-    if agent not in SB3_DEFAULTS:
-        raise ValueError(f"unknown SB3 agent {agent!r}; valid: {', '.join(SB3_DEFAULTS)}")
-    return {**SB3_DEFAULTS[agent], **presets(env_id).sb3.get(agent, {})}
