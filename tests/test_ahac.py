@@ -1,0 +1,226 @@
+"""AHAC: its critic targets and horizon rule against hand computations, determinism, a checkpoint
+round trip through `train`, and that it learns the 1-pole cart pole."""
+
+import dataclasses
+import pickle
+from typing import NamedTuple
+
+import jax
+import jax.extend
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import chaosgym
+from chaosgym.agents import ahac, apg
+from chaosgym.agents.config import for_task
+from chaosgym.agents.train import load_checkpoint, train
+from chaosgym.evaluation import batched_evaluation, held_out_keys
+
+# ---- pure pieces (fast) ---------------------------------------------------------------------------
+
+# one env, 7 steps: a termination at step 1, a horizon cut at step 3, a time-limit cut at step 4,
+# then the window's end; the pieces are steps [0, 1], [2, 3], [4], [5, 6]
+REWARDS = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]
+TERMINATED, TRUNCATED, CUTS = [0, 1, 0, 0, 0, 0, 0], [0, 0, 0, 0, 1, 0, 0], [0, 0, 0, 1, 0, 0, 0]
+NEXT_VALUES = np.array([10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0])  # V(s_{t+1})
+ENDS = [1, 1, 3, 3, 4, 6, 6]  # the last step of the piece each step belongs to
+G = 0.9
+
+
+def _window():
+    rewards = jnp.asarray(REWARDS, jnp.float32)[:, None]
+    flag = lambda x: jnp.asarray(x, bool)[:, None]
+    obs = jnp.zeros(rewards.shape + (1,))
+    return apg.Window(obs, rewards, flag(TERMINATED), flag(TRUNCATED), obs), flag(CUTS)
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.5, 1.0])
+def test_critic_targets_close_pieces_at_horizon_cuts(lam):
+    window, cuts = _window()
+    b = np.where(TERMINATED, 0.0, NEXT_VALUES)
+    targets = np.asarray(ahac.critic_targets(window, cuts, jnp.asarray(b)[:, None], G, lam))[:, 0]
+
+    def n_step(t, n):  # the n-step return from t, bootstrapped at its last step
+        return sum(G**i * REWARDS[t + i] for i in range(n)) + G**n * b[t + n - 1]
+
+    for t in range(len(REWARDS)):
+        horizon = ENDS[t] - t + 1
+        returns = [n_step(t, n) for n in range(1, horizon + 1)]
+        expected = sum((1 - lam) * lam**(n - 1) * returns[n - 1] for n in range(1, horizon)) \
+            + lam**(horizon - 1) * returns[-1]
+        assert targets[t] == pytest.approx(expected, rel=1e-5), t
+    # the actor's objective closes the same pieces, each with gamma^(k+1) V(s_{k+1}) at its end k
+    expected = (1 + G * 2) + (3 + G * 4 + G**2 * 40) + (5 + G * 50) + (6 + G * 7 + G**2 * 70)
+    objective = ahac.actor_objective(ahac.with_cuts(window, cuts), jnp.asarray(b)[:, None], G)
+    assert float(objective) == pytest.approx(expected, rel=1e-6)
+
+
+def _published_horizon(horizon, stiffness_windows, config):
+    """The horizon rule as the published AHAC (DiffRL's ahac.py) runs it, transliterated: a dual
+    vector as long as the rollout, refilled with its first entry at each new horizon."""
+    C, lr = config.contact_threshold, config.dual_learning_rate
+    dual = np.zeros(config.min_window)
+    history = []
+    for stiffnesses in stiffness_windows:
+        dual = np.repeat(dual[0], round(horizon))  # init_buffers
+        cfs = stiffnesses[:round(horizon)]  # the rollout is round(H) steps
+        dual = dual - lr * (C - cfs.mean(-1))
+        horizon = float(np.clip(horizon + lr * dual.sum(), config.min_window, config.window))
+        history.append((horizon, dual[0]))
+    return history
+
+
+def test_the_horizon_follows_the_published_dual_rule():
+    config = ahac.AHACConfig(num_envs=3, window=12, min_window=3, contact_threshold=1.0, dual_learning_rate=0.3,
+                             critic_minibatches=1)
+    rng = np.random.default_rng(0)
+    # stiff for a while (the horizon grows to the window), then soft: the dual unwinds, and the
+    # horizon falls back to min_window
+    windows = [rng.uniform(1.5, 4.0, (12, 3)) for _ in range(5)] + [rng.uniform(0.0, 0.2, (12, 3)) for _ in range(16)]
+    expected = _published_horizon(float(config.min_window), windows, config)
+    horizon, dual = jnp.float32(config.min_window), jnp.float32(0.0)
+    got = []
+    for stiffnesses in windows:
+        horizon, dual = ahac.adapt_horizon(horizon, dual, jnp.asarray(stiffnesses, jnp.float32), config)
+        got.append((float(horizon), float(dual)))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    horizons = [h for h, _ in expected]
+    assert max(horizons) == config.window and horizons[-1] == config.min_window  # both clips are reached
+
+
+def test_stiffness_is_the_constraint_force_per_unit_of_acceleration():
+    data = type("Data", (), {})()
+    data.qfrc_constraint = jnp.array([[3.0, -8.0, 0.0], [0.0, 0.0, 0.0]])
+    data.qacc = jnp.array([[0.5, -4.0, 7.0], [1.0, 2.0, 3.0]])  # |qacc| below 1 counts as 1
+    np.testing.assert_allclose(ahac.stiffness(data), [np.hypot(3.0, 2.0), 0.0], rtol=1e-6)
+
+
+def test_config_refuses_bad_settings():
+    with pytest.raises(ValueError, match="min_window \\(9\\) must not exceed window \\(8\\)"):
+        ahac.AHACConfig(window=8, min_window=9)
+    with pytest.raises(ValueError, match="critic_iterations must be a positive integer or None"):
+        ahac.AHACConfig(critic_iterations=0)
+    with pytest.raises(ValueError, match="critic_minibatches"):
+        ahac.AHACConfig(num_envs=3, window=5, min_window=2, critic_minibatches=4)
+    with pytest.raises(ValueError, match="contact_threshold must be >= 0"):
+        ahac.AHACConfig(contact_threshold=-1.0)
+    assert ahac.make_config(16, 4, 3e-3, (8,)) == ahac.AHACConfig(
+        16, 4, min_window=4, actor_learning_rate=3e-3, critic_learning_rate=3e-3, hidden=(8,))
+
+
+# ---- the agent on the 1-pole cart pole ------------------------------------------------------------
+
+# the paper's equations instead of mjx.step: the same system, compiled in seconds
+TINY = ahac.AHACConfig(num_envs=2, window=4, min_window=2, hidden=(8,), critic_hidden=(8,), critic_minibatches=2)
+
+
+@pytest.fixture(scope="module")
+def equations_cartpole():
+    return chaosgym.make("ChaosCartPole-v0", physics="equations")
+
+
+def test_update_is_deterministic_cuts_its_pieces_and_resumes_exactly(equations_cartpole):
+    update = jax.jit(ahac.make_update(equations_cartpole, TINY))
+    state = jax.jit(ahac.init, static_argnums=(0, 1))(equations_cartpole, TINY, jax.random.key(0))
+    state, metrics = update(state, jax.random.key(1))
+    assert int(metrics["horizon"]) == TINY.min_window and int(metrics["horizon_cuts"]) == 2 * TINY.num_envs
+    # a checkpoint round trip (host arrays, pickled) continues exactly as the live state does
+    restored = jax.tree.map(jnp.asarray, pickle.loads(pickle.dumps(jax.device_get(state))))
+    runs = [update(s, jax.random.key(2)) for s in (state, state, restored)]
+    for other in runs[1:]:
+        jax.tree.map(np.testing.assert_array_equal, runs[0], other)
+    final = runs[0][0]
+    assert int(final.env_steps) == 2 * TINY.steps_per_update
+    assert np.all(np.asarray(final.env_state.steps) == 2 * TINY.window)
+    # no contacts on the cart pole: the dual falls by beta C each update, the horizon stays at its minimum
+    assert float(final.dual) == pytest.approx(-2 * TINY.dual_learning_rate * TINY.contact_threshold, rel=1e-6)
+    assert float(final.horizon) == TINY.min_window
+    assert 1 <= int(runs[0][1]["critic_epochs"]) <= ahac.CRITIC_MAX_ITERATIONS
+
+
+def test_update_multiplies_at_highest_precision(equations_cartpole):
+    state = jax.eval_shape(lambda key: ahac.init(equations_cartpole, TINY, key), jax.random.key(0))
+    jaxpr = jax.make_jaxpr(ahac.make_update(equations_cartpole, TINY))(state, jax.random.key(1)).jaxpr
+    precisions = _dot_precisions(jaxpr)
+    assert len(precisions) >= 6  # policy and critics, forward and backward
+    highest = (jax.lax.Precision.HIGHEST, jax.lax.Precision.HIGHEST)
+    assert all(p == highest for p in precisions), set(precisions)
+
+
+def _dot_precisions(jaxpr) -> list:
+    found = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":
+            found.append(eqn.params["precision"])
+        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+            found += _dot_precisions(sub)
+    return found
+
+
+class Line(NamedTuple):
+    """The fields of an MJX state that `ahac.unroll_with_cuts` reads, for a one-dimensional system."""
+
+    qpos: jax.Array
+    qacc: jax.Array
+    qfrc_constraint: jax.Array
+
+
+class LineEnv:
+    """x' = x + a / 10, rewarded x': a system whose gradients compile in a second."""
+
+    def step(self, state: chaosgym.State, action: jax.Array) -> chaosgym.State:
+        x = state.data.qpos + 0.1 * action
+        return state.replace(data=state.data._replace(qpos=x), obs=x, reward=x[0], steps=state.steps + 1)
+
+
+def test_a_horizon_cut_stops_the_gradient_of_the_state():
+    params = {"policy": apg.init_mlp(jax.random.key(0), (1, 8, 1), 1.0), "normalizer": apg.normalizer_init(1)}
+    n, zeros, false = 2, jnp.zeros((2, 1)), jnp.zeros(2, bool)
+    start = chaosgym.State(Line(zeros, zeros, zeros), zeros, jnp.zeros(n), false, false, jnp.zeros(n, jnp.int32), {})
+
+    def rewards(x, piece, steps):  # the rewards of the chosen steps, from these starting positions
+        states = start.replace(data=start.data._replace(qpos=x), obs=x)
+        _, window, cuts, _ = ahac.unroll_with_cuts(LineEnv(), params, states, start, 4, piece)
+        return jnp.sum(window.rewards * steps[:, None]), cuts
+
+    grad = jax.jit(jax.grad(rewards, has_aux=True))
+    x = jnp.array([[0.3], [-0.5]])
+    early, late = jnp.array([1.0, 1.0, 0.0, 0.0]), jnp.array([0.0, 0.0, 1.0, 1.0])
+    assert np.all(np.asarray(grad(x, 4, late)[0]) != 0)  # without a cut the start reaches steps 2 and 3,
+    assert np.all(np.asarray(grad(x, 2, early)[0]) != 0)  # with one, the steps of its piece
+    behind_cut, cuts = grad(x, 2, late)
+    np.testing.assert_array_equal(behind_cut, 0.0)  # but not the steps after the cut at step 1
+    np.testing.assert_array_equal(np.asarray(cuts), [[False] * n, [True] * n, [False] * n, [True] * n])
+
+
+def test_a_run_resumed_from_its_checkpoint_gives_the_uninterrupted_one(tmp_path):
+    config = for_task("ChaosCartPole-v0", "ahac", updates=4, batch_size=2, hidden=(8,), eval_every=2,
+                      checkpoint_every=2, eval_episodes=2, task_kwargs={"physics": "equations"},
+                      **{"estimator.horizon": 4})
+    train(config, tmp_path / "whole", progress=False)
+    train(dataclasses.replace(config, updates=2), tmp_path / "split", progress=False)
+    train(config, tmp_path / "split", resume=True, progress=False)
+    whole, split = load_checkpoint(tmp_path / "whole"), load_checkpoint(tmp_path / "split")
+    # the whole train state: policy, critics, optimisers, carried envs, horizon and dual
+    for a, b in zip(jax.tree.leaves(whole["opt_state"]), jax.tree.leaves(split["opt_state"])):
+        np.testing.assert_array_equal(a, b)
+    assert whole["env_steps"] == split["env_steps"] == 4 * 2 * 4
+
+
+@pytest.mark.slow  # compiles an MJX cart-pole update (1-4 min cold on a busy 2-core CPU)
+def test_ahac_improves_the_held_out_return(cartpole):
+    config = ahac.make_config(32, 32, 2e-3, (64, 64))
+    update = jax.jit(ahac.make_update(cartpole, config))
+    evaluate = batched_evaluation(cartpole, ahac.policy, "ahac")
+    keys = held_out_keys(1_000_000, 16)
+    state = jax.jit(ahac.init, static_argnums=(0, 1))(cartpole, config, jax.random.key(0))
+    before = float(evaluate(ahac.inference_params(state), keys)[0])
+    history = []
+    for i in range(60):  # 61,440 env steps, as shac's test
+        state, metrics = update(state, jax.random.fold_in(jax.random.key(1), i))
+        history.append(jax.device_get(metrics))
+    after = float(evaluate(ahac.inference_params(state), keys)[0])
+    assert after > before + 100, (before, after)
+    assert all(m["skipped_updates"] == 0 for m in history)
+    assert all(m["horizon"] == config.min_window for m in history)  # no contacts: the horizon stays short
