@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import csv
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import gymnasium
@@ -40,83 +39,15 @@ import chaosgym  # noqa: E402
 from chaosgym import flags  # noqa: E402
 from chaosgym.agents import config as config_module  # noqa: E402
 from chaosgym.agents.announce import announce_compile  # noqa: E402
+from chaosgym.agents.commands import compare_arguments as add_arguments  # noqa: E402,F401  (the CLI builds the flags from here)
+from chaosgym.agents.commands import EVALUATION_FIELDS, RUN_FIELDS, compare_config, refuse_repeats  # noqa: E402
 from chaosgym.agents.config import TrainConfig, for_task  # noqa: E402
 from chaosgym.agents.registry import AGENTS  # noqa: E402
 from chaosgym.agents.run import Run  # noqa: E402
 from chaosgym.agents.train import train  # noqa: E402
 from chaosgym.evaluation import evaluate  # noqa: E402
-from chaosgym.presets import PRESETS, presets  # noqa: E402
+from chaosgym.presets import presets  # noqa: E402
 from chaosgym.registry import parse_task_kwargs  # noqa: E402
-
-
-DEFAULT_ENV_STEPS = 100_000
-UNLIMITED_STEPS = 10**12  # the env-step "budget" of a run under a wall-clock budget alone
-
-
-@dataclass(frozen=True)
-class CompareConfig:
-    """What `chaosgym compare` runs; every run's own settings are a `TrainConfig` from the task's presets."""
-
-    tasks: str = field(default="ChaosCartPole-v0", metadata={
-        "help": "comma-separated task ids, each with options after ':' (ChaosCartPole-v0:num_poles=2)"})
-    agents: str = field(default="full,truncated,combined,es,ppo", metadata={
-        "help": f"comma-separated agents from {', '.join(AGENTS)} (sac and td3 step "
-                "~40 env steps/s on a 2-core CPU: give them a small budget)"})
-    seeds: int = field(default=2, metadata={"help": "seeds per task and agent"})
-    env_steps: int | None = field(default=None, metadata={
-        "help": f"budget per run in simulated env steps (default: {DEFAULT_ENV_STEPS:,}; none when only "
-                "--wall-clock is given)"})
-    wall_clock: float | None = field(default=None, metadata={
-        "help": "budget per run in seconds of training, compilation apart (with --env-steps too, a run stops at "
-                "whichever budget ends first)"})
-
-    def __post_init__(self):
-        for name in ("seeds", "env_steps"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
-        # inf passes `> 0` and would never end; nan fails every comparison
-        if self.wall_clock is not None and not (math.isfinite(self.wall_clock) and self.wall_clock > 0):
-            raise ValueError(f"--wall-clock must be a finite number of seconds > 0, got {self.wall_clock}")
-        agents = self.agents.split(",")
-        unknown = [a for a in agents if a not in AGENTS]
-        if unknown:
-            valid = ", ".join(AGENTS)
-            raise ValueError(f"unknown agent(s) {unknown} in --agents; valid: {valid}")
-        _refuse_repeats("--agents", agents)
-
-    def steps_budget(self) -> int:
-        """The env-step budget of every run; a wall-clock budget alone leaves the steps unlimited."""
-        if self.env_steps is not None:
-            return self.env_steps
-        return UNLIMITED_STEPS if self.wall_clock is not None else DEFAULT_ENV_STEPS
-
-    def describe(self) -> str:
-        """The budget in words, as the summary's title gives it."""
-        if self.wall_clock is None:
-            return f"{self.steps_budget():,} env steps"
-        if self.env_steps is None:
-            return f"{self.wall_clock:g} s of training"
-        return f"{self.env_steps:,} env steps or {self.wall_clock:g} s of training"
-
-
-# The main job. Its budget is env steps, the same for every agent, so that it gives the same table on
-# a slow or a busy machine (20 s of training gave apg 758 updates on a quiet CPU and 105-211 on a busy
-# one). On a quiet 2-core CPU 100,000 env steps are about 5 s of training for apg and shac (195
-# updates of 16 envs x 32 steps), 3 s for full (62 updates of 16 x 100 steps) and 21 s for PPO.
-QUICK = {"tasks": "ChaosCartPole-v0", "agents": "apg,shac,full,ppo", "seeds": 2, "env_steps": 100_000}
-# settings compare decides: the task, agent, seed and budget of every run, and the objective
-# the evaluation protocol's settings: given, they apply to every agent alike
-EVALUATION_FIELDS = ("eval_episodes", "eval_seed")
-RUN_FIELDS = ("task", "task_kwargs", "agent", "seed", "updates", "env_steps", "eval_every",
-              "checkpoint_every", "estimator.objective", "sb3")
-
-
-def _refuse_repeats(flag: str, names: list[str]) -> None:
-    """A name given twice would train (or read back) the same runs twice and count them twice."""
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    if repeated:
-        raise ValueError(f"{flag} names {', '.join(repeated)} more than once; give each once")
 
 
 def parse_threshold(item: str) -> tuple[str, float]:
@@ -274,32 +205,12 @@ def plot_task(results: list[dict], task: str, agents: list[str], path: Path, tit
     plt.close(fig)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    flags.add_arguments(parser, CompareConfig)
-    # every other training setting, for every gradient run (the task's presets where not given)
-    flags.add_arguments(parser, TrainConfig, skip=RUN_FIELDS)
-    parser.add_argument("--threshold", action="append", default=[], metavar="TASK=SCORE",
-                        help="evaluation score that counts as solved (repeatable; default: the task's preset, "
-                             + ", ".join(f"{task} {p.threshold:g}" for task, p in sorted(PRESETS.items())) + ")")
-    parser.add_argument("--out", type=Path, default=Path("runs/compare"), help="output folder")
-    quick = "; ".join(f"--{k.replace('_', '-')} {v}" for k, v in QUICK.items())
-    parser.add_argument("--quick", action="store_true",
-                        help=f"the main job (on a quiet 2-core CPU about 6 minutes with cold caches, estimated from "
-                             f"its parts; 22 min measured on a loaded one): {quick} (the "
-                             "tasks, agents, seeds and budget flags given with it replace these values)")
-
-
-def compare_config(args: argparse.Namespace) -> CompareConfig:
-    """The comparison the flags ask for: --quick's values, where given, replaced by the flags given with it."""
-    return CompareConfig(**{**(QUICK if args.quick else {}), **flags.given(args, CompareConfig)})
-
-
 def run(args: argparse.Namespace) -> int:
     compare = compare_config(args)
     changes = {k: v for k, v in flags.given(args, TrainConfig).items() if k not in RUN_FIELDS}
     tasks = [parse_task(t) for t in compare.tasks.split(",")]
     labels = [task_label(*t) for t in tasks]
-    _refuse_repeats("--tasks", labels)
+    refuse_repeats("--tasks", labels)
     agents = compare.agents.split(",")
     given_thresholds = dict(parse_threshold(item) for item in args.threshold)
     unmatched = sorted(set(given_thresholds) - set(labels) - {env_id for env_id, _ in tasks})

@@ -20,9 +20,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 import chaosgym  # noqa: F401  (registers the task ids with Gymnasium)
+from chaosgym.agents.commands import render_arguments as add_arguments  # noqa: E402,F401  (the CLI builds the flags from here)
+from chaosgym.agents.commands import MAX_GIF_FPS
 from chaosgym.agents.run import Run
 
-MAX_GIF_FPS = 30  # GIF frame delays are whole hundredths of a second; viewers slow faster ones down
 
 
 def load_run_policy(folder: Path) -> tuple[str, dict, Callable[[np.ndarray], np.ndarray]]:
@@ -52,24 +53,6 @@ def render_episode(policy: Callable[[np.ndarray], np.ndarray], env_id: str, task
     finally:
         env.close()
     return frames, total
-
-
-def _pixels(text: str) -> int:
-    if not text.isdigit() or int(text) <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number of pixels, got {text!r}")
-    return int(text)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--run", type=Path, required=True, help="run folder of `chaosgym train` or `compare`")
-    parser.add_argument("--out", type=Path, default=None, help="GIF file to write (default: RUN/episode.gif)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the episode's reset")
-    parser.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (default: the time limit)")
-    parser.add_argument("--width", type=_pixels, default=320, help="frame width in pixels")
-    parser.add_argument("--height", type=_pixels, default=320, help="frame height in pixels")
-    parser.add_argument("--fps", type=float, default=None,
-                        help=f"frames per second of the GIF (default: real time, at most {MAX_GIF_FPS}: "
-                             "faster tasks keep every k-th step and play in real time)")
 
 
 def run(args: argparse.Namespace) -> int:

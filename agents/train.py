@@ -37,6 +37,7 @@ import chaosgym
 from chaosgym.agents import config as config_module
 from chaosgym.agents import optimizer
 from chaosgym.agents.announce import announce_compile
+from chaosgym.agents.commands import train_arguments as add_arguments  # noqa: F401  (the CLI builds the flags from here)
 from chaosgym.agents.config import TrainConfig, for_task, given
 from chaosgym.agents.registry import AGENTS
 from chaosgym.agents.run import CheckpointError, Run, next_timed_evaluation
@@ -325,14 +326,6 @@ def _train(run: Run, config: TrainConfig, core: Core, checkpoint: dict | None, p
 
 
 # ---- the `chaosgym train` command -------------------------------------------------------------
-
-def add_arguments(parser) -> None:
-    config_module.add_arguments(parser, required=("task", "agent"))
-    parser.add_argument("--out", required=True, type=Path, help="output folder (config.json, metrics.csv, checkpoints)")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue the run in --out from its last checkpoint (flags given change its budget)")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-
 
 def config_from_args(args) -> TrainConfig:
     changes = given(args)

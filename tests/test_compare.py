@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import chaosgym
-from chaosgym.agents import compare
+from chaosgym.agents import commands, compare
 from chaosgym.presets import PRESETS, Presets
 from chaosgym.tasks import CartPole
 from chaosgym.agents.cli import main
@@ -80,7 +80,7 @@ def test_every_gradient_agent_optimises_the_return_it_is_ranked_by():
     for agent in ("full", "combined", "es"):
         assert compare.run_config("ChaosCartPole-v0", {}, agent, 0, 4800, {}).estimator.objective == "return"
     parser = argparse.ArgumentParser()
-    compare.add_arguments(parser)
+    commands.compare_arguments(parser)
     assert "estimator.objective" not in {a.dest for a in parser._actions}
 
 
@@ -130,23 +130,23 @@ def test_the_objective_panels_are_dropped_where_the_objective_is_the_score(objec
 
 
 def test_a_wall_clock_budget_alone_leaves_the_env_steps_unlimited():
-    assert compare.CompareConfig().steps_budget() == compare.DEFAULT_ENV_STEPS
-    assert compare.CompareConfig().describe() == "100,000 env steps"
-    timed = compare.CompareConfig(wall_clock=20.0)
-    assert timed.steps_budget() == compare.UNLIMITED_STEPS and timed.describe() == "20 s of training"
-    both = compare.CompareConfig(env_steps=5000, wall_clock=20.0)
+    assert commands.CompareConfig().steps_budget() == commands.DEFAULT_ENV_STEPS
+    assert commands.CompareConfig().describe() == "100,000 env steps"
+    timed = commands.CompareConfig(wall_clock=20.0)
+    assert timed.steps_budget() == commands.UNLIMITED_STEPS and timed.describe() == "20 s of training"
+    both = commands.CompareConfig(env_steps=5000, wall_clock=20.0)
     assert both.steps_budget() == 5000 and both.describe() == "5,000 env steps or 20 s of training"
 
 
 def _compare_args(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    compare.add_arguments(parser)
+    commands.compare_arguments(parser)
     return parser.parse_args(argv)
 
 
 def test_the_quick_preset_is_a_budget_of_env_steps_so_its_table_does_not_depend_on_the_machine():
     """20 s of training gave apg 758 updates on a quiet CPU and 105-211 on a busy one."""
-    quick = compare.compare_config(_compare_args("--quick"))
+    quick = commands.compare_config(_compare_args("--quick"))
     assert quick.wall_clock is None and quick.env_steps == 100_000 and quick.seeds == 2
     updates = {}
     for agent in quick.agents.split(","):
@@ -156,11 +156,11 @@ def test_the_quick_preset_is_a_budget_of_env_steps_so_its_table_does_not_depend_
 
 
 def test_the_budget_flags_given_with_quick_replace_its_values():
-    given = compare.compare_config(_compare_args("--quick", "--agents", "apg", "--seeds", "1", "--env-steps",
+    given = commands.compare_config(_compare_args("--quick", "--agents", "apg", "--seeds", "1", "--env-steps",
                                                  "2048", "--wall-clock", "5", "--tasks", "ChaosAnt-v0"))
-    assert given == compare.CompareConfig(tasks="ChaosAnt-v0", agents="apg", seeds=1, env_steps=2048, wall_clock=5.0)
-    assert compare.compare_config(_compare_args("--quick", "--seeds", "3")) == compare.CompareConfig(
-        **{**compare.QUICK, "seeds": 3})
+    assert given == commands.CompareConfig(tasks="ChaosAnt-v0", agents="apg", seeds=1, env_steps=2048, wall_clock=5.0)
+    assert commands.compare_config(_compare_args("--quick", "--seeds", "3")) == commands.CompareConfig(
+        **{**commands.QUICK, "seeds": 3})
 
 
 @pytest.mark.parametrize("flags, message", [
