@@ -1,4 +1,12 @@
-"""The `chaosgym` command: one subcommand per module, each with `add_arguments` and `run`."""
+"""The `chaosgym` command: one subcommand per pair of modules, one that builds its arguments and one
+that runs it.
+
+A command's arguments module is imported to build its parser (for `chaosgym CMD --help` too), so it
+imports neither JAX nor MuJoCo: it defines `add_arguments(parser)` and may define `check(args)`,
+which refuses wrong arguments (ValueError, TypeError, OSError: one line) before the run module, and
+with it JAX, is imported. The run module defines `run(args) -> int | None`. `chaosgym --help`
+imports neither module.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +15,28 @@ import difflib
 import importlib
 import signal
 import sys
+from typing import NamedTuple
 
 from chaosgym.flags import InvalidSetting, flag_name
 
-# subcommand -> (module, one-line help); modules are imported only when their command runs
+class Command(NamedTuple):
+    arguments: str  # the module with add_arguments (and perhaps check): imported for the parser
+    runs: str  # the module with run: imported only when the command runs
+    help: str
+
+
 COMMANDS = {
-    "demo": ("chaosgym.demo", "step every task with a random policy and print a table"),
-    "train": ("chaosgym.agents.train", "train a gradient-based agent or an SB3 baseline on a task"),
-    "compare": ("chaosgym.agents.compare", "train tasks x agents x seeds under one budget; write a table and plots"),
-    "reproduce": ("chaosgym.agents.reproduce", "reproduce a paper's experiment (stable-bptt: Schnell & Thuerey's multi-pole cart pole)"),
-    "render": ("chaosgym.agents.render", "write an animated GIF of a trained policy's episode from a run folder"),
-    "diagnose": ("chaosgym.diagnose", "Lyapunov exponents, Jacobian spectra, gradient variance and loss landscapes of a task"),
+    "demo": Command("chaosgym.demo", "chaosgym.demo", "step every task with a random policy and print a table"),
+    "train": Command("chaosgym.agents.train", "chaosgym.agents.train",
+                     "train a gradient-based agent or an SB3 baseline on a task"),
+    "compare": Command("chaosgym.agents.compare", "chaosgym.agents.compare",
+                       "train tasks x agents x seeds under one budget; write a table and plots"),
+    "reproduce": Command("chaosgym.agents.reproduce_config", "chaosgym.agents.reproduce",
+                         "reproduce a paper's experiment (stable-bptt: Schnell & Thuerey's multi-pole cart pole)"),
+    "render": Command("chaosgym.agents.render", "chaosgym.agents.render",
+                      "write an animated GIF of a trained policy's episode from a run folder"),
+    "diagnose": Command("chaosgym.diagnose_config", "chaosgym.diagnose",
+                        "Lyapunov exponents, Jacobian spectra, gradient variance and loss landscapes of a task"),
 }
 
 
@@ -73,17 +92,20 @@ def main(argv: list[str] | None = None) -> int:
     command = argv[0] if argv else "command"
     try:
         commands = {}
-        for name, (module, help_text) in COMMANDS.items():
-            commands[name] = sub.add_parser(name, help=help_text, description=help_text,
+        for name, spec in COMMANDS.items():
+            commands[name] = sub.add_parser(name, help=spec.help, description=spec.help,
                                             formatter_class=HelpFormatter, allow_abbrev=False)
             # a subcommand's arguments are only built when it (or --help) is asked for
             if argv[:1] == [name]:
-                importlib.import_module(module).add_arguments(commands[name])
+                importlib.import_module(spec.arguments).add_arguments(commands[name])
         args, unknown = parser.parse_known_args(argv)
         command = args.command
         if unknown:
             _refuse_unknown(commands[args.command], unknown)
-        return importlib.import_module(COMMANDS[args.command][0]).run(args) or 0
+        spec = COMMANDS[args.command]
+        if check := getattr(importlib.import_module(spec.arguments), "check", None):
+            check(args)
+        return importlib.import_module(spec.runs).run(args) or 0
     except (ValueError, TypeError, OSError) as error:  # bad input: one clear line, no traceback
         parser.exit(2, f"chaosgym {command}: error: {_one_line(error)}\n")
     except Stopped as stop:

@@ -32,7 +32,6 @@ every finished epoch.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import io
@@ -44,60 +43,36 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import matplotlib
 import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-import chaosgym
-from chaosgym.agents.optimizer import ADAM_FORMS, make_optimizer
-from chaosgym.agents.run import RunFolder
-from chaosgym.files import write_atomic
-from chaosgym.gradients import _cosine, combine, highest_precision
-from chaosgym.policies import policy_functions
-from chaosgym.rollout import Cuts, rollout
-from chaosgym.tasks.cartpole import PHYSICS
+matplotlib.use("Agg")  # files only, never a window: before pyplot is imported
+import matplotlib.pyplot as plt  # noqa: E402
 
-FLOWS = {"R": "full", "M": "modified", "S": "stopped", "C": "combined"}
-CLIPS = ("NONE", "VALUE", "NORM")
+import chaosgym  # noqa: E402
+from chaosgym.agents.optimizer import make_optimizer  # noqa: E402
+# the protocol and the command line's arguments, JAX-free; re-exported
+from chaosgym.agents.reproduce_config import (CLIPS, FLOWS, GRID_COST, Protocol, add_arguments,  # noqa: E402,F401
+                                              from_args)
+from chaosgym.agents.run import RunFolder  # noqa: E402
+from chaosgym.files import write_atomic  # noqa: E402
+from chaosgym.gradients import _cosine, combine, highest_precision  # noqa: E402
+from chaosgym.policies import policy_functions  # noqa: E402
+from chaosgym.rollout import Cuts, rollout  # noqa: E402
+
 COLUMNS = ["poles", "flow", "clip", "seed", "epoch", "test_loss", "train_loss", "grad_norm",
            "cosine_modified_full", "fraction_zeroed", "max_abs_force", "wall_time"]
 TEXT_COLUMNS, INT_COLUMNS = ("flow", "clip"), ("poles", "seed", "epoch")
 
 
-@dataclass(frozen=True)
-class Protocol:
-    """The paper's settings (its run script's values are the defaults), and how chaosgym runs them."""
-
-    states: int = 256
-    batch_size: int = 8
-    epochs: int = 1000
-    learning_rate: float = 1e-3
-    adam_eps: float = 1e-7
-    adam: str = "keras"
-    clip_number: float = 1.0
-    horizon: int = 100
-    hidden: tuple[int, ...] = (100, 100)
-    data_seed: int = 42
-    physics: str = "mjx"
-
-    def __post_init__(self):
-        if self.adam not in ADAM_FORMS:
-            raise ValueError(f"adam must be one of {', '.join(ADAM_FORMS)}, got {self.adam!r}")
-        if self.physics not in PHYSICS:
-            raise ValueError(f"physics must be one of {', '.join(PHYSICS)}, got {self.physics!r}")
-        if self.states < self.batch_size or self.states % self.batch_size:
-            raise ValueError(f"states must be a positive multiple of the batch size {self.batch_size}, "
-                             f"got {self.states}")
-
-    @property
-    def updates_per_epoch(self) -> int:
-        return self.states // self.batch_size
-
-    def describe(self) -> str:
-        physics = ("the paper's closed-form equations (--physics equations)" if self.physics == "equations"
-                   else "MJX's step (--physics mjx)")
-        return (f"physics: {physics}; Adam: {self.adam}'s form (eps {self.adam_eps:g}); "
-                f"{jnp.zeros(()).dtype}")
+def describe(protocol: Protocol) -> str:
+    """The physics, Adam's form and the float type: every table and figure names them."""
+    physics = ("the paper's closed-form equations (--physics equations)" if protocol.physics == "equations"
+               else "MJX's step (--physics mjx)")
+    return (f"physics: {physics}; Adam: {protocol.adam}'s form (eps {protocol.adam_eps:g}); "
+            f"{jnp.zeros(()).dtype}")
 
 
 def paper_states(num_poles: int, count: int = 256, seed: int = 42) -> tuple[np.ndarray, np.ndarray]:
@@ -381,11 +356,6 @@ def plot(rows: list[dict], poles_list, flows, clips, path: Path, window: int = 3
     """The paper's figure: one panel per pole count, smoothed test loss, log axis, the median over
     seeds (the tables' statistic) with the seeds' range as a band; one colour per flow, one line
     style per clipping mode."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     colours = dict(zip(FLOWS, ("tab:blue", "tab:orange", "tab:green", "tab:red")))
     styles = dict(zip(CLIPS, ("-", "--", ":")))
     fig, axes = plt.subplots(1, len(poles_list), figsize=(max(4.2 * len(poles_list), 8.0), 4.2), squeeze=False, sharey=True)
@@ -435,63 +405,18 @@ def reproduce(out: Path, poles_list: list[int], flows: list[str], clips: list[st
     table = results_table(rows, poles_list, flows, clips)
     header = (f"Test loss (1 - mean cos theta after {protocol.horizon} steps, on the {protocol.states} test "
               f"states), 30-epoch moving average at the last epoch: median over {seeds} seed(s) "
-              f"[min, max] (epochs run). {protocol.describe()}.\n\n")
+              f"[min, max] (epochs run). {describe(protocol)}.\n\n")
     along = milestones_table(rows, poles_list, flows, clips, protocol.updates_per_epoch)
     (out / "results.md").write_text(header + table + "\n\nAlong training (same statistic):\n" + along + "\n")
     write_rows(out / "results.csv", rows)
-    plot(rows, poles_list, flows, clips, out / "stable_bptt.png", title=protocol.describe())
+    plot(rows, poles_list, flows, clips, out / "stable_bptt.png", title=describe(protocol))
     print(header + table)
     print(f"\nwrote {out}/results.md, results.csv, stable_bptt.png")
     return rows
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("experiment", choices=["stable-bptt"], help="the experiment to reproduce")
-    parser.add_argument("--poles", default="1,2,3,4", help="pole counts N")
-    parser.add_argument("--flows", default="R,M,S,C", help="gradient flows: R full, M modified, S stopped, C combined")
-    parser.add_argument("--clip", default="NONE,VALUE,NORM", help="clipping modes (NONE, VALUE, NORM)")
-    parser.add_argument("--seeds", type=int, default=3, help="network initialisations per setting")
-    parser.add_argument("--epochs", type=int, default=Protocol.epochs, help="epochs of 32 updates each")
-    parser.add_argument("--states", type=int, default=Protocol.states, help="training (and test) initial states")
-    parser.add_argument("--physics", choices=PHYSICS, default=Protocol.physics,
-                        help="the cart pole's physics: MJX's step, or the paper's closed-form equations inside "
-                             "the same task (the same system, ~27x cheaper per update on a CPU)")
-    parser.add_argument("--adam", choices=ADAM_FORMS, default=Protocol.adam,
-                        help="Adam's form: Keras 2's (eps before the bias correction, what the paper ran) or optax's")
-    parser.add_argument("--checkpoint-every", type=int, default=10, help="epochs between checkpoints")
-    parser.add_argument("--out", type=Path, default=Path("runs/stable_bptt"), help="output folder")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    parser.add_argument("--report-only", action="store_true",
-                        help="train nothing: write the tables and figure from the epochs --out holds so far")
-    parser.epilog = GRID_COST
-
-
-# what the default (full) grid costs, measured with benchmarks/stable_bptt_cost.py (docs/stable_bptt.md)
-GRID_COST = ("The defaults run the paper's whole grid: 4 pole counts x 36 runs (4 flows x 3 clipping modes x "
-             "3 seeds) x 32,000 updates, one program per pole count, resumable at every checkpoint. On a "
-             "2-core CPU that is about 90 h with --physics mjx (the default) and 7-10 h with --physics "
-             "equations (benchmarks/stable_bptt_cost.py; docs/stable_bptt.md).")
-
-
-def _choices(text: str, valid, what: str) -> list[str]:
-    items = [t.strip() for t in text.split(",") if t.strip()]
-    bad = [t for t in items if t not in valid]
-    repeated = sorted({t for t in items if items.count(t) > 1})
-    problem = ("unknown " + ", ".join(bad) if bad else "repeated " + ", ".join(repeated) if repeated
-               else "none given" if not items else None)
-    if problem:
-        raise ValueError(f"{what}: {problem}; valid: {', '.join(map(str, valid))}")
-    return items
-
-
 def run(args) -> int:
-    poles = [int(p) for p in _choices(args.poles, [str(n) for n in range(1, 5)], "--poles")]
-    flows = _choices(args.flows, FLOWS, "--flows")
-    clips = _choices(args.clip, CLIPS, "--clip")
-    for flag, value in (("--seeds", args.seeds), ("--epochs", args.epochs), ("--checkpoint-every", args.checkpoint_every)):
-        if value < 1:
-            raise ValueError(f"{flag} must be at least 1, got {value}")
-    protocol = Protocol(epochs=args.epochs, states=args.states, physics=args.physics, adam=args.adam)
-    reproduce(args.out, poles, flows, clips, args.seeds, protocol, not args.no_progress, args.checkpoint_every,
+    poles, flows, clips, seeds, protocol = from_args(args)
+    reproduce(args.out, poles, flows, clips, seeds, protocol, not args.no_progress, args.checkpoint_every,
               args.report_only)
     return 0

@@ -9,7 +9,7 @@ import io
 
 _captured = io.StringIO()
 with contextlib.redirect_stdout(_captured):
-    from mujoco import mjx  # noqa: E402
+    from mujoco import mjx
 _other = [line for line in _captured.getvalue().splitlines()
           if not line.startswith(("Failed to import warp", "Failed to import mujoco_warp"))]
 if _other:

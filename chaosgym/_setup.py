@@ -23,13 +23,12 @@ environment when they are first imported.
 
 import os
 import sys
+from ctypes.util import find_library
 from pathlib import Path
 
 
 def _headless_gl() -> str | None:
     """The GL backend MuJoCo can render with off screen here: EGL, else OSMesa, else none."""
-    from ctypes.util import find_library
-
     return next((name for name, lib in (("egl", "EGL"), ("osmesa", "OSMesa")) if find_library(lib)), None)
 
 

@@ -8,7 +8,7 @@ import time
 import gymnasium
 import numpy as np
 
-from chaosgym.registry import TASKS
+from chaosgym.task_ids import task_ids
 
 
 def _at_least(least: int):
@@ -61,7 +61,7 @@ def random_policy_stats(env_id: str, num_envs: int, steps: int | None, seed: int
 def run(args: argparse.Namespace) -> int:
     print(f"| task | obs | act | episodes | random-policy return | env steps/s ({args.num_envs} envs) |")
     print("|---|---|---|---|---|---|")
-    for env_id in TASKS:
+    for env_id in task_ids():
         r = random_policy_stats(env_id, args.num_envs, args.steps, args.seed)
         print(f"| {r['task']} | {r['obs']} | {r['act']} | {r['episodes']} | {r['random_return']:.2f} | {r['steps_per_s']:,.0f} |", flush=True)
     return 0

@@ -1,8 +1,7 @@
-"""The names and settings of gradient flows, estimators and policies, as plain data.
+"""The names and settings of gradient flows, estimators, policies and optimisers, as plain data.
 
 Nothing here imports JAX or MuJoCo: a command line builds its flags, and checks a setting, from
-these before it pays for either. `chaosgym.rollout`, `chaosgym.gradients` and `chaosgym.policies`,
-which use them, re-export them.
+these before it pays for either. The modules that use them re-export them.
 """
 
 from __future__ import annotations
@@ -12,6 +11,8 @@ from dataclasses import dataclass, field
 FLOWS = ("full", "truncated", "modified", "stopped")  # gradient flows of `chaosgym.rollout`
 ESTIMATORS = (*FLOWS, "combined", "es")  # gradient estimators of `chaosgym.gradients`
 POLICIES = ("tanh", "paper")  # policy networks of `chaosgym.policies`
+ADAM_FORMS = ("optax", "keras")  # Adam's forms of `chaosgym.agents.optimizer`
+CARTPOLE_PHYSICS = ("mjx", "equations")  # the cart pole's `physics` option (`chaosgym.tasks.cartpole`)
 
 
 def check_flow(flow: str, truncation: int | None, horizon: int) -> None:

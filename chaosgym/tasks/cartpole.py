@@ -24,10 +24,10 @@ import numpy as np
 
 from chaosgym.arrays import array_namespace
 from chaosgym.env import Task
+from chaosgym.settings import CARTPOLE_PHYSICS as PHYSICS  # defined JAX-free, for the command line
 
 MAX_POLES = 4
 OBSERVATIONS = ("raw", "cos_sin")
-PHYSICS = ("mjx", "equations")
 # assets/cartpole.xml's pairs: a 1 kg cart, a uniform 1 m rod of 0.1 kg, g = 9.8 (the paper's constants)
 GRAVITY, POLE_MASS, TOTAL_MASS, HALF_LENGTH = 9.8, 0.1, 1.1, 0.5
 
