@@ -44,7 +44,7 @@ from chaosgym.agents.run import CheckpointError, Run, next_timed_evaluation
 from chaosgym.evaluation import batched_evaluation, held_out_keys
 from chaosgym.gradients import EstimatorConfig, make_estimator
 from chaosgym.policies import policy_functions
-from chaosgym.sharding import replicated, shard_batch
+from chaosgym.sharding import replicated
 from chaosgym.trace_cache import cached_jit, keyed_by_arguments
 
 __all__ = ["TrainConfig", "train", "evaluate_params", "load_checkpoint", "numpy_policy", "Core", "Carried",
@@ -87,8 +87,6 @@ def compiled_update(env, estimator: EstimatorConfig, batch_size: int, learning_r
     def update(params, opt_state, seed_key, index):
         key_states, key_estimate = jax.random.split(jax.random.fold_in(seed_key, index))
         states = jax.vmap(env.reset)(jax.random.split(key_states, batch_size))
-        if estimator.name != "es":  # spread the batch over all devices; ES spreads its population
-            states = shard_batch(states)
         grad, diagnostics = estimate(params, states, key_estimate)
         # a step that would make the parameters non-finite is skipped as a non-finite gradient is
         step, _ = optimizer.update(grad, opt_state, params)

@@ -84,6 +84,7 @@ def make_estimator(env: Env, policy: Policy, config: EstimatorConfig) -> Estimat
     """The gradient estimator `config.name` for `policy` on `env` (pure; jit it yourself).
 
     The loss is the task's objective `config.objective` (`Task.objectives`) averaged over the batch.
+    Inside `jit` the batch of states is spread over all devices (ES spreads its population instead).
     """
     env.task.objective(config.objective)  # an unknown objective fails here, with the valid names
 
@@ -94,11 +95,13 @@ def make_estimator(env: Env, policy: Policy, config: EstimatorConfig) -> Estimat
 
     def backprop(params, states, key):
         del key
+        states = shard_batch(states)
         loss, grad = jax.value_and_grad(loss_fn)(params, states, config.name)
         return grad, {"loss": loss}
 
     def combined(params, states, key):
         del key
+        states = shard_batch(states)
         loss, g_full = jax.value_and_grad(loss_fn)(params, states, "full")
         g_mod = jax.grad(loss_fn)(params, states, "modified")
         grad, zeroed = combine(g_mod, g_full)
