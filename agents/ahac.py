@@ -18,8 +18,10 @@ the envs (for t < round(H)), the per-step duals and the horizon move as
 and the next update starts every lambda_t from lambda_0 (the published code refills its dual
 vector with lambda[0] at each new horizon), so the state is the two scalars H and lambda. H starts
 at `min_window`, lambda at 0; C = 500 (contact_threshold), beta = 5e-4 (lambd_lr of ahac.yaml).
-Note the rule's sign as published: the horizon grows while the first step's stiffness stays above C
-and falls back towards `min_window` while it stays below.
+So lambda integrates the first step's excess stiffness s_0 - C and H moves by beta times the sum
+of the duals: as published, H grows while the stiffness has exceeded C on balance and falls back
+towards `min_window` while it has stayed below (kept as published, though the paper's aim is
+a horizon that avoids stiff contact).
 
 The stiffness signal. The published code reads dflex's per-body contact forces divided by the
 body accelerations (those below 1 raised to 1) and takes the norm. chaosgym's MJX state gives
@@ -71,7 +73,7 @@ from chaosgym.gradients import highest_precision
 from chaosgym.policies import mlp_init
 
 __all__ = ["AHACConfig", "TrainState", "init", "make_update", "make_config", "policy", "inference_params",
-           "stiffness", "adapt_horizon", "critic_targets"]
+           "stiffness", "adapt_horizon", "critic_targets", "with_cuts", "unroll_with_cuts"]
 
 CRITIC_MAX_ITERATIONS = 64  # the published early-stopped critic fit: at most this many epochs,
 CRITIC_FLAT = 0.2  # until the mean difference of the last five epoch losses is below this
