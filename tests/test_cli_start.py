@@ -85,3 +85,18 @@ def test_argument_errors_are_one_line_without_importing_jax(argv, message, tmp_p
     assert message in err.splitlines()[-1], err
     assert heavy == []
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_the_startup_benchmark_times_every_bar(tmp_path):
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "first_output.py"
+    done = subprocess.run([sys.executable, str(script), "--startup", "--repeats", "1"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    header, rule, *rows = done.stdout.strip().splitlines()
+    assert header.startswith("| first output of |") and len(rows) == 5
+    for row in rows:
+        label, median, slowest, runs = [cell.strip() for cell in row.strip("|").split("|")]
+        assert 0 < float(median) <= float(slowest) and runs == "1", row
+    assert [row.split("|")[1].strip() for row in rows][-2:] == ["`gymnasium.make` + reset, cold",
+                                                                 "`gymnasium.make` + reset, warm"]
