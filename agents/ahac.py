@@ -30,7 +30,9 @@ constraints: J^T of the solver's forces) and `qacc`, one entry per degree of fre
 here is ||qfrc_constraint / max(|qacc|, 1)|| of the state after the step. On a task without
 contacts or limits (the cart pole: no geom collides) it is 0, the dual only falls, and H stays
 at `min_window`: AHAC is then SHAC with pieces of `min_window` steps, a double critic and no
-target network. On the Ant it is the feet's contact forces.
+target network. On the Ant it measures its contacts and joint limits: under random actions (8 envs, 60 steps)
+50 on average, 130 at the 90th percentile, 222 at most, all below the published C = 500 (set in
+dflex's units), so there too H stays at `min_window` unless `contact_threshold` is lowered.
 
 Also as published: Adam with b1 = 0.7, b2 = 0.95 for actor and critic at 2e-3, the actor's
 gradient norm clipped to 1, gamma = 0.99, lambda = 0.95, observations normalised by running
