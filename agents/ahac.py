@@ -51,8 +51,9 @@ Where this differs, and why:
   serves both agents.
 * The published learning rates fall linearly to 1e-5 over a run whose length it knows; an update
   here does not know the run's length, so they stay constant.
-* The published code divides the accelerations by max(a, 1) also where a < 0, i.e. by 1 there;
-  here by max(|a|, 1), as the code's earlier form (clipping each sign away from 0) meant.
+* The published code divides the forces by max(a, 1), i.e. by 1 wherever a < 1, large negative
+  accelerations included; here by max(|a|, 1), as the code's earlier form (clipping each sign away
+  from 0) did.
 * The policy is chaosgym's deterministic tanh MLP (`apg.policy`), not the published stochastic one.
 """
 
