@@ -13,8 +13,10 @@ from __future__ import annotations
 import argparse
 import difflib
 import importlib
+import os
 import signal
 import sys
+import threading
 from typing import NamedTuple
 
 from chaosgym.flags import InvalidSetting, flag_name
@@ -61,6 +63,18 @@ def _stop(signum: int, frame) -> None:
     raise Stopped(signum)
 
 
+def _redelivering(hook):
+    """`sys.unraisablehook` that sends a stop again when Python dropped it: raised while a gc
+    callback or a `__del__` ran (JAX runs one on every collection), it ends only that callback."""
+    def unraisable(report) -> None:
+        if isinstance(report.exc_value, Stopped):
+            # from another thread, once this hook has returned: raised in here, it would be dropped too
+            threading.Timer(0.01, os.kill, (os.getpid(), report.exc_value.signum)).start()
+        else:
+            hook(report)
+    return unraisable
+
+
 def _refuse_unknown(parser: argparse.ArgumentParser, unknown: list[str]) -> None:
     """Exit with the command's own usage, naming each unknown flag and the closest valid one."""
     valid = [option for action in parser._actions for option in action.option_strings]
@@ -89,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     # a killed run ends as an interrupted one: what its last checkpoint saved stays, the status says
     # so; installed first, so that a stop while the command's modules import is one line too
     handlers = {signum: signal.signal(signum, _stop) for signum in (signal.SIGTERM, signal.SIGINT)}
+    unraisable_hook, sys.unraisablehook = sys.unraisablehook, _redelivering(sys.unraisablehook)
     command = argv[0] if argv else "command"
     try:
         commands = {}
@@ -114,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:  # main() called from Python leaves the caller's handlers as they were
         for signum, handler in handlers.items():
             signal.signal(signum, handler)
+        sys.unraisablehook = unraisable_hook
 
 
 if __name__ == "__main__":
