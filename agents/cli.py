@@ -1,11 +1,9 @@
-"""The `chaosgym` command: one subcommand per pair of modules, one that builds its arguments and one
-that runs it.
+"""The `chaosgym` command: one subcommand per `Command`, whose functions are named "module:function".
 
-A command's arguments module is imported to build its parser (for `chaosgym CMD --help` too), so it
-imports neither JAX nor MuJoCo: it defines `add_arguments(parser)` and may define `check(args)`,
-which refuses wrong arguments (ValueError, TypeError, OSError: one line) before the run module, and
-with it JAX, is imported. The run module defines `run(args) -> int | None`. `chaosgym --help`
-imports neither module.
+A command's `arguments` function adds its flags to a parser and its `check` (if any) refuses wrong
+arguments (ValueError, TypeError or OSError: one line, status 2); both modules are imported before
+the command runs, for `chaosgym CMD --help` too, so they import neither JAX nor MuJoCo. Only then is
+the module of `runs`, `run(args) -> int | None`, imported. `chaosgym --help` imports none of them.
 """
 
 from __future__ import annotations
@@ -21,25 +19,37 @@ from typing import NamedTuple
 
 from chaosgym.flags import InvalidSetting, flag_name
 
+
 class Command(NamedTuple):
-    arguments: str  # the module with add_arguments (and perhaps check): imported for the parser
-    runs: str  # the module with run: imported only when the command runs
+    arguments: str  # (parser) -> None: adds the flags
+    runs: str  # (args) -> exit status or None: runs the command
     help: str
+    check: str | None = None  # (args) -> anything: raises on wrong arguments
 
 
 COMMANDS = {
-    "demo": Command("chaosgym.demo", "chaosgym.demo", "step every task with a random policy and print a table"),
-    "train": Command("chaosgym.agents.train", "chaosgym.agents.train",
+    "demo": Command("chaosgym.demo:add_arguments", "chaosgym.demo:run",
+                    "step every task with a random policy and print a table"),
+    "train": Command("chaosgym.agents.commands:train_arguments", "chaosgym.agents.train:run",
                      "train a gradient-based agent or an SB3 baseline on a task"),
-    "compare": Command("chaosgym.agents.compare", "chaosgym.agents.compare",
-                       "train tasks x agents x seeds under one budget; write a table and plots"),
-    "reproduce": Command("chaosgym.agents.reproduce_config", "chaosgym.agents.reproduce",
-                         "reproduce a paper's experiment (stable-bptt: Schnell & Thuerey's multi-pole cart pole)"),
-    "render": Command("chaosgym.agents.render", "chaosgym.agents.render",
+    "compare": Command("chaosgym.agents.commands:compare_arguments", "chaosgym.agents.compare:run",
+                       "train tasks x agents x seeds under one budget; write a table and plots",
+                       check="chaosgym.agents.commands:compare_config"),
+    "reproduce": Command("chaosgym.agents.reproduce_config:add_arguments", "chaosgym.agents.reproduce:run",
+                         "reproduce a paper's experiment (stable-bptt: Schnell & Thuerey's multi-pole cart pole)",
+                         check="chaosgym.agents.reproduce_config:from_args"),
+    "render": Command("chaosgym.agents.commands:render_arguments", "chaosgym.agents.render:run",
                       "write an animated GIF of a trained policy's episode from a run folder"),
-    "diagnose": Command("chaosgym.diagnose_config", "chaosgym.diagnose",
-                        "Lyapunov exponents, Jacobian spectra, gradient variance and loss landscapes of a task"),
+    "diagnose": Command("chaosgym.diagnose_config:add_arguments", "chaosgym.diagnose:run",
+                        "Lyapunov exponents, Jacobian spectra, gradient variance and loss landscapes of a task",
+                        check="chaosgym.diagnose_config:config_from_args"),
 }
+
+
+def _function(name: str):
+    """The function a "module:function" name names, its module imported."""
+    module, _, function = name.partition(":")
+    return getattr(importlib.import_module(module), function)
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -112,15 +122,15 @@ def main(argv: list[str] | None = None) -> int:
                                             formatter_class=HelpFormatter, allow_abbrev=False)
             # a subcommand's arguments are only built when it (or --help) is asked for
             if argv[:1] == [name]:
-                importlib.import_module(spec.arguments).add_arguments(commands[name])
+                _function(spec.arguments)(commands[name])
         args, unknown = parser.parse_known_args(argv)
         command = args.command
         if unknown:
             _refuse_unknown(commands[args.command], unknown)
         spec = COMMANDS[args.command]
-        if check := getattr(importlib.import_module(spec.arguments), "check", None):
-            check(args)
-        return importlib.import_module(spec.runs).run(args) or 0
+        if spec.check:
+            _function(spec.check)(args)
+        return _function(spec.runs)(args) or 0
     except (ValueError, TypeError, OSError) as error:  # bad input: one clear line, no traceback
         parser.exit(2, f"chaosgym {command}: error: {_one_line(error)}\n")
     except Stopped as stop:

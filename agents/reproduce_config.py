@@ -95,8 +95,3 @@ def from_args(args: argparse.Namespace) -> tuple[list[int], list[str], list[str]
             raise ValueError(f"{flag} must be at least 1, got {value}")
     protocol = Protocol(epochs=args.epochs, states=args.states, physics=args.physics, adam=args.adam)
     return poles, flows, clips, args.seeds, protocol
-
-
-def check(args: argparse.Namespace) -> None:
-    """Refuse wrong arguments before the reproduction, and JAX, are imported (`chaosgym.agents.cli`)."""
-    from_args(args)

@@ -128,8 +128,3 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace) -> DiagnoseConfig:
     """The `DiagnoseConfig` of the flags given; the rest are its defaults."""
     return flags.build(DiagnoseConfig, flags.given(args, DiagnoseConfig))
-
-
-def check(args: argparse.Namespace) -> None:
-    """Refuse wrong settings before the diagnostics, and JAX, are imported (`chaosgym.agents.cli`)."""
-    config_from_args(args)
