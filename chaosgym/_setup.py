@@ -8,11 +8,11 @@ environment when they are first imported.
 * JAX's persistent compilation cache is on by default in `~/.cache/chaosgym/jax` (XLA compiles
   MJX gradients for a minute or more on CPU; the cache makes the second start fast). Override the
   folder with `CHAOSGYM_CACHE_DIR`, or turn the cache off with `CHAOSGYM_COMPILATION_CACHE=0`.
-  It is given to JAX as the variables `JAX_COMPILATION_CACHE_DIR`,
+  `$XDG_CACHE_HOME/chaosgym/jax` where that is set; with no home folder at all (no HOME, no
+  passwd entry) the cache is off. It is given to JAX as the variables `JAX_COMPILATION_CACHE_DIR`,
   `JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS` (0.5) and `JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES`
   (0), or through `jax.config` where JAX was imported first. A cache folder the user already gave
-  JAX (that variable, or `jax.config` before `import chaosgym`) is left alone. `$XDG_CACHE_HOME/chaosgym/jax` where
-  that is set; with no home folder at all (no HOME, no passwd entry) the cache is off.
+  JAX (that variable, or `jax.config` before `import chaosgym`) is left alone.
 * XLA's C++ log is limited to fatal messages (`TF_CPP_MIN_LOG_LEVEL=3`, unless the user set it):
   on a small CPU its "slow_operation_alarm ... Very slow compile? If you want to file a bug" error
   fires on ordinary MJX compiles, which chaosgym announces itself (`chaosgym.agents.announce`);
