@@ -37,7 +37,11 @@ def check_actions(actions: Any, shape: tuple[int, ...]) -> np.ndarray:
     if array.shape != shape:
         raise ValueError(f"expected action shape {shape}, got {array.shape}")
     if not np.isfinite(array).all():
-        raise ValueError(f"action contains NaN or inf: {array}; nothing was stepped")
+        # where, not the whole array: one line, also for a batch of thousands
+        bad = np.argwhere(~np.isfinite(array))
+        first = tuple(int(i) for i in bad[0])
+        raise ValueError(f"action contains NaN or inf in {len(bad)} of {array.size} entries, the first "
+                         f"{array[first]} at index {first}; nothing was stepped")
     # the ufuncs themselves: np.clip's Python layers cost twice as much, on every step
     return np.minimum(np.maximum(array, -1.0), 1.0).astype(np.float32, copy=False)
 
