@@ -29,14 +29,17 @@ def write_atomic(path: Path, payload: bytes) -> None:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as tmp:
-        try:
-            tmp.write(payload)
-            tmp.flush()
-            os.fchmod(tmp.fileno(), _FILE_MODE)
-        except BaseException:
-            os.unlink(tmp.name)
-            raise
+    try:
+        with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as tmp:
+            try:
+                tmp.write(payload)
+                tmp.flush()
+                os.fchmod(tmp.fileno(), _FILE_MODE)
+            except BaseException:
+                os.unlink(tmp.name)
+                raise
+    except OSError as error:  # a full disk, a file-size limit (also when closing): name the file, not the temporary
+        raise OSError(error.errno, error.strerror, str(path)) from error
     try:
         os.replace(tmp.name, path)
     except BaseException:
