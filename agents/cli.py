@@ -8,13 +8,15 @@ the module of `runs`, `run(args) -> int | None`, imported. `chaosgym --help` imp
 
 from __future__ import annotations
 
+import _thread
 import argparse
 import difflib
+import functools
 import importlib
 import os
 import signal
 import sys
-import threading
+import time
 from typing import NamedTuple
 
 from chaosgym.flags import InvalidSetting, flag_name
@@ -70,19 +72,27 @@ class Stopped(KeyboardInterrupt):
 
 
 def _stop(signum: int, frame) -> None:
+    if frame is not None and frame.f_code in (_unraisable.__code__, _send_again.__code__):
+        _send_again(signum)  # raised in the hook, it would be dropped too
+        return
     raise Stopped(signum)
 
 
-def _redelivering(hook):
-    """`sys.unraisablehook` that sends a stop again when Python dropped it: raised while a gc
-    callback or a `__del__` ran (JAX runs one on every collection), it ends only that callback."""
-    def unraisable(report) -> None:
-        if isinstance(report.exc_value, Stopped):
-            # from another thread, once this hook has returned: raised in here, it would be dropped too
-            threading.Timer(0.01, os.kill, (os.getpid(), report.exc_value.signum)).start()
-        else:
-            hook(report)
-    return unraisable
+def _send_again(signum: int) -> None:
+    """The stop again in 50 ms, from another thread: by then the main thread has left the hook."""
+    def send() -> None:
+        time.sleep(0.05)
+        os.kill(os.getpid(), signum)
+    _thread.start_new_thread(send, ())
+
+
+def _unraisable(previous_hook, report) -> None:
+    """`sys.unraisablehook` while a command runs: a stop that Python dropped (raised while a gc
+    callback or a `__del__` ran; JAX runs a gc callback on every collection) is sent again."""
+    if isinstance(report.exc_value, Stopped):
+        _send_again(report.exc_value.signum)
+    else:
+        previous_hook(report)
 
 
 def _refuse_unknown(parser: argparse.ArgumentParser, unknown: list[str]) -> None:
@@ -113,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     # a killed run ends as an interrupted one: what its last checkpoint saved stays, the status says
     # so; installed first, so that a stop while the command's modules import is one line too
     handlers = {signum: signal.signal(signum, _stop) for signum in (signal.SIGTERM, signal.SIGINT)}
-    unraisable_hook, sys.unraisablehook = sys.unraisablehook, _redelivering(sys.unraisablehook)
+    unraisable_hook, sys.unraisablehook = sys.unraisablehook, functools.partial(_unraisable, sys.unraisablehook)
     command = argv[0] if argv else "command"
     try:
         commands = {}
