@@ -14,9 +14,10 @@ from pathlib import Path
 
 from chaosgym import flags
 from chaosgym.agents import config as config_module
-from chaosgym.agents.config import TrainConfig
+from chaosgym.agents.config import TrainConfig, for_task
 from chaosgym.agents.registry import AGENTS
 from chaosgym.presets import PRESETS
+from chaosgym.task_ids import check_task_id
 
 MAX_GIF_FPS = 30  # GIF frame delays are whole hundredths of a second; viewers slow faster ones down
 
@@ -30,6 +31,22 @@ def train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out from its last checkpoint (flags given change its budget)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def train_check(args: argparse.Namespace) -> dict:
+    """What can be checked of `chaosgym train`'s flags without JAX, before the command imports it:
+    the task id, the settings the agent reads, the budget it needs, the resumed folder, every value
+    (through the config it would build). The settings given, by path (`config.given`)."""
+    changes = config_module.given(args)
+    task, agent = changes.pop("task"), changes.pop("agent")
+    check_task_id(task)
+    config_module.check_settings(agent, changes)
+    if AGENTS[agent].budget == "env_steps" and "env_steps" not in changes:
+        raise ValueError(f"{agent} needs --env-steps (its budget in simulated env steps)")
+    if args.resume and not Path(args.out).is_dir():
+        raise ValueError(f"--resume: there is no run folder {args.out} (without --resume a new run starts there)")
+    for_task(task, agent, **changes)  # refuses a wrong value under the flag that gave it
+    return {"task": task, "agent": agent, **changes}
 
 
 # ---- compare -------------------------------------------------------------------------------------

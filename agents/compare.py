@@ -39,7 +39,6 @@ import chaosgym  # noqa: E402
 from chaosgym import flags  # noqa: E402
 from chaosgym.agents import config as config_module  # noqa: E402
 from chaosgym.agents.announce import announce_compile  # noqa: E402
-from chaosgym.agents.commands import compare_arguments as add_arguments  # noqa: E402,F401  (the CLI builds the flags from here)
 from chaosgym.agents.commands import EVALUATION_FIELDS, RUN_FIELDS, compare_config, refuse_repeats  # noqa: E402
 from chaosgym.agents.config import TrainConfig, for_task  # noqa: E402
 from chaosgym.agents.registry import AGENTS  # noqa: E402

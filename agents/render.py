@@ -20,7 +20,6 @@ import numpy as np
 from tqdm.auto import tqdm
 
 import chaosgym  # noqa: F401  (registers the task ids with Gymnasium)
-from chaosgym.agents.commands import render_arguments as add_arguments  # noqa: E402,F401  (the CLI builds the flags from here)
 from chaosgym.agents.commands import MAX_GIF_FPS
 from chaosgym.agents.run import Run
 

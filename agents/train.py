@@ -37,8 +37,8 @@ import chaosgym
 from chaosgym.agents import config as config_module
 from chaosgym.agents import optimizer
 from chaosgym.agents.announce import announce_compile
-from chaosgym.agents.commands import train_arguments as add_arguments  # noqa: F401  (the CLI builds the flags from here)
-from chaosgym.agents.config import TrainConfig, for_task, given
+from chaosgym.agents.commands import train_check
+from chaosgym.agents.config import TrainConfig, for_task
 from chaosgym.agents.registry import AGENTS
 from chaosgym.agents.run import CheckpointError, Run, next_timed_evaluation
 from chaosgym.evaluation import batched_evaluation, held_out_keys
@@ -326,16 +326,10 @@ def _train(run: Run, config: TrainConfig, core: Core, checkpoint: dict | None, p
 # ---- the `chaosgym train` command -------------------------------------------------------------
 
 def config_from_args(args) -> TrainConfig:
-    changes = given(args)
+    changes = train_check(args)  # what the CLI checked already, before importing this module
     task, agent = changes.pop("task"), changes.pop("agent")
-    config_module.check_settings(agent, changes)
-    if args.resume and not Path(args.out).is_dir():
-        raise ValueError(f"--resume: there is no run folder {args.out} (without --resume a new run starts there)")
     env = chaosgym.make(task, **changes.get("task_kwargs", {}))  # unknown or invalid options fail here, clearly
-    spec = AGENTS[agent]
-    if spec.budget == "env_steps" and "env_steps" not in changes:
-        raise ValueError(f"{agent} needs --env-steps (its budget in simulated env steps)")
-    trainer = spec.load()
+    trainer = AGENTS[agent].load()
     config = _config(args, task, agent, trainer.flag_changes(changes))
     trainer.validate(config)  # refuses a setting the agent would reject or misread
     state = jax.eval_shape(env.reset, jax.random.key(0))

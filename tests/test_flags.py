@@ -7,14 +7,15 @@ from pathlib import Path
 import pytest
 
 from chaosgym import diagnose, flags
-from chaosgym.agents import train
+from chaosgym.agents import commands
 from chaosgym.diagnose import DiagnoseConfig
 from chaosgym.gradients import EstimatorConfig
 
 
-def parser_of(module) -> argparse.ArgumentParser:
+def parser_of(command) -> argparse.ArgumentParser:
+    """The parser a command module's `add_arguments` (or an `add_arguments` function itself) builds."""
     parser = argparse.ArgumentParser(prog="chaosgym")
-    module.add_arguments(parser)
+    getattr(command, "add_arguments", command)(parser)
     return parser
 
 
@@ -152,7 +153,7 @@ TRAIN_FLAGS = [
 
 
 def test_train_flags_are_unchanged(capsys):
-    parser = parser_of(train)
+    parser = parser_of(commands.train_arguments)
     assert [s for a in parser._actions for s in a.option_strings if s not in ("-h", "--help")] == TRAIN_FLAGS
     helps = {s: a.help for a in parser._actions for s in a.option_strings}
     assert helps["--batch-size"] == "initial states per update (SB3: minibatch size) (default: 16)"
@@ -168,7 +169,7 @@ def test_train_flags_are_unchanged(capsys):
     assert helps["--es-pairs"].endswith("(default: 16)") and helps["--objective"].endswith("(default: return)")
     assert helps["--task-kwargs"] == "task options, e.g. num_poles=3"  # an empty default is not shown
     args = parser.parse_args(["--task", "ChaosAnt-v0", "--agent", "es", "--out", "x", "--es-pairs", "4"])
-    assert flags.given(args, train.TrainConfig) == {"task": "ChaosAnt-v0", "agent": "es", "estimator.es_pairs": 4}
+    assert flags.given(args, commands.TrainConfig) == {"task": "ChaosAnt-v0", "agent": "es", "estimator.es_pairs": 4}
     with pytest.raises(SystemExit):
         parser.parse_args(["--task", "ChaosAnt-v0", "--agent", "es", "--out", "x", "--hidden", "a,b"])
     assert "expected comma-separated layer sizes, e.g. 100,100; got 'a,b'" in capsys.readouterr().err
