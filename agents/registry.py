@@ -140,6 +140,7 @@ AGENTS: Mapping[str, Agent] = {agent.name: agent for agent in (
                rollouts=lambda config: 2 * config.estimator.es_pairs, memory=_forward_rollouts),
     _carried("apg", "chaosgym.agents.apg", "analytic policy gradients along carried trajectories (Brax APG)"),
     _carried("shac", "chaosgym.agents.shac", "short-horizon actor-critic (Xu et al., 2022)"),
+    _carried("ahac", "chaosgym.agents.ahac", "adaptive-horizon actor-critic (Georgiev et al., 2024)"),
     _sb3("ppo", "Stable-Baselines3 PPO"),
     _sb3("sac", "Stable-Baselines3 SAC"),
     _sb3("td3", "Stable-Baselines3 TD3"),
