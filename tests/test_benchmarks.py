@@ -40,6 +40,7 @@ CASES = {
     "findings.py": (["--quick", "--studies", "ChaosCartPole-v0"],
                     lambda tmp: ["--docs", str(tmp / "docs"), "--runs", str(tmp / "runs")], "findings", (slow,)),
     "gradient_cost.py": (["--quick", "--batch", "2"], None, "with remat", (slow,)),
+    "hostile.py": (["--tiny"], None, "inputs: 10 of 10 handled cleanly", ()),
     "sb3_threads.py": (["--steps", "512", "--repeats", "1"], None, "ratio default / one thread", (slow,)),
     "sb3_throughput.py": (["--env-steps", "256", "--num-envs", "2"], None, "vs Ant-v5 DummyVecEnv", (slow,)),
     "stable_bptt_c_gap.py": (["--poles", "1", "--seeds", "1", "--epochs", "1", "--flows", "C"],
