@@ -1,6 +1,6 @@
 """Task ids, `register`, `make`: a task is registered once, here and with Gymnasium.
 
-Importing this module imports the built-in tasks (`chaosgym.tasks`), and with them JAX and MJX; the
+Importing this module registers the built-in tasks (`chaosgym.tasks`), and imports JAX and MJX; the
 ids alone, and their presets, are known without either (`chaosgym.task_ids`).
 """
 
@@ -13,7 +13,8 @@ import jax
 import numpy as np
 
 from chaosgym.env import Env, Task, check_episode_length
-from chaosgym.presets import PRESETS, Presets
+from chaosgym.presets import ANT, CARTPOLE, DOUBLE_PENDULUM, PRESETS, Presets
+from chaosgym.tasks import Ant, CartPole, DoublePendulum
 from chaosgym.task_ids import parse_task_kwargs, register_with_gymnasium  # noqa: F401  (parse_task_kwargs re-exported)
 
 TASKS: dict[str, type[Task]] = {}  # filled by `register`
@@ -73,5 +74,7 @@ def make(env_id: str, episode_length: int | None = None, **kwargs) -> Env:
     return _cached_env(env_id, tuple(sorted(kwargs.items())), episode_length, dtype)
 
 
-# last: the tasks register themselves with `register` above
-from chaosgym import tasks  # noqa: E402,F401
+# the built-in tasks (the ids, episode lengths and presets of `chaosgym.task_ids.BUILTIN`)
+register("ChaosAnt-v0", Ant, presets=ANT)
+register("ChaosCartPole-v0", CartPole, presets=CARTPOLE)
+register("ChaosDoublePendulum-v0", DoublePendulum, presets=DOUBLE_PENDULUM)

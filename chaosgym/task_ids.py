@@ -3,7 +3,7 @@
 `import chaosgym` registers every built-in id with Gymnasium from `BUILTIN` and fills in its presets
 (`chaosgym.presets.PRESETS`): `gymnasium.make("ChaosAnt-v0")` finds the id, and a command line lists
 the ids, checks them and shows each task's presets, all without importing JAX. The task classes
-themselves load with `chaosgym.registry` (which imports `chaosgym.tasks`) on first use.
+themselves load with `chaosgym.registry` (which imports and registers `chaosgym.tasks`) on first use.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import gymnasium
 from chaosgym import presets
 from chaosgym.presets import PRESETS, Presets
 
-# id -> (episode length, presets) of every task `chaosgym.tasks` registers, in its order; a test
+# id -> (episode length, presets) of every built-in task `chaosgym.registry` registers, in its order; a test
 # (tests/test_task_ids.py) checks this against the task classes
 BUILTIN: dict[str, tuple[int, Presets]] = {
     "ChaosAnt-v0": (1000, presets.ANT),
