@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chaosgym import flags
-from chaosgym.agents.registry import AGENTS, CARRIED_WINDOW, Agent
+from chaosgym.agents.registry import AGENTS, Agent
 from chaosgym.flags import InvalidSetting, flag_name
 from chaosgym.flags import fields as fields  # re-exported: the settings of TrainConfig are fields(TrainConfig)
-from chaosgym.presets import PRESETS, presets
+from chaosgym.presets import PRESETS, Presets, presets
 from chaosgym.settings import POLICIES, EstimatorConfig
 
 DEFAULT_UPDATES = 200
@@ -184,8 +184,8 @@ def add_arguments(parser: argparse.ArgumentParser, skip: tuple[str, ...] = (),
     """The flags of `TrainConfig` (`chaosgym.flags.add_arguments`), each preset's values in its help."""
     flags.add_arguments(parser, TrainConfig, skip, required, default_texts={
         "learning_rate": _preset_text("learning_rate", "SB3 agents: their own (chaosgym.agents.sb3.SB3_DEFAULTS)"),
-        "estimator.horizon": _preset_text("horizon", f"{CARRIED_WINDOW} for "
-                                          + " and ".join(a.name for a in AGENTS.values() if a.carries_state)),
+        "estimator.horizon": _preset_text("horizon", ", ".join(
+            f"{a.presets(Presets())['estimator.horizon']} for {a.name}" for a in AGENTS.values() if a.carries_state)),
         "estimator.truncation": _preset_text("truncation")})
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-# the window along carried trajectories of apg, shac and ahac (Brax's APG and SHAC use 32)
+# the window along carried trajectories of apg and shac (Brax's APG and SHAC use 32)
 CARRIED_WINDOW = 32
 FLOAT_BYTES = 4
 
@@ -90,6 +90,7 @@ class Agent:
     estimator: bool = False  # the agent is the estimator of `chaosgym.gradients` of its name
     checkpoint_suffix: str = ".pkl"
     carries_state: bool = False  # its envs carry their trajectories from update to update
+    metrics: tuple[str, ...] = ()  # its own diagnostics, written to metrics.csv after the common columns
 
     def load(self) -> Trainer:
         module, _, attribute = self.trainer.partition(":")
@@ -117,9 +118,14 @@ def _estimator(name: str, summary: str, **facts) -> Agent:
                  estimator=True, **facts)
 
 
-def _carried(name: str, module: str, summary: str) -> Agent:
+CARRIED_METRICS = ("mean_reward", "episodes_done")
+
+
+def _carried(name: str, module: str, summary: str, window: int = CARRIED_WINDOW,
+             metrics: tuple[str, ...] = ()) -> Agent:
     return Agent(name, f"{module}:TRAINER", summary, UPDATE_SETTINGS, carries_state=True,
-                 presets=lambda preset: {"learning_rate": preset.learning_rate, "estimator.horizon": CARRIED_WINDOW})
+                 presets=lambda preset: {"learning_rate": preset.learning_rate, "estimator.horizon": window},
+                 metrics=CARRIED_METRICS + metrics)
 
 
 def _sb3(name: str, summary: str) -> Agent:
@@ -139,8 +145,12 @@ AGENTS: Mapping[str, Agent] = {agent.name: agent for agent in (
     _estimator("es", "antithetic evolution strategies: no gradient through the simulator",
                rollouts=lambda config: 2 * config.estimator.es_pairs, memory=_forward_rollouts),
     _carried("apg", "chaosgym.agents.apg", "analytic policy gradients along carried trajectories (Brax APG)"),
-    _carried("shac", "chaosgym.agents.shac", "short-horizon actor-critic (Xu et al., 2022)"),
-    _carried("ahac", "chaosgym.agents.ahac", "adaptive-horizon actor-critic (Georgiev et al., 2024)"),
+    _carried("shac", "chaosgym.agents.shac", "short-horizon actor-critic (Xu et al., 2022)",
+             metrics=("value_loss_before", "value_loss")),
+    # its window is the published maximum horizon (DiffRL's ahac.yaml: 64)
+    _carried("ahac", "chaosgym.agents.ahac", "adaptive-horizon actor-critic (Georgiev et al., 2024)", window=64,
+             metrics=("horizon", "next_horizon", "dual", "stiffness", "horizon_cuts", "value_loss_before",
+                      "value_loss", "critic_epochs")),
     _sb3("ppo", "Stable-Baselines3 PPO"),
     _sb3("sac", "Stable-Baselines3 SAC"),
     _sb3("td3", "Stable-Baselines3 TD3"),

@@ -265,6 +265,11 @@ class Run(RunFolder):
     def checkpoint_suffix(self) -> str:
         return self.config.spec.checkpoint_suffix
 
+    @property
+    def columns(self) -> list[str]:
+        """The common columns, then the agent's own diagnostics (`Agent.metrics`)."""
+        return METRIC_COLUMNS + [c for c in self.config.spec.metrics if c not in METRIC_COLUMNS]
+
     def policy(self) -> Callable:
         """The deterministic numpy policy `obs -> action` of the run's newest readable checkpoint,
         from its agent's trainer (`chaosgym.agents.AGENTS`)."""

@@ -14,6 +14,7 @@ import pytest
 import chaosgym
 from chaosgym.agents import ahac, apg
 from chaosgym.agents.config import for_task
+from chaosgym.agents.run import Run
 from chaosgym.agents.train import load_checkpoint, train
 from chaosgym.evaluation import batched_evaluation, held_out_keys
 
@@ -206,6 +207,11 @@ def test_a_run_resumed_from_its_checkpoint_gives_the_uninterrupted_one(tmp_path)
     for a, b in zip(jax.tree.leaves(whole["opt_state"]), jax.tree.leaves(split["opt_state"])):
         np.testing.assert_array_equal(a, b)
     assert whole["env_steps"] == split["env_steps"] == 4 * 2 * 4
+    # its own diagnostics reach metrics.csv, resumed or not
+    for folder in ("whole", "split"):
+        rows = Run(tmp_path / folder).metrics()
+        assert [int(r["update"]) for r in rows] == [0, 1, 2, 3, 4]
+        assert all(r["horizon"] and r["stiffness"] and r["value_loss"] for r in rows[1:])
 
 
 @pytest.mark.slow  # compiles an MJX cart-pole update (1-4 min cold on a busy 2-core CPU)

@@ -160,7 +160,7 @@ def test_train_flags_are_unchanged(capsys):
     assert helps["--hidden"] == "hidden layer sizes of the policy, e.g. 100,100 (default: 100,100)"
     # each preset's actual value, task by task
     assert helps["--horizon"].endswith("(default: the task's preset: 50 on ChaosAnt-v0, 100 on ChaosCartPole-v0, "
-                                       "100 on ChaosDoublePendulum-v0; 32 for apg and shac)")
+                                       "100 on ChaosDoublePendulum-v0; 32 for apg, 32 for shac, 64 for ahac)")
     assert "0.003 on ChaosCartPole-v0" in helps["--learning-rate"]
     assert helps["--truncation"].endswith("(default: the task's preset: 10 on ChaosAnt-v0, 20 on ChaosCartPole-v0, "
                                           "20 on ChaosDoublePendulum-v0)")
