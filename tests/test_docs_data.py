@@ -103,3 +103,27 @@ def test_the_largest_force_quoted_is_the_data():
     newtons = f"{largest:.0f} N"
     assert f"used at most {newtons} in any epoch" in (ROOT / "README.md").read_text()
     assert newtons in (ROOT / "docs" / "stable_bptt.md").read_text()
+
+
+def _grid_cell(values: list[float]) -> str:
+    """A cell of docs/stable_bptt.md's grid table: median [min, max] to two significant figures."""
+    return f"{float(np.median(values)):#.2g} [{min(values):#.2g}, {max(values):#.2g}]"
+
+
+def test_the_stable_bptt_grid_table_is_the_data():
+    """Each seed's test loss averaged over its last 30 epochs (the 30-epoch moving average at the
+    last epoch), then the median and range over seeds, as the table of the grid quotes them."""
+    with open(DATA / "stable_bptt" / "poles3-RMSC" / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    last = max(int(r["epoch"]) for r in rows)
+    text = (ROOT / "docs" / "stable_bptt.md").read_text()
+    for clip in ("NONE", "VALUE", "NORM"):
+        cells = []
+        for flow in "RMSC":
+            seeds = {}
+            for r in rows:
+                if r["flow"] == flow and r["clip"] == clip and int(r["epoch"]) > last - 30:
+                    seeds.setdefault(r["seed"], []).append(float(r["test_loss"]))
+            cells.append(_grid_cell([float(np.mean(v)) for v in seeds.values()]))
+        row = "| " + " | ".join([clip, *cells]) + " |"
+        assert row.replace("**", "") in text.replace("**", ""), row
