@@ -104,8 +104,8 @@ class CompareConfig:
 
 # The main job. Its budget is env steps, the same for every agent, so that it gives the same table on
 # a slow or a busy machine (20 s of training gave apg 758 updates on a quiet CPU and 105-211 on a busy
-# one). On a quiet 2-core CPU 100,000 env steps are about 5 s of training for apg and shac (195
-# updates of 16 envs x 32 steps), 3 s for full (62 updates of 16 x 100 steps) and 21 s for PPO.
+# one). On a 2-core CPU 100,000 env steps were 5.6 and 7.8 s of training for apg and shac (195
+# updates of 16 envs x 32 steps), 5.8 s for full (62 updates of 16 x 100 steps) and 16.6 s for PPO.
 QUICK = {"tasks": "ChaosCartPole-v0", "agents": "apg,shac,full,ppo", "seeds": 2, "env_steps": 100_000}
 # the evaluation protocol's settings: given, they apply to every agent alike
 EVALUATION_FIELDS = ("eval_episodes", "eval_seed")
@@ -132,8 +132,8 @@ def compare_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/compare"), help="output folder")
     quick = "; ".join(f"--{k.replace('_', '-')} {v}" for k, v in QUICK.items())
     parser.add_argument("--quick", action="store_true",
-                        help=f"the main job (on a quiet 2-core CPU about 6 minutes with cold caches, estimated from "
-                             f"its parts; 22 min measured on a loaded one): {quick} (the "
+                        help=f"the main job (6 min measured with cold caches on a 2-core CPU, 22 min on a loaded "
+                             f"one): {quick} (the "
                              "tasks, agents, seeds and budget flags given with it replace these values)")
 
 
