@@ -17,6 +17,7 @@ from chaosgym.agents.config import for_task
 from chaosgym.agents.run import Run
 from chaosgym.agents.train import load_checkpoint, train
 from chaosgym.evaluation import batched_evaluation, held_out_keys
+from jaxpr_checks import HIGHEST, dot_precisions
 
 # ---- pure pieces (fast) ---------------------------------------------------------------------------
 
@@ -143,20 +144,9 @@ def test_update_is_deterministic_cuts_its_pieces_and_resumes_exactly(equations_c
 def test_update_multiplies_at_highest_precision(equations_cartpole):
     state = jax.eval_shape(lambda key: ahac.init(equations_cartpole, TINY, key), jax.random.key(0))
     jaxpr = jax.make_jaxpr(ahac.make_update(equations_cartpole, TINY))(state, jax.random.key(1)).jaxpr
-    precisions = _dot_precisions(jaxpr)
+    precisions = dot_precisions(jaxpr)
     assert len(precisions) >= 6  # policy and critics, forward and backward
-    highest = (jax.lax.Precision.HIGHEST, jax.lax.Precision.HIGHEST)
-    assert all(p == highest for p in precisions), set(precisions)
-
-
-def _dot_precisions(jaxpr) -> list:
-    found = []
-    for eqn in jaxpr.eqns:
-        if eqn.primitive.name == "dot_general":
-            found.append(eqn.params["precision"])
-        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
-            found += _dot_precisions(sub)
-    return found
+    assert all(p == HIGHEST for p in precisions), set(precisions)
 
 
 class Line(NamedTuple):

@@ -11,6 +11,7 @@ import pytest
 import chaosgym
 from chaosgym.agents import apg, shac
 from chaosgym.evaluation import batched_evaluation, held_out_keys
+from jaxpr_checks import HIGHEST, dot_precisions
 
 # ---- pure pieces (fast) ---------------------------------------------------------------------------
 
@@ -101,25 +102,14 @@ def compiled(cartpole):
     return {name: jax.jit(module.make_update(cartpole, config)) for name, (module, config) in AGENTS.items()}
 
 
-def _dot_precisions(jaxpr) -> list:
-    found = []
-    for eqn in jaxpr.eqns:
-        if eqn.primitive.name == "dot_general":
-            found.append(eqn.params["precision"])
-        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
-            found += _dot_precisions(sub)
-    return found
-
-
 @pytest.mark.parametrize("name", AGENTS)
 def test_update_multiplies_at_highest_precision(cartpole, name):
     module, config = AGENTS[name]
     state = jax.eval_shape(lambda key: module.init(cartpole, config, key), jax.random.key(0))
     jaxpr = jax.make_jaxpr(module.make_update(cartpole, config))(state, jax.random.key(1)).jaxpr
-    precisions = _dot_precisions(jaxpr)
+    precisions = dot_precisions(jaxpr)
     assert len(precisions) >= 6  # policy forward and backward at least
-    highest = (jax.lax.Precision.HIGHEST, jax.lax.Precision.HIGHEST)
-    assert all(p == highest for p in precisions), set(precisions)
+    assert all(p == HIGHEST for p in precisions), set(precisions)
 
 
 @pytest.mark.slow  # compiles a cart-pole update (1-4 min cold on a busy 2-core CPU)
