@@ -144,20 +144,41 @@ def compare_config(args: argparse.Namespace) -> CompareConfig:
 
 # ---- render --------------------------------------------------------------------------------------
 
-def _pixels(text: str) -> int:
-    if not text.isdigit() or int(text) <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number of pixels, got {text!r}")
-    return int(text)
+def _whole(least: int, what: str):
+    """An argparse type: a whole number >= `least`, named `what` in its error."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < least:
+            raise argparse.ArgumentTypeError(f"expected {what} (a whole number >= {least}), got {text!r}")
+        return value
+    return parse
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number of frames per second > 0, got {text!r}")
+    return value
+
+
+_pixels = _whole(1, "a positive number of pixels")
 
 
 def render_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of `chaosgym render`."""
     parser.add_argument("--run", type=Path, required=True, help="run folder of `chaosgym train` or `compare`")
     parser.add_argument("--out", type=Path, default=None, help="GIF file to write (default: RUN/episode.gif)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the episode's reset")
-    parser.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (default: the time limit)")
+    parser.add_argument("--seed", type=_whole(0, "a Gymnasium seed"), default=0, help="seed of the episode's reset")
+    parser.add_argument("--max-steps", type=_whole(1, "a number of steps"), default=None,
+                        help="stop after this many steps (default: the time limit)")
     parser.add_argument("--width", type=_pixels, default=320, help="frame width in pixels")
     parser.add_argument("--height", type=_pixels, default=320, help="frame height in pixels")
-    parser.add_argument("--fps", type=float, default=None,
+    parser.add_argument("--fps", type=_rate, default=None,
                         help=f"frames per second of the GIF (default: real time, at most {MAX_GIF_FPS}: "
                              "faster tasks keep every k-th step and play in real time)")

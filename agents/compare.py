@@ -43,7 +43,7 @@ from chaosgym.agents.commands import EVALUATION_FIELDS, RUN_FIELDS, compare_conf
 from chaosgym.agents.config import TrainConfig, for_task  # noqa: E402
 from chaosgym.agents.registry import AGENTS  # noqa: E402
 from chaosgym.agents.run import Run  # noqa: E402
-from chaosgym.agents.train import train  # noqa: E402
+from chaosgym.agents.train import check_fits, train  # noqa: E402
 from chaosgym.evaluation import evaluate  # noqa: E402
 from chaosgym.presets import presets  # noqa: E402
 from chaosgym.registry import parse_task_kwargs  # noqa: E402
@@ -221,6 +221,8 @@ def run(args: argparse.Namespace) -> int:
     # every config is built (and so checked) before the first run trains
     configs = [run_config(env_id, kwargs, agent, seed, compare.steps_budget(), changes)
                for (env_id, kwargs), agent, seed in runs]
+    for config in configs:
+        check_fits(config)
     args.out.mkdir(parents=True, exist_ok=True)
     budget = compare.describe()
     print(f"chaosgym compare: {len(runs)} runs of {budget} each into {args.out} (finished runs are read back; "

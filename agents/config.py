@@ -86,8 +86,10 @@ class TrainConfig:
         for name, value in finite_positive.items():
             if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise InvalidSetting(name, f"must be a finite number > 0, got {value!r}")
-        if not isinstance(self.eval_seed, int) or isinstance(self.eval_seed, bool) or self.eval_seed < 0:
-            raise InvalidSetting("eval_seed", f"must be an integer >= 0 (a Gymnasium seed), got {self.eval_seed!r}")
+        for name in ("seed", "eval_seed"):  # SB3 and Gymnasium seed numpy, which refuses negative seeds
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise InvalidSetting(name, f"must be an integer >= 0 (a Gymnasium seed), got {value!r}")
         if self.policy not in POLICIES:
             raise ValueError(f"unknown policy {self.policy!r}; valid: {', '.join(POLICIES)}")
 

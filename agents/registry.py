@@ -91,6 +91,7 @@ class Agent:
     checkpoint_suffix: str = ".pkl"
     carries_state: bool = False  # its envs carry their trajectories from update to update
     metrics: tuple[str, ...] = ()  # its own diagnostics, written to metrics.csv after the common columns
+    hidden: Callable[[Any], tuple[int, ...]] = lambda config: config.hidden  # its network's hidden layers
 
     def load(self) -> Trainer:
         module, _, attribute = self.trainer.partition(":")
@@ -105,9 +106,10 @@ class Agent:
     def memory_needed(self, config, observation_size: int, action_size: int, state_bytes: int) -> dict[str, int]:
         """Lower bounds, in bytes, of what a run holds at once, by part: the policy with its gradient
         and Adam's two moments, the agent's own rollouts or minibatch, the evaluation's states."""
-        sizes = (observation_size, *config.hidden, action_size)
+        hidden = self.hidden(config)
+        sizes = (observation_size, *hidden, action_size)
         weights = sum((a + 1) * b for a, b in zip(sizes, sizes[1:]))
-        step = state_bytes + sum(config.hidden) * FLOAT_BYTES
+        step = state_bytes + sum(hidden) * FLOAT_BYTES
         rollouts = self.rollouts(config) if self.budget == "updates" else 1
         return {"policy and optimiser": 4 * weights * FLOAT_BYTES, "evaluation": config.eval_episodes * step,
                 **self.memory(config, sizes, step, rollouts)}
@@ -128,9 +130,17 @@ def _carried(name: str, module: str, summary: str, window: int = CARRIED_WINDOW,
                  metrics=CARRIED_METRICS + metrics)
 
 
+def _sb3_hidden(config) -> tuple[int, ...]:
+    """SB3's network as --hidden (or --sb3 policy_kwargs) set it: `net_arch` (a list, or per head)."""
+    arch = config.sb3.get("policy_kwargs", {}).get("net_arch")
+    if isinstance(arch, dict):  # one list per head: the widest head
+        arch = max(arch.values(), key=sum, default=None)
+    return tuple(arch) if isinstance(arch, (list, tuple)) and all(isinstance(h, int) for h in arch) else config.hidden
+
+
 def _sb3(name: str, summary: str) -> Agent:
     return Agent(name, "chaosgym.agents.sb3:TRAINER", summary, RUN_SETTINGS | {"env_steps", "sb3"},
-                 budget="env_steps", memory=_minibatch, checkpoint_suffix=".zip")
+                 budget="env_steps", memory=_minibatch, checkpoint_suffix=".zip", hidden=_sb3_hidden)
 
 
 AGENTS: Mapping[str, Agent] = {agent.name: agent for agent in (

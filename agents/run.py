@@ -110,6 +110,10 @@ class RunFolder:
         try:
             run.config = run._read_config()
             checkpoint = None
+            if run.config is None and run._has_run_files():
+                # a run whose config.json is gone: starting afresh would overwrite its checkpoints
+                raise FileExistsError(f"{folder} holds a run's metrics or checkpoints but no config.json; restore "
+                                      "it, or choose another folder")
             if run.config is not None:
                 if not resume:
                     raise FileExistsError(f"{folder} already holds a run; pass --resume (resume=True) to continue "
@@ -128,6 +132,9 @@ class RunFolder:
         except BaseException:
             run.close()
             raise
+
+    def _has_run_files(self) -> bool:
+        return any((self.folder / name).exists() for name in RUN_FILES - {"config.json", ".lock"})
 
     def _take_lock(self) -> None:
         self._lock = open(self.folder / ".lock", "a")

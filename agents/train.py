@@ -328,14 +328,20 @@ def _train(run: Run, config: TrainConfig, core: Core, checkpoint: dict | None, p
 def config_from_args(args) -> TrainConfig:
     changes = train_check(args)  # what the CLI checked already, before importing this module
     task, agent = changes.pop("task"), changes.pop("agent")
-    env = chaosgym.make(task, **changes.get("task_kwargs", {}))  # unknown or invalid options fail here, clearly
+    chaosgym.make(task, **changes.get("task_kwargs", {}))  # unknown or invalid options fail here, clearly
     trainer = AGENTS[agent].load()
     config = _config(args, task, agent, trainer.flag_changes(changes))
     trainer.validate(config)  # refuses a setting the agent would reject or misread
+    check_fits(config)
+    return config
+
+
+def check_fits(config: TrainConfig) -> None:
+    """Refuse a run whose sizes need more memory than this machine has (`config.check_memory`)."""
+    env = make_env(config)
     state = jax.eval_shape(env.reset, jax.random.key(0))
     config_module.check_memory(config, env.observation_size, env.action_size,
                                sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state)))
-    return config
 
 
 def _config(args, task: str, agent: str, changes: dict) -> TrainConfig:

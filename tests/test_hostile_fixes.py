@@ -46,3 +46,54 @@ def test_a_write_that_hits_a_file_size_limit_names_the_file_and_keeps_the_previo
     filename, left = result.stdout.splitlines()
     assert filename == str(tmp_path / "checkpoint.pkl")
     assert left == "['checkpoint.pkl'] previous"  # no temporary left, the previous content whole
+
+
+# ---- the rest of the recount's unhandled cases, mended -------------------------------------------
+
+def test_resuming_a_run_whose_config_is_gone_is_refused_and_keeps_its_checkpoint(tmp_path):
+    from chaosgym.agents.config import for_task
+    from chaosgym.agents.run import Run
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "metrics.csv").write_text("update\n0\n")
+    (folder / "checkpoint.pkl").write_bytes(b"the only copy")
+    for resume in (True, False):
+        with pytest.raises(FileExistsError, match="no config.json"):
+            Run.open(folder, for_task("ChaosCartPole-v0", "full"), resume, lambda b: b)
+    assert (folder / "checkpoint.pkl").read_bytes() == b"the only copy"
+
+
+def _cli(argv, capsys) -> str:
+    from chaosgym.agents.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--task", "ChaosCartPole-v0", "--agent", "ppo", "--env-steps", "100", "--seed", "-1"],
+     "argument --seed: must be an integer >= 0"),
+    (["render", "--run", "x", "--fps", "0"], "finite number of frames per second > 0, got '0'"),
+    (["render", "--run", "x", "--fps", "nan"], "finite number of frames per second > 0, got 'nan'"),
+    (["render", "--run", "x", "--max-steps", "0"], "a number of steps (a whole number >= 1), got '0'"),
+    (["render", "--run", "x", "--seed", "-1"], "a Gymnasium seed (a whole number >= 0), got '-1'"),
+])
+def test_bad_seeds_rates_and_step_counts_are_refused_before_anything_runs(argv, message, capsys, tmp_path):
+    error = _cli([*argv, *(["--out", str(tmp_path / "out")] if argv[0] == "train" else [])], capsys)
+    assert message in error.strip().splitlines()[-1]  # argparse: the usage, then the one error line
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", [
+    ["train", "--task", "ChaosCartPole-v0", "--agent", "ppo", "--env-steps", "100"],
+    ["compare", "--agents", "full,ppo", "--seeds", "1", "--env-steps", "1000"],
+])
+def test_a_network_too_large_for_the_machine_is_refused_with_its_estimate_before_any_folder(command, capsys,
+                                                                                          tmp_path):
+    """SB3's network comes from --hidden too; compare checks every run before its first folder."""
+    error = _cli([*command, "--hidden", "100000000,100000000", "--out", str(tmp_path / "out")], capsys)
+    assert "this run needs at least" in error and "policy and optimiser" in error
+    assert not (tmp_path / "out").exists()
