@@ -10,6 +10,7 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
+from chaosgym.agents.config import machine_memory
 from chaosgym.settings import ADAM_FORMS, CARTPOLE_PHYSICS as PHYSICS
 
 FLOWS = {"R": "full", "M": "modified", "S": "stopped", "C": "combined"}
@@ -75,7 +76,11 @@ GRID_COST = ("The defaults run the paper's whole grid: 4 pole counts x 36 runs (
 
 
 def _choices(text: str, valid, what: str) -> list[str]:
-    items = [t.strip() for t in text.split(",") if t.strip()]
+    items = [t.strip() for t in text.split(",")]
+    if len(items) > 1 and "" in items:
+        raise ValueError(f"{what}: an empty item in {text!r}; give comma-separated values from "
+                         f"{', '.join(map(str, valid))}")
+    items = [t for t in items if t]
     bad = [t for t in items if t not in valid]
     repeated = sorted({t for t in items if items.count(t) > 1})
     problem = ("unknown " + ", ".join(bad) if bad else "repeated " + ", ".join(repeated) if repeated
@@ -94,4 +99,9 @@ def from_args(args: argparse.Namespace) -> tuple[list[int], list[str], list[str]
         if value < 1:
             raise ValueError(f"{flag} must be at least 1, got {value}")
     protocol = Protocol(epochs=args.epochs, states=args.states, physics=args.physics, adam=args.adam)
+    # the training and test states, drawn in float64: (x, theta_i, and their rates) per state
+    needed = 2 * protocol.states * 2 * (1 + max(poles)) * 8
+    if needed > machine_memory():
+        raise ValueError(f"--states {protocol.states} needs at least {needed / 2**30:,.0f} GiB for the initial states "
+                         f"alone, more than this machine's {machine_memory() / 2**30:,.0f} GiB")
     return poles, flows, clips, args.seeds, protocol

@@ -97,3 +97,13 @@ def test_a_network_too_large_for_the_machine_is_refused_with_its_estimate_before
     error = _cli([*command, "--hidden", "100000000,100000000", "--out", str(tmp_path / "out")], capsys)
     assert "this run needs at least" in error and "policy and optimiser" in error
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--poles", "1,,2"], "--poles: an empty item in '1,,2'"),
+    (["--states", "1000000000"], "--states 1000000000 needs at least"),
+])
+def test_reproduce_refuses_an_empty_list_item_and_states_that_cannot_fit(flags, message, capsys, tmp_path):
+    error = _cli(["reproduce", "stable-bptt", *flags, "--out", str(tmp_path / "out")], capsys)
+    assert message in error
+    assert not (tmp_path / "out").exists()
