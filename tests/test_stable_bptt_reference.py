@@ -100,6 +100,7 @@ def test_the_equations_physics_steps_as_mjx_does_in_float64():
         assert error["max_error"] < 1e-9 and error["largest"] > 10, (n, error)
 
 
+@pytest.mark.slow  # three programs of the grid (33 s warm): the fast tier checks the grid against the reference
 def test_one_run_inside_the_grid_program_follows_that_run_alone():
     """float32, 1 pole: the first 3 updates of a run inside the 24-run grid program (4 flows x 3
     clipping modes x 2 seeds) equal those of a program of that run alone, to 1e-6."""
