@@ -336,12 +336,17 @@ def config_from_args(args) -> TrainConfig:
     return config
 
 
+@functools.lru_cache(maxsize=None)
+def state_bytes(env: chaosgym.Env) -> int:
+    """Bytes of one env state (traced once per env: compare checks every run of a task against it)."""
+    state = jax.eval_shape(env.reset, jax.random.key(0))
+    return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state))
+
+
 def check_fits(config: TrainConfig) -> None:
     """Refuse a run whose sizes need more memory than this machine has (`config.check_memory`)."""
     env = make_env(config)
-    state = jax.eval_shape(env.reset, jax.random.key(0))
-    config_module.check_memory(config, env.observation_size, env.action_size,
-                               sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state)))
+    config_module.check_memory(config, env.observation_size, env.action_size, state_bytes(env))
 
 
 def _config(args, task: str, agent: str, changes: dict) -> TrainConfig:
