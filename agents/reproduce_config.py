@@ -71,8 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # what the default (full) grid costs, measured with benchmarks/stable_bptt_cost.py (docs/stable_bptt.md)
 GRID_COST = ("The defaults run the paper's whole grid: 4 pole counts x 36 runs (4 flows x 3 clipping modes x "
              "3 seeds) x 32,000 updates, one program per pole count, resumable at every checkpoint. On a "
-             "2-core CPU that is about 90 h with --physics mjx (the default) and 7-10 h with --physics "
-             "equations (benchmarks/stable_bptt_cost.py; docs/stable_bptt.md).")
+             "2-core CPU that is about 60-90 h with --physics mjx (the default) and 5-10 h with --physics "
+             "equations, by the CPU and its load (benchmarks/stable_bptt_cost.py; docs/stable_bptt.md).")
 
 
 def _choices(text: str, valid, what: str) -> list[str]:

@@ -2,7 +2,7 @@
 
 Runs each benchmark script in its own process (so none inherits another's compiled functions or
 threads), in this order: throughput, gradient cost and memory, SB3 throughput, the two backends of
-the single env, compile times. A script that fails is reported in the file with the end of its
+the single env, compile times, time to first output, the Stable-BPTT update's cost. A script that fails is reported in the file with the end of its
 error output, and the run goes on; the exit status is then 1.
 
     python benchmarks/all.py            # the full tables: tens of minutes on a 2-core CPU
@@ -22,12 +22,16 @@ from importlib import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# (title, script, its arguments in the full run, its arguments in the smoke run)
 SCRIPTS = [
-    ("Env throughput", "throughput.py"),
-    ("Gradient cost and memory", "gradient_cost.py"),
-    ("SB3 PPO throughput", "sb3_throughput.py"),
-    ("Backends of the single env: divergence and speed", "backends.py"),
-    ("Compile time, cold and warm", "compile_time.py"),
+    ("Env throughput", "throughput.py", [], ["--quick"]),
+    ("Gradient cost and memory", "gradient_cost.py", [], ["--quick"]),
+    ("SB3 PPO throughput", "sb3_throughput.py", [], ["--env-steps", "256", "--num-envs", "2"]),
+    ("Backends of the single env: divergence and speed", "backends.py", [], ["--quick"]),
+    ("Compile time, cold and warm", "compile_time.py", [], ["--quick"]),
+    ("Time to first output", "first_output.py", ["--startup"], ["--startup", "--repeats", "1"]),
+    ("Stable-BPTT update: cost against a plain-JAX reference", "stable_bptt_cost.py", [],
+     ["--poles", "1", "--rounds", "1", "--calls", "1", "--horizon", "10", "--no-grid", "--physics", "equations"]),
 ]
 
 
@@ -53,9 +57,11 @@ def machine() -> list[str]:
     memory = _first_line("/proc/meminfo", "MemTotal")
     versions = ", ".join(f"{name} {_version(name)}" for name in
                          ("jax", "jaxlib", "mujoco", "gymnasium", "stable_baselines3", "torch"))
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     return [
-        f"* CPU: {_first_line('/proc/cpuinfo', 'model name')}, {os.cpu_count()} cores; memory {memory}",
+        f"* CPU: {_first_line('/proc/cpuinfo', 'model name')}, {os.cpu_count()} cores "
+        f"({usable} of them given to this run); memory {memory}",
         f"* JAX devices: {', '.join(str(d) for d in jax.devices())}",
         f"* Python {platform.python_version()}; {versions}",
         f"* chaosgym commit {commit or 'unknown'}; load average at the start "
@@ -63,9 +69,9 @@ def machine() -> list[str]:
     ]
 
 
-def run(script: str, quick: bool) -> tuple[str, float, bool]:
+def run(script: str, arguments: list[str]) -> tuple[str, float, bool]:
     """(stdout, seconds, ok) of one benchmark script in a fresh process."""
-    command = [sys.executable, str(ROOT / "benchmarks" / script)] + (["--quick"] if quick else [])
+    command = [sys.executable, str(ROOT / "benchmarks" / script), *arguments]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     start = time.perf_counter()
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
@@ -78,9 +84,9 @@ def run(script: str, quick: bool) -> tuple[str, float, bool]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="pass --quick to every script (smoke run)")
+    parser.add_argument("--quick", action="store_true", help="each script's smoke run (tiny sizes, not for quoting)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md", help="markdown file to write")
-    names = [script for _, script in SCRIPTS]
+    names = [script for _, script, _, _ in SCRIPTS]
     parser.add_argument("--scripts", default=",".join(names), help="comma-separated scripts to run (default: all)")
     args = parser.parse_args()
     chosen = args.scripts.split(",")
@@ -93,14 +99,16 @@ def main() -> int:
              f"`python benchmarks/all.py{' --quick' if args.quick else ''}`.\n", *machine(), ""]
     print("\n".join(lines), flush=True)
     ok = True
-    for title, script in (item for item in SCRIPTS if item[1] in chosen):
+    for title, script, full, smoke in (item for item in SCRIPTS if item[1] in chosen):
+        arguments = smoke if args.quick else full
         if not (ROOT / "benchmarks" / script).exists():
             section = f"## {title}\n\n`benchmarks/{script}` is missing.\n"
             ok = False
         else:
-            output, elapsed, succeeded = run(script, args.quick)
+            output, elapsed, succeeded = run(script, arguments)
             ok &= succeeded
-            section = f"## {title}\n\n`python benchmarks/{script}{' --quick' if args.quick else ''}` ({elapsed:.0f} s)\n\n{output.strip()}\n"
+            shown = " ".join(["python", f"benchmarks/{script}", *arguments])
+            section = f"## {title}\n\n`{shown}` ({elapsed:.0f} s)\n\n{output.strip()}\n"
         print(section, flush=True)
         lines.append(section)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import mujoco
 import numpy as np
-from mujoco import mjx
+from chaosgym._mjx import mjx
 
 FRAME_SKIP = 5
 

@@ -37,7 +37,7 @@ import gymnasium
 import jax
 import mujoco
 import numpy as np
-from mujoco import mjx
+from chaosgym._mjx import mjx
 
 ENV_ID = "ChaosAnt-v0"
 

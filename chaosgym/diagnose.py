@@ -82,14 +82,19 @@ def describe(task: str, kwargs: dict, config: DiagnoseConfig) -> str:
     return f"{task}{options}: {policy}{termination}"
 
 
+def check_start_qpos(env, start_qpos: tuple[float, ...] | None) -> None:
+    """Refuse a `--start-qpos` whose length is not the task's number of joint coordinates."""
+    if start_qpos is not None and len(start_qpos) != env.mj_model.nq:
+        raise ValueError(f"--start-qpos needs {env.mj_model.nq} values (the task's qpos), got {len(start_qpos)}")
+
+
 def initial_states(env, key, count: int, start_qpos: tuple[float, ...] | None):
     """`count` states from the task's reset; with `start_qpos`, their qpos is replaced by it."""
     states = jax.vmap(env.reset)(jax.random.split(key, count))
     if start_qpos is None:
         return states
+    check_start_qpos(env, start_qpos)
     qpos = jnp.asarray(start_qpos, states.data.qpos.dtype)
-    if qpos.shape[0] != env.mj_model.nq:
-        raise ValueError(f"--start-qpos needs {env.mj_model.nq} values, got {qpos.shape[0]}")
     return states.replace(data=states.data.replace(qpos=jnp.broadcast_to(qpos, states.data.qpos.shape)))
 
 
@@ -196,6 +201,7 @@ def diagnose(config: DiagnoseConfig) -> dict:
     env, params, task, kwargs = _task_and_params(config)
     if config.no_termination:
         env = diagnostics.without_termination(env)
+    check_start_qpos(env, config.start_qpos)  # before anything is written
     config.out.mkdir(parents=True, exist_ok=True)
     title = describe(task, kwargs, config)
     results = {}

@@ -127,3 +127,25 @@ def test_the_stable_bptt_grid_table_is_the_data():
             cells.append(_grid_cell([float(np.mean(v)) for v in seeds.values()]))
         row = "| " + " | ".join([clip, *cells]) + " |"
         assert row.replace("**", "") in text.replace("**", ""), row
+
+
+NUMBER = re.compile(r"(?<![\w.-])\d[\d,]*(?:\.\d+)?")
+
+
+def _speed_table() -> list[list[str]]:
+    """Rows of the README's speed table (the one under '## Speed, start-up and devices')."""
+    section = (ROOT / "README.md").read_text().split("## Speed, start-up and devices", 1)[1]
+    lines = [line for line in section.split("\n## ", 1)[0].splitlines() if line.startswith("| ")]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[1:]]
+
+
+def test_every_speed_figure_in_the_readme_is_in_docs_benchmarks():
+    """The README quotes docs/benchmarks.md, the output of one `python benchmarks/all.py` run: every
+    number in its measured columns (chaosgym, reference, ratio) must be printed there."""
+    printed = set(NUMBER.findall((ROOT / "docs" / "benchmarks.md").read_text()))
+    rows = _speed_table()
+    assert len(rows) >= 8
+    for row in rows:
+        quoted = [n for cell in row[1:4] for n in NUMBER.findall(cell.replace("mj_step", ""))]
+        missing = [n for n in quoted if n not in printed]
+        assert not missing, f"README speed row {row[0]!r} quotes {missing}, not in docs/benchmarks.md"

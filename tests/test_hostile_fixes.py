@@ -107,3 +107,11 @@ def test_reproduce_refuses_an_empty_list_item_and_states_that_cannot_fit(flags, 
     error = _cli(["reproduce", "stable-bptt", *flags, "--out", str(tmp_path / "out")], capsys)
     assert message in error
     assert not (tmp_path / "out").exists()
+
+
+def test_diagnose_refuses_a_start_qpos_of_the_wrong_length_before_any_folder(capsys, tmp_path):
+    """The cart pole's qpos is (cart, pole) per pole plus the reference mass: 3 values for one pole."""
+    error = _cli(["diagnose", "--task", "ChaosCartPole-v0", "--what", "lyapunov", "--start-qpos", "0,0.3",
+                  "--out", str(tmp_path / "out")], capsys)
+    assert "--start-qpos needs 3 values (the task's qpos), got 2" in error
+    assert not (tmp_path / "out").exists()
