@@ -95,7 +95,7 @@ def main() -> int:
         parser.error(f"--scripts: unknown {', '.join(unknown)}; valid: {', '.join(names)}")
 
     mode = "quick smoke run (`--quick`): small sizes, not for quoting" if args.quick else "full run"
-    lines = [f"# chaosgym benchmarks\n", f"{datetime.date.today().isoformat()}, {mode}, "
+    lines = ["# chaosgym benchmarks\n", f"{datetime.date.today().isoformat()}, {mode}, "
              f"`python benchmarks/all.py{' --quick' if args.quick else ''}`.\n", *machine(), ""]
     print("\n".join(lines), flush=True)
     ok = True

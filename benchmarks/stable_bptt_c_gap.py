@@ -19,6 +19,10 @@ program and the reference and prints the largest parameter difference after 1, 1
 Run: python benchmarks/stable_bptt_c_gap.py [--poles 3] [--seeds 6] [--epochs 250] [--flows RC]
      [--variants keras,optax,reference] [--out DIR]
      python benchmarks/stable_bptt_c_gap.py --divergence [--seed 1]   (JAX_ENABLE_X64=1 for float64)
+     python benchmarks/stable_bptt_c_gap.py --per-seed CSV [CSV ...] [--below 0.07]
+
+With `--per-seed`, it trains nothing: from CSVs this script wrote, it prints each seed's smoothed
+test loss at the last epoch, per variant, dtype and flow, and how many seeds end below `--below`.
 """
 
 from __future__ import annotations
@@ -106,6 +110,26 @@ def divergence(poles: int, seed: int, marks=(1, 10, 32, 64, 128, 200, 320)) -> N
         print(f"| {flow} | {jnp.zeros(()).dtype} | " + " | ".join(f"{c:.0e}" for c in cells) + " |", flush=True)
 
 
+def per_seed(paths: list[Path], below: float) -> None:
+    """Each seed's smoothed test loss at the last epoch of the CSVs, and the count below `below`.
+
+    One row per CSV, variant, dtype and flow: the same variant in two CSVs is two programs (a CSV
+    of flows RC ran both flows in one program), whose float rounding can differ."""
+    curves: dict[tuple[str, str, str, str], dict[int, list[float]]] = {}
+    for path in paths:
+        with open(path, newline="") as f:
+            for row in csv.DictReader(f):
+                key = (row["flow"], row["variant"], row["dtype"], path.name)
+                curves.setdefault(key, {}).setdefault(int(row["seed"]), []).append(float(row["test_loss"]))
+    print(f"| flow | variant | dtype | CSV | epochs | each seed's smoothed test loss at the last epoch | below {below:g} |")
+    print("|---|---|---|---|---:|---|---:|")
+    for (flow, variant, dtype, name), seeds in sorted(curves.items()):
+        last = [float(reproduce.smoothed(np.array(seeds[s]))[-1]) for s in sorted(seeds)]
+        epochs = len(next(iter(seeds.values())))
+        print(f"| {flow} | {variant} | {dtype} | `{name}` | {epochs} | {', '.join(f'{x:.3g}' for x in last)} | "
+              f"{sum(x < below for x in last)} of {len(last)} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--poles", type=int, default=3)
@@ -118,7 +142,13 @@ def main() -> None:
     parser.add_argument("--divergence", action="store_true",
                         help="follow one initialisation update by update (chaosgym vs reference) instead")
     parser.add_argument("--seed", type=int, default=1, help="the initialisation --divergence follows")
+    parser.add_argument("--per-seed", type=Path, nargs="+", metavar="CSV",
+                        help="train nothing: each seed's final smoothed loss from CSVs this script wrote")
+    parser.add_argument("--below", type=float, default=0.07, help="the success threshold of --per-seed")
     args = parser.parse_args()
+    if args.per_seed:
+        per_seed(args.per_seed, args.below)
+        return
     if args.divergence:
         divergence(args.poles, args.seed)
         return

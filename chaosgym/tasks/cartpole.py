@@ -35,8 +35,8 @@ GRAVITY, POLE_MASS, TOTAL_MASS, HALF_LENGTH = 9.8, 0.1, 1.1, 0.5
 class CartPole(Task):
     """One force swings up `num_poles` (1-4) poles that start hanging down; lower loss is better.
 
-    * Action: the force on every cart in units of `force_scale` newtons (default 1000 N, a bound the
-      policies of the paper's protocol never reach), clipped to [-1, 1].
+    * Action: the force on every cart in units of `force_scale` newtons (default 1000 N; in the paper's
+      protocol the learning flows stay far below it, see docs/stable_bptt.md), clipped to [-1, 1].
     * Observation `"raw"` (default, the paper's network input, 2 + 2N): x, x', then theta_i,
       theta_i' for each pole, theta unwrapped (0 upright, pi hanging). `"cos_sin"`: x, x', cos
       theta_i, sin theta_i, theta_i'.
