@@ -6,6 +6,7 @@ results.csv. A rerun that changes the data without the text (or the reverse) fai
 """
 
 import csv
+import json
 import re
 from pathlib import Path
 
@@ -98,11 +99,18 @@ def test_each_committed_summary_is_its_results(name):
 
 
 def test_the_largest_force_quoted_is_the_data():
-    with open(DATA / "stable_bptt_mjx_optax" / "results.csv", newline="") as f:
-        largest = max(float(r["max_abs_force"]) for r in csv.DictReader(f))
-    newtons = f"{largest:.0f} N"
-    assert f"used at most {newtons} in any epoch" in (ROOT / "README.md").read_text()
-    assert newtons in (ROOT / "docs" / "stable_bptt.md").read_text()
+    """The largest force of any test episode in the grid: of the flows that learn, and of S."""
+    largest = {"RMC": 0.0, "S": 0.0}
+    for path in (DATA / "stable_bptt").glob("poles*-RMSC/metrics.csv"):
+        with open(path, newline="") as f:
+            for r in csv.DictReader(f):
+                group = "S" if r["flow"] == "S" else "RMC"
+                largest[group] = max(largest[group], float(r["max_abs_force"]))
+    learning, stopped = (f"{largest[g]:.0f} N" for g in ("RMC", "S"))
+    readme = (ROOT / "README.md").read_text().replace("\n  ", " ")
+    assert f"R, M and C policies used at most {learning} in any epoch, S, which does not learn, up to {stopped}" in readme
+    doc = (ROOT / "docs" / "stable_bptt.md").read_text().replace("\n  ", " ")
+    assert f"R, M and C never used more than {learning}" in doc and f"reached {stopped}" in doc
 
 
 def _grid_cell(values: list[float]) -> str:
@@ -110,13 +118,15 @@ def _grid_cell(values: list[float]) -> str:
     return f"{float(np.median(values)):#.2g} [{min(values):#.2g}, {max(values):#.2g}]"
 
 
-def test_the_stable_bptt_grid_table_is_the_data():
-    """Each seed's test loss averaged over its last 30 epochs (the 30-epoch moving average at the
-    last epoch), then the median and range over seeds, as the table of the grid quotes them."""
-    with open(DATA / "stable_bptt" / "poles3-RMSC" / "metrics.csv", newline="") as f:
+def grid_rows(folder: Path) -> list[str]:
+    """The rows `| N | clipping | R | M | S | C |` of docs/stable_bptt.md's grid table for one pole
+    count: each seed's test loss averaged over its last 30 epochs (the 30-epoch moving average at the
+    last epoch), then the median and range over seeds."""
+    config = json.loads((folder / "config.json").read_text())
+    with open(folder / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     last = max(int(r["epoch"]) for r in rows)
-    text = (ROOT / "docs" / "stable_bptt.md").read_text()
+    table = []
     for clip in ("NONE", "VALUE", "NORM"):
         cells = []
         for flow in "RMSC":
@@ -125,9 +135,25 @@ def test_the_stable_bptt_grid_table_is_the_data():
                 if r["flow"] == flow and r["clip"] == clip and int(r["epoch"]) > last - 30:
                     seeds.setdefault(r["seed"], []).append(float(r["test_loss"]))
             cells.append(_grid_cell([float(np.mean(v)) for v in seeds.values()]))
-        row = "| " + " | ".join([clip, *cells]) + " |"
-        assert row.replace("**", "") in text.replace("**", ""), row
+        table.append("| " + " | ".join([str(config["poles"]), clip, *cells]) + " |")
+    return table
 
+
+def _finished(folder: Path) -> bool:
+    with open(folder / "metrics.csv", newline="") as f:
+        last = max(int(r["epoch"]) for r in csv.DictReader(f))
+    return last >= json.loads((folder / "config.json").read_text())["epochs"]
+
+
+# the pole counts whose 1000 epochs have all run (the grid is resumable and may be part-way)
+FINISHED_GRID = sorted(p for p in (DATA / "stable_bptt").glob("poles*-RMSC") if _finished(p))
+
+
+@pytest.mark.parametrize("folder", FINISHED_GRID, ids=lambda p: p.name)
+def test_the_stable_bptt_grid_table_is_the_data(folder):
+    text = (ROOT / "docs" / "stable_bptt.md").read_text().replace("**", "")
+    for row in grid_rows(folder):
+        assert row.replace("**", "") in text, row
 
 NUMBER = re.compile(r"(?<![\w.-])\d[\d,]*(?:\.\d+)?")
 
@@ -149,3 +175,51 @@ def test_every_speed_figure_in_the_readme_is_in_docs_benchmarks():
         quoted = [n for cell in row[1:4] for n in NUMBER.findall(cell.replace("mj_step", ""))]
         missing = [n for n in quoted if n not in printed]
         assert not missing, f"README speed row {row[0]!r} quotes {missing}, not in docs/benchmarks.md"
+
+
+def test_the_c_gap_per_seed_table_is_the_data(capsys):
+    """docs/stable_bptt.md's per-seed table is what `stable_bptt_c_gap.py --per-seed` prints from
+    the committed CSVs."""
+    import sys
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import stable_bptt_c_gap
+    finally:
+        sys.path.pop(0)
+    stable_bptt_c_gap.per_seed(sorted((DATA / "stable_bptt_c_gap").glob("c_gap_*.csv")), 0.07)
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("| C |", "| R |"))]
+    text = (ROOT / "docs" / "stable_bptt.md").read_text()
+    assert len(rows) >= 8
+    for row in rows:
+        assert row in text, row
+
+
+def _readme_grid_value(value: float) -> str:
+    """A number of the README's grid table: two significant figures, 7.6e-4 below 0.001."""
+    if value < 1e-3:
+        mantissa, exponent = f"{value:.1e}".split("e")
+        return f"{mantissa}e{int(exponent)}"
+    return f"{value:#.2g}"
+
+
+@pytest.mark.skipif(len(FINISHED_GRID) < 4, reason="the README's grid table needs all four pole counts")
+def test_the_readmes_grid_table_is_the_data():
+    """README.md's `| N | R | C | M | S |` rows: each flow's medians over seeds, NONE / VALUE / NORM."""
+    readme = (ROOT / "README.md").read_text()
+    for folder in FINISHED_GRID:
+        config = json.loads((folder / "config.json").read_text())
+        with open(folder / "metrics.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        last = max(int(r["epoch"]) for r in rows)
+        cells = []
+        for flow in "RCMS":
+            medians = []
+            for clip in ("NONE", "VALUE", "NORM"):
+                seeds = {}
+                for r in rows:
+                    if r["flow"] == flow and r["clip"] == clip and int(r["epoch"]) > last - 30:
+                        seeds.setdefault(r["seed"], []).append(float(r["test_loss"]))
+                medians.append(_readme_grid_value(float(np.median([np.mean(v) for v in seeds.values()]))))
+            cells.append(" / ".join(medians))
+        row = "| " + " | ".join([str(config["poles"]), *cells]) + " |"
+        assert row in readme, row
