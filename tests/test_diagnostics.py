@@ -110,6 +110,13 @@ def test_loss_is_summed_over_the_whole_unroll_only_without_termination():
     assert isinstance(diagnostics.without_termination(env).task, FallingPendulum)
 
 
+class RewardedPendulum(DampedPendulum):
+    """The damped pendulum earning its height, so that its loss has a gradient."""
+
+    def reward(self, data, action, next_data):
+        return -jnp.cos(next_data.qpos[0]), {}
+
+
 # fast: the cart pole integrated from its closed-form equations (compiles in seconds); slow: on MJX
 GRADIENT_SYSTEMS = [("cartpole_equations", (3, 6)), pytest.param("damped_pendulum_mjx", (7, 30), marks=pytest.mark.slow)]
 
@@ -119,7 +126,7 @@ GRADIENT_SYSTEMS = [("cartpole_equations", (3, 6)), pytest.param("damped_pendulu
                                                 pytest.param("es", False, marks=pytest.mark.slow)])
 def test_gradients_at_every_horizon_from_one_unroll_equal_the_estimators(system, horizons, name, rank_shaping):
     env = chaosgym.make("ChaosCartPole-v0", physics="equations") if system == "cartpole_equations" \
-        else Env(DampedPendulum())
+        else Env(RewardedPendulum())
     params = init_policy(jax.random.key(0), env.observation_size, env.action_size, (8,))
     states = jax.jit(jax.vmap(env.reset))(jax.random.split(jax.random.key(1), 3))
     key = jax.random.key(2)
