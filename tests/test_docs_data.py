@@ -1,22 +1,25 @@
 """The numbers the README and docs quote agree with the committed data in docs/data/.
 
 Each comparison table in README.md and docs/comparison.md is recomputed from its results.csv, as is
-each committed summary.md, and the largest force of the stable-BPTT reproduction from its
-results.csv. A rerun that changes the data without the text (or the reverse) fails here.
+each committed summary.md, and the Stable-BPTT grid's tables and largest force from its metrics
+(`reproduce.read_group`, `reproduce.curves`). A rerun that changes the data without the text (or
+the reverse) fails here.
 """
 
 import csv
-import json
+import functools
 import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from chaosgym.agents import compare
+from chaosgym.agents import compare, reproduce
+from chaosgym.agents.reproduce_config import CLIPS
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "docs" / "data"
+GRID, GRID_POLES, GRID_EPOCHS = DATA / "stable_bptt", (1, 2, 3, 4), 1000  # the Stable-BPTT grid, complete
 # a table's threshold column names the comparison it quotes
 COMPARISONS = {"50": "compare_quick", "1500": "compare_ant"}
 TASKS = {"compare_quick": "ChaosCartPole-v0", "compare_ant": "ChaosAnt-v0"}
@@ -101,11 +104,10 @@ def test_each_committed_summary_is_its_results(name):
 def test_the_largest_force_quoted_is_the_data():
     """The largest force of any test episode in the grid: of the flows that learn, and of S."""
     largest = {"RMC": 0.0, "S": 0.0}
-    for path in (DATA / "stable_bptt").glob("poles*-RMSC/metrics.csv"):
-        with open(path, newline="") as f:
-            for r in csv.DictReader(f):
-                group = "S" if r["flow"] == "S" else "RMC"
-                largest[group] = max(largest[group], float(r["max_abs_force"]))
+    for poles in GRID_POLES:
+        for r in grid_metrics(poles):
+            group = "S" if r["flow"] == "S" else "RMC"
+            largest[group] = max(largest[group], r["max_abs_force"])
     learning, stopped = (f"{largest[g]:.0f} N" for g in ("RMC", "S"))
     readme = (ROOT / "README.md").read_text().replace("\n  ", " ")
     assert f"R, M and C policies used at most {learning} in any epoch, S, which does not learn, up to {stopped}" in readme
@@ -118,44 +120,40 @@ def _grid_cell(values: list[float]) -> str:
     return f"{float(np.median(values)):#.2g} [{min(values):#.2g}, {max(values):#.2g}]"
 
 
-def grid_rows(folder: Path) -> list[str]:
+@functools.cache
+def grid_metrics(poles: int) -> list[dict]:
+    """The committed grid's metrics rows at `poles` (every run and epoch), read once."""
+    return reproduce.read_group(GRID, poles, "RMSC")
+
+
+@functools.cache
+def final_losses(poles: int) -> dict[tuple[str, str], np.ndarray]:
+    """Per (flow, clip) of the committed grid at `poles`, each seed's smoothed test loss at the last
+    epoch (`reproduce.curves`, the statistic of results.md); every run must have all its epochs."""
+    rows = grid_metrics(poles)
+    final = {}
+    for flow in "RMSC":
+        for clip in CLIPS:
+            c = reproduce.curves(rows, poles, flow, clip)
+            assert c.shape == (3, GRID_EPOCHS), f"{poles} pole(s) {flow} {clip}: {c.shape} (seeds, epochs)"
+            final[flow, clip] = c[:, -1]
+    return final
+
+
+def grid_rows(poles: int) -> list[str]:
     """The rows `| N | clipping | R | M | S | C |` of docs/stable_bptt.md's grid table for one pole
-    count: each seed's test loss averaged over its last 30 epochs (the 30-epoch moving average at the
-    last epoch), then the median and range over seeds."""
-    poles, final = _final_losses(folder)
+    count: each seed's final smoothed test loss, then the median and range over seeds."""
+    final = final_losses(poles)
     return ["| " + " | ".join([str(poles), clip, *(_grid_cell(final[flow, clip]) for flow in "RMSC")]) + " |"
-            for clip in ("NONE", "VALUE", "NORM")]
+            for clip in CLIPS]
 
 
-def _final_losses(folder: Path) -> tuple[int, dict[tuple[str, str], list[float]]]:
-    """A grid group's pole count, and per (flow, clip) each seed's test loss averaged over its last
-    30 epochs (the 30-epoch moving average at the last epoch)."""
-    config = json.loads((folder / "config.json").read_text())
-    with open(folder / "metrics.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    last = max(int(r["epoch"]) for r in rows)
-    seeds: dict[tuple[str, str], dict[str, list[float]]] = {}
-    for r in rows:
-        if int(r["epoch"]) > last - 30:
-            seeds.setdefault((r["flow"], r["clip"]), {}).setdefault(r["seed"], []).append(float(r["test_loss"]))
-    return config["poles"], {key: [float(np.mean(v)) for v in runs.values()] for key, runs in seeds.items()}
-
-
-def _finished(folder: Path) -> bool:
-    with open(folder / "metrics.csv", newline="") as f:
-        last = max(int(r["epoch"]) for r in csv.DictReader(f))
-    return last >= json.loads((folder / "config.json").read_text())["epochs"]
-
-
-# the pole counts whose 1000 epochs have all run (the grid is resumable and may be part-way)
-FINISHED_GRID = sorted(p for p in (DATA / "stable_bptt").glob("poles*-RMSC") if _finished(p))
-
-
-@pytest.mark.parametrize("folder", FINISHED_GRID, ids=lambda p: p.name)
-def test_the_stable_bptt_grid_table_is_the_data(folder):
+@pytest.mark.parametrize("poles", GRID_POLES)
+def test_the_stable_bptt_grid_table_is_the_data(poles):
     text = (ROOT / "docs" / "stable_bptt.md").read_text().replace("**", "")
-    for row in grid_rows(folder):
+    for row in grid_rows(poles):
         assert row.replace("**", "") in text, row
+
 
 NUMBER = re.compile(r"(?<![\w.-])\d[\d,]*(?:\.\d+)?")
 
@@ -207,10 +205,8 @@ def _readme_grid_value(value: float) -> str:
 def test_the_readmes_grid_table_is_the_data():
     """README.md's `| N | R | C | M | S |` rows: each flow's medians over seeds, NONE / VALUE / NORM."""
     readme = (ROOT / "README.md").read_text()
-    assert len(FINISHED_GRID) == 4, "the README's grid table is the whole grid: N = 1..4, 1000 epochs each"
-    for folder in FINISHED_GRID:
-        poles, final = _final_losses(folder)
-        cells = [" / ".join(_readme_grid_value(float(np.median(final[flow, clip]))) for clip in ("NONE", "VALUE", "NORM"))
-                 for flow in "RCMS"]
+    for poles in GRID_POLES:
+        final = final_losses(poles)
+        cells = [" / ".join(_readme_grid_value(float(np.median(final[flow, clip]))) for clip in CLIPS) for flow in "RCMS"]
         row = "| " + " | ".join([str(poles), *cells]) + " |"
         assert row in readme, row
