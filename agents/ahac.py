@@ -71,9 +71,9 @@ from chaosgym.agents.apg import (Normalizer, Window, init_mlp, normalizer_init, 
 from chaosgym.agents.optimizer import make_optimizer
 from chaosgym.agents.shac import actor_objective, td_lambda, value
 from chaosgym.agents.train import Carried, carried_trainer
-from chaosgym.env import Env, State
-from chaosgym.gradients import highest_precision
-from chaosgym.policies import mlp_init
+from chaosgym.functional.env import Env, State
+from chaosgym.functional.gradients import highest_precision
+from chaosgym.functional.policies import mlp_init
 
 __all__ = ["AHACConfig", "TrainState", "init", "make_update", "make_config", "policy", "inference_params",
            "stiffness", "adapt_horizon", "critic_targets", "with_cuts", "unroll_with_cuts"]

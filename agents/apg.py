@@ -28,9 +28,9 @@ import optax
 
 from chaosgym.agents.optimizer import make_optimizer
 from chaosgym.agents.train import Carried, carried_trainer
-from chaosgym.env import Env, State
-from chaosgym.gradients import highest_precision
-from chaosgym.policies import mlp_init, mlp_policy
+from chaosgym.functional.env import Env, State
+from chaosgym.functional.gradients import highest_precision
+from chaosgym.functional.policies import mlp_init, mlp_policy
 
 STD_MIN = 1e-6  # floor on the normaliser's standard deviation (Brax's running_statistics)
 
@@ -82,7 +82,7 @@ def init_mlp(key: jax.Array, sizes: tuple[int, ...], output_scale: float) -> lis
 
 
 def policy(params: dict, obs: jax.Array) -> jax.Array:
-    """The deterministic tanh MLP of `chaosgym.policies` on normalised observations.
+    """The deterministic tanh MLP of `chaosgym.functional.policies` on normalised observations.
 
     `params` is `{"normalizer": Normalizer, "policy": mlp params}`, as `inference_params` gives.
     """

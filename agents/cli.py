@@ -43,9 +43,9 @@ COMMANDS = {
                          check="chaosgym.agents.reproduce_config:from_args"),
     "render": Command("chaosgym.agents.commands:render_arguments", "chaosgym.agents.render:run",
                       "write an animated GIF of a trained policy's episode from a run folder"),
-    "diagnose": Command("chaosgym.diagnose_config:add_arguments", "chaosgym.diagnose:run",
+    "diagnose": Command("chaosgym.diagnostics.config:add_arguments", "chaosgym.diagnostics.command:run",
                         "Lyapunov exponents, Jacobian spectra, gradient variance and loss landscapes of a task",
-                        check="chaosgym.diagnose_config:config_from_args"),
+                        check="chaosgym.diagnostics.config:config_from_args"),
 }
 
 

@@ -17,7 +17,7 @@ from chaosgym.agents import config as config_module
 from chaosgym.agents.config import TrainConfig, for_task
 from chaosgym.agents.registry import AGENTS
 from chaosgym.presets import PRESETS
-from chaosgym.task_ids import check_task_id
+from chaosgym.tasks import check_task_id
 
 MAX_GIF_FPS = 30  # GIF frame delays are whole hundredths of a second; viewers slow faster ones down
 

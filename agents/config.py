@@ -1,7 +1,7 @@
 """Every training setting, declared once: `TrainConfig`, and the CLI flags generated from it.
 
 A `TrainConfig` holds the settings of one run; the gradient estimator's own settings are its nested
-`chaosgym.gradients.EstimatorConfig`, not copies. Every field has a default and help text, from
+`chaosgym.functional.gradients.EstimatorConfig`, not copies. Every field has a default and help text, from
 which `chaosgym.flags` generates the argparse flags (`batch_size` -> `--batch-size`; a nested
 dataclass's fields become flags of their own name). Flags default to "not given", so a command
 knows what the user set: a task's presets fill in the rest (`for_task`), and a resumed run is
@@ -22,7 +22,7 @@ from chaosgym.agents.registry import AGENTS, Agent
 from chaosgym.flags import InvalidSetting, flag_name
 from chaosgym.flags import fields as fields  # re-exported: the settings of TrainConfig are fields(TrainConfig)
 from chaosgym.presets import PRESETS, Presets, presets
-from chaosgym.settings import POLICIES, EstimatorConfig
+from chaosgym.functional.settings import POLICIES, EstimatorConfig
 
 DEFAULT_UPDATES = 200
 EVAL_SEED = 1_000_000  # held-out initial states: far from the small seeds training runs use

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from chaosgym.settings import ADAM_FORMS  # defined JAX-free, for the command line
+from chaosgym.functional.settings import ADAM_FORMS  # defined JAX-free, for the command line
 NEVER = 2**31 - 1  # apply_if_finite's limit of consecutive skips: skipping never gives up
 
 

@@ -87,7 +87,7 @@ class Agent:
     presets: Callable[[Any], dict] = lambda preset: {"learning_rate": preset.learning_rate,
                                                      "estimator.horizon": preset.horizon}
     memory: Callable[..., dict[str, int]] = _tape
-    estimator: bool = False  # the agent is the estimator of `chaosgym.gradients` of its name
+    estimator: bool = False  # the agent is the estimator of `chaosgym.functional.gradients` of its name
     checkpoint_suffix: str = ".pkl"
     carries_state: bool = False  # its envs carry their trajectories from update to update
     metrics: tuple[str, ...] = ()  # its own diagnostics, written to metrics.csv after the common columns

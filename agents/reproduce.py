@@ -22,7 +22,7 @@ in float64 over 100 steps, 27x cheaper per update on a CPU); every table names t
 
 Every run of one pole count (flows x clipping modes x seeds, 36 for the full grid) is one vmapped
 program: R, M and S take one backward pass each and C two (R's and M's), all in one batch of
-passes (`chaosgym.rollout.Cuts`). Each pole count's group is a run folder (`chaosgym.agents.run`):
+passes (`chaosgym.functional.rollout.Cuts`). Each pole count's group is a run folder (`chaosgym.agents.run`):
 `<out>/poles3-RMSC/` holds `config.json`, `metrics.csv` (one row per run and epoch) and a
 checkpoint (with the previous one as fallback) every `--checkpoint-every` epochs, under a lock: an
 interrupted reproduction resumes from there and finished groups are read back, not redone.
@@ -58,9 +58,9 @@ from chaosgym.agents.reproduce_config import (CLIPS, FLOWS, GRID_COST, Protocol,
                                               from_args)
 from chaosgym.agents.run import RunFolder  # noqa: E402
 from chaosgym.files import write_atomic  # noqa: E402
-from chaosgym.gradients import _cosine, combine, highest_precision  # noqa: E402
-from chaosgym.policies import policy_functions  # noqa: E402
-from chaosgym.rollout import Cuts, rollout  # noqa: E402
+from chaosgym.functional.gradients import _cosine, combine, highest_precision  # noqa: E402
+from chaosgym.functional.policies import policy_functions  # noqa: E402
+from chaosgym.functional.rollout import Cuts, rollout  # noqa: E402
 
 COLUMNS = ["poles", "flow", "clip", "seed", "epoch", "test_loss", "train_loss", "grad_norm",
            "cosine_modified_full", "fraction_zeroed", "max_abs_force", "wall_time"]
@@ -128,7 +128,7 @@ def make_program(num_poles: int, runs: list[tuple[str, str, int]], protocol: Pro
     """One vmapped program for `runs` (flow, clip, seed) at `num_poles` poles.
 
     Each run's gradient comes from one backward pass of the rollout with its flow's cuts (`Cuts`),
-    C's from two (M's and R's, combined by `chaosgym.gradients.combine`); all passes of all runs are
+    C's from two (M's and R's, combined by `chaosgym.functional.gradients.combine`); all passes of all runs are
     one vmapped batch. Runs of the same seed start from the same weights.
     """
     env = chaosgym.make("ChaosCartPole-v0", num_poles=num_poles, physics=protocol.physics)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chaosgym.agents.config import machine_memory
-from chaosgym.settings import ADAM_FORMS, CARTPOLE_PHYSICS as PHYSICS
+from chaosgym.functional.settings import ADAM_FORMS, CARTPOLE_PHYSICS as PHYSICS
 
 FLOWS = {"R": "full", "M": "modified", "S": "stopped", "C": "combined"}
 CLIPS = ("NONE", "VALUE", "NORM")

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvStepReturn
 
-from chaosgym.gym_adapters import (SceneRenderer, SeedStreams, spaces_of, check_actions, check_batch_fits,
+from chaosgym.faces.gym_env import (SceneRenderer, SeedStreams, spaces_of, check_actions, check_batch_fits,
                                    vector_functions)
 from chaosgym.registry import make
 
@@ -38,7 +38,7 @@ def _item_dicts(info: dict[str, np.ndarray], indices) -> list[dict[str, Any]]:
 class ChaosSB3VecEnv(VecEnv):
     """`num_envs` copies of a chaosgym task as one SB3 `VecEnv`, stepped by one jitted, vmapped call.
 
-    The device calls are those of Gymnasium's vector env (`chaosgym.gym_adapters.VectorFunctions`,
+    The device calls are those of Gymnasium's vector env (`chaosgym.faces.gym_env.VectorFunctions`,
     in same-step autoreset mode): one per step, resetting only the environments that finished.
     `step_async` dispatches it (JAX dispatch is asynchronous) and `step_wait` collects it. The
     environments share one set of attributes (there are no per-environment Python objects):

@@ -26,9 +26,9 @@ from chaosgym.agents.apg import (Normalizer, Window, init_mlp, normalize, normal
                                  policy, reset_batch, unroll)
 from chaosgym.agents.optimizer import make_optimizer
 from chaosgym.agents.train import Carried, carried_trainer
-from chaosgym.env import Env, State
-from chaosgym.gradients import highest_precision
-from chaosgym.policies import mlp_init
+from chaosgym.functional.env import Env, State
+from chaosgym.functional.gradients import highest_precision
+from chaosgym.functional.policies import mlp_init
 
 __all__ = ["SHACConfig", "TrainState", "init", "make_update", "policy", "inference_params", "value"]
 

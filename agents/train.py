@@ -42,10 +42,10 @@ from chaosgym.agents.config import TrainConfig, for_task
 from chaosgym.agents.registry import AGENTS
 from chaosgym.agents.run import CheckpointError, Run, next_timed_evaluation
 from chaosgym.evaluation import batched_evaluation, held_out_keys
-from chaosgym.gradients import EstimatorConfig, make_estimator
-from chaosgym.policies import policy_functions
-from chaosgym.sharding import replicated
-from chaosgym.trace_cache import cached_jit, keyed_by_arguments
+from chaosgym.functional.gradients import EstimatorConfig, make_estimator
+from chaosgym.functional.policies import policy_functions
+from chaosgym.functional.sharding import replicated
+from chaosgym.functional.trace_cache import cached_jit, keyed_by_arguments
 
 __all__ = ["TrainConfig", "train", "evaluate_params", "load_checkpoint", "numpy_policy", "Core", "Carried",
            "GradientTrainer", "ESTIMATOR", "carried_trainer"]
@@ -134,7 +134,7 @@ class Carried(NamedTuple):
 
     @property
     def cache_key(self) -> str:
-        """What tells this agent's compiled programs apart (`chaosgym.trace_cache.argument_key`)."""
+        """What tells this agent's compiled programs apart (`chaosgym.functional.trace_cache.argument_key`)."""
         return self.make_config.__module__
 
 

@@ -7,7 +7,7 @@ Prints two markdown tables from one run:
    and the distance d(t) between their observations is recorded. On a chaotic task d grows like exp(lambda t) from
    float32 rounding until it saturates; lambda is fitted to log of the mean of d(t) over the
    starts, between d = 1e-5 and d = 1e-1, and compared with the maximal Lyapunov exponent of the same
-   closed loop on MJX (`chaosgym.diagnostics.lyapunov_exponents`, mean ± standard error over the
+   closed loop on MJX (`chaosgym.diagnostics.measures.lyapunov_exponents`, mean ± standard error over the
    starts). "time to 0.1" is when the mean distance reaches 0.1: the horizon over which
    the two backends give the same trajectory.
 2. Throughput. Single-env steps/s of `gymnasium.make("ChaosAnt-v0", backend="mujoco")`,
@@ -30,10 +30,10 @@ import numpy as np
 from chaosgym._mjx import mjx
 
 import chaosgym
-from chaosgym.policies import init_policy, mlp_policy
-from chaosgym.diagnostics import lyapunov_exponents, mean_and_stderr
-from chaosgym.mujoco_backend import MujocoBackend
-from chaosgym.rollout import rollout
+from chaosgym.functional.policies import init_policy, mlp_policy
+from chaosgym.diagnostics.measures import lyapunov_exponents, mean_and_stderr
+from chaosgym.faces.mujoco_backend import MujocoBackend
+from chaosgym.functional.rollout import rollout
 
 # (task, options, control steps, start qpos or None for the task's reset, closed loop?): the Ant
 # walking under a random policy and the double pendulum unforced from a raised start are chaotic;

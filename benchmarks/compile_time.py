@@ -5,7 +5,7 @@ folder given as `CHAOSGYM_CACHE_DIR`); "warm" is a second fresh process with the
 what a user sees from the second run on. Both are measured twice, each pair in a folder of its
 own: with JAX's persistent compilation cache alone (`CHAOSGYM_TRACE_CACHE=0`: every process still
 traces the Python function), and with chaosgym's trace cache too (the default:
-`chaosgym.trace_cache`). A compile time is the time to a
+`chaosgym.functional.trace_cache`). A compile time is the time to a
 compiled program through chaosgym's own entry points, without running it: `Env.jit_step` for the
 step, and the update of `chaosgym train --agent full --horizon 100` (BPTT gradient of the default
 MLP policy over 16 initial states, then Adam) for the gradient. Prints one markdown table.
@@ -32,8 +32,8 @@ def measure(env_id: str, options: dict, horizon: int) -> dict[str, float]:
     import jax
 
     import chaosgym
-    from chaosgym.gradients import EstimatorConfig
-    from chaosgym.policies import init_policy
+    from chaosgym.functional.gradients import EstimatorConfig
+    from chaosgym.functional.policies import init_policy
     from chaosgym.agents.train import compiled_update
 
     env = chaosgym.make(env_id, **options)

@@ -24,8 +24,8 @@ import jax
 import jax.numpy as jnp
 
 import chaosgym
-from chaosgym.policies import init_policy, mlp_policy
-from chaosgym.rollout import rollout
+from chaosgym.functional.policies import init_policy, mlp_policy
+from chaosgym.functional.rollout import rollout
 
 TIME_CASES = [("ChaosCartPole-v0", {"num_poles": 1}), ("ChaosCartPole-v0", {"num_poles": 3}), ("ChaosAnt-v0", {})]
 MEMORY_CASE = ("ChaosCartPole-v0", {"num_poles": 3})

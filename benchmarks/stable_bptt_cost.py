@@ -1,7 +1,7 @@
 """What Schnell & Thuerey's protocol (`chaosgym reproduce stable-bptt`) costs, beside a reference.
 
 The reference is the same update written from the paper's equations in plain JAX
-(`benchmarks/stable_bptt_reference.py`: 100 steps, batch 8, the paper's MLP, Adam, clipping).
+(`tests/stable_bptt_reference.py`: 100 steps, batch 8, the paper's MLP, Adam, clipping).
 chaosgym's is `reproduce`'s own program (`make_program`) on `ChaosCartPole-v0`, with MJX's step
 (`--physics mjx`, the system under test) and with the paper's equations inside the same task
 (`--physics equations`). In one process, alternating rounds (so a change in the machine's load
@@ -32,7 +32,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the reference oracle
 import stable_bptt_reference as ref  # noqa: E402
 
 from chaosgym.agents import reproduce  # noqa: E402

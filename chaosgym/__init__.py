@@ -5,8 +5,6 @@ environment (`gymnasium.make_vec`), and a pure differentiable JAX function (`cha
 """
 
 import importlib
-import sys
-import types
 from pathlib import Path
 
 # In a source checkout (the repository root on sys.path, e.g. `python -c` there) the subpackages
@@ -17,15 +15,16 @@ if (_root / "pyproject.toml").is_file() and (_root / "agents" / "__init__.py").i
     __path__.append(str(_root))
 
 from chaosgym import _setup  # noqa: E402,F401  (headless GL and the compilation cache, before jax and mujoco)
-from chaosgym import task_ids  # noqa: E402,F401  (registers the built-in ids with Gymnasium)
+from chaosgym import tasks  # noqa: E402,F401  (registers the built-in ids with Gymnasium)
 
 # The public names load on first use (PEP 562): `import chaosgym` imports neither JAX nor MuJoCo, so
 # a command's --help, a Gymnasium id lookup and an argument error cost no JAX import.
-_PUBLIC = {"Env": "chaosgym.env", "State": "chaosgym.env", "Task": "chaosgym.env", "Presets": "chaosgym.presets",
+_PUBLIC = {"Env": "chaosgym.functional.env", "State": "chaosgym.functional.env", "Task": "chaosgym.tasks.base",
+           "Presets": "chaosgym.presets",
            "TASKS": "chaosgym.registry", "make": "chaosgym.registry", "register": "chaosgym.registry",
-           "task_options": "chaosgym.registry", "rollout": "chaosgym.rollout"}
-# the submodules `import chaosgym` used to import as a side effect, still reachable as attributes
-_SUBMODULES = ("env", "presets", "registry", "tasks")
+           "task_options": "chaosgym.registry", "rollout": "chaosgym.functional.rollout"}
+# subpackages and modules reachable as attributes (`chaosgym.functional`, ...), imported on first use
+_SUBMODULES = ("diagnostics", "faces", "functional", "presets", "registry", "tasks")
 
 __all__ = ["Env", "Presets", "State", "Task", "TASKS", "make", "register", "rollout", "task_options"]
 __version__ = "0.1.0"
@@ -45,15 +44,3 @@ def __getattr__(name: str):
 def __dir__() -> list[str]:
     return sorted({*globals(), *_PUBLIC, *_SUBMODULES})
 
-
-class _Package(types.ModuleType):
-    """`chaosgym.rollout` is the function (documented as `chaosgym.rollout(...)`): importing the
-    submodule of that name would otherwise set the attribute to the module."""
-
-    def __setattr__(self, name: str, value) -> None:
-        if name == "rollout" and isinstance(value, types.ModuleType):
-            value = value.rollout
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

@@ -8,7 +8,7 @@ import time
 import gymnasium
 import numpy as np
 
-from chaosgym.task_ids import task_ids
+from chaosgym.tasks import task_ids
 
 
 def _at_least(least: int):

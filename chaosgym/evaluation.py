@@ -29,9 +29,9 @@ import numpy as np
 from gymnasium.utils.seeding import np_random
 
 import chaosgym  # noqa: F401  (registers the task ids with Gymnasium)
-from chaosgym.env import Env
-from chaosgym.rollout import rollout
-from chaosgym.trace_cache import cached_jit, keyed_by_arguments
+from chaosgym.functional.env import Env
+from chaosgym.functional.rollout import rollout
+from chaosgym.functional.trace_cache import cached_jit, keyed_by_arguments
 
 # held-out initial states: far from the small seeds training runs use
 EVAL_SEED = 1_000_000

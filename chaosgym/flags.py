@@ -29,7 +29,7 @@ import types
 import typing
 from typing import Any, Callable, NamedTuple
 
-from chaosgym.task_ids import parse_task_kwargs
+from chaosgym.tasks import parse_task_kwargs
 
 
 class _Setting(NamedTuple):

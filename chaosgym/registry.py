@@ -1,7 +1,9 @@
 """Task ids, `register`, `make`: a task is registered once, here and with Gymnasium.
 
-Importing this module registers the built-in tasks (`chaosgym.tasks`), and imports JAX and MJX; the
-ids alone, and their presets, are known without either (`chaosgym.task_ids`).
+Importing this module registers the built-in tasks (the table `chaosgym.tasks.BUILTIN`), and imports
+JAX and MJX; the ids alone, and their presets, are known without either (`chaosgym.tasks`). Every
+function that takes a task id also takes Gymnasium's `module:EnvId` form, which imports the
+module that registers the task.
 """
 
 from __future__ import annotations
@@ -12,10 +14,10 @@ import inspect
 import jax
 import numpy as np
 
-from chaosgym.env import Env, Task, check_episode_length
-from chaosgym.presets import ANT, CARTPOLE, DOUBLE_PENDULUM, PRESETS, Presets
-from chaosgym.tasks import Ant, CartPole, DoublePendulum
-from chaosgym.task_ids import parse_task_kwargs, register_with_gymnasium  # noqa: F401  (parse_task_kwargs re-exported)
+from chaosgym.functional.env import Env, Task, check_episode_length
+from chaosgym.presets import PRESETS, Presets
+from chaosgym.tasks import BUILTIN, load_class, register_with_gymnasium, resolve_task_id
+from chaosgym.tasks import parse_task_kwargs  # noqa: F401  (re-exported)
 
 TASKS: dict[str, type[Task]] = {}  # filled by `register`
 
@@ -29,6 +31,11 @@ def register(env_id: str, task_class: type[Task], presets: Presets | None = None
         raise TypeError(f"register({env_id!r}, ...) expects a subclass of chaosgym.Task, got {task_class!r}")
     if env_id in TASKS and TASKS[env_id] is not task_class:
         raise ValueError(f"task id {env_id!r} is already registered to {TASKS[env_id].__name__}")
+    import gymnasium
+
+    if env_id in gymnasium.registry and gymnasium.registry[env_id].entry_point != "chaosgym.faces.gym_env:ChaosEnv":
+        raise ValueError(f"task id {env_id!r} is Gymnasium's {gymnasium.registry[env_id].entry_point}; "
+                         "choose an id of your own")
     TASKS[env_id] = task_class
     PRESETS[env_id] = presets or Presets()
     register_with_gymnasium(env_id, task_class.episode_length)
@@ -42,7 +49,7 @@ def task_options(env_id: str) -> dict[str, object]:
 
 def _task_class(env_id: str) -> type[Task]:
     try:
-        return TASKS[env_id]
+        return TASKS[resolve_task_id(env_id)]
     except KeyError:
         raise ValueError(f"unknown task id {env_id!r}; valid ids: {', '.join(TASKS)}") from None
 
@@ -68,13 +75,13 @@ def make(env_id: str, episode_length: int | None = None, **kwargs) -> Env:
     `jax_enable_x64` is on: the model's arrays are made in it), so every caller shares one set of
     compiled functions. Unknown ids and invalid options raise an error that lists what is valid.
     """
+    env_id = resolve_task_id(env_id)
     make_task(env_id, **kwargs)  # validate before caching (where True would be 1)
     check_episode_length(episode_length)
     dtype = str(jax.dtypes.canonicalize_dtype(np.float64))
     return _cached_env(env_id, tuple(sorted(kwargs.items())), episode_length, dtype)
 
 
-# the built-in tasks (the ids, episode lengths and presets of `chaosgym.task_ids.BUILTIN`)
-register("ChaosAnt-v0", Ant, presets=ANT)
-register("ChaosCartPole-v0", CartPole, presets=CARTPOLE)
-register("ChaosDoublePendulum-v0", DoublePendulum, presets=DOUBLE_PENDULUM)
+# the built-in tasks, from their one table
+for _env_id, _builtin in BUILTIN.items():
+    register(_env_id, load_class(_builtin.task_class), _builtin.presets)

@@ -19,7 +19,7 @@ from chaosgym.agents import AGENTS
 from chaosgym.agents.config import TrainConfig, for_task
 from chaosgym.agents.run import Run
 from chaosgym.agents.train import train
-from chaosgym.settings import ESTIMATORS
+from chaosgym.functional.settings import ESTIMATORS
 
 AGENTS_FOLDER = Path(chaosgym.agents.__file__).parent
 SOURCES = sorted(AGENTS_FOLDER.glob("*.py"))

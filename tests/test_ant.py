@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import chaosgym
-from chaosgym.rollout import rollout
-from chaosgym.policies import init_policy, mlp_policy
+from chaosgym.functional.rollout import rollout
+from chaosgym.functional.policies import init_policy, mlp_policy
 
 # Brax's brax/envs/assets/ant.xml, custom numeric init_qpos
 BRAX_INIT_QPOS = [0.0, 0.0, 0.55, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, -1.0, 0.0, -1.0, 0.0, 1.0]

@@ -17,8 +17,8 @@ import pytest
 from mujoco import mjx
 
 import chaosgym
-from chaosgym.env import Env
-from chaosgym.mujoco_backend import MujocoBackend
+from chaosgym.functional.env import Env
+from chaosgym.faces.mujoco_backend import MujocoBackend
 from chaosgym.tasks import CartPole
 
 CARTPOLE = "ChaosCartPole-v0"

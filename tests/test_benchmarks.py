@@ -16,7 +16,8 @@ import pytest
 import chaosgym
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCHMARKS = ROOT / "benchmarks"
+# speed measurements (benchmarks/) and research scripts (experiments/)
+FOLDERS = ("benchmarks", "experiments")
 slow = pytest.mark.slow
 
 
@@ -32,38 +33,39 @@ def brax_like_ant(tmp: Path) -> list[str]:
 
 # script -> (tiny-size arguments, a function of the test's tmp folder giving more, text its output must hold, marks)
 CASES = {
-    "first_output.py": (["--warm", "--", "chaosgym", "--help"], None, "longest silence", ()),
-    "all.py": (["--quick", "--scripts", "backends.py"], lambda tmp: ["--out", str(tmp / "b.md")], "written to", (slow,)),
-    "ant_physics.py": (["--batch", "2", "--steps", "2", "--rounds", "1"], brax_like_ant, "| 2 |", (slow,)),
-    "backends.py": (["--quick"], None, "vs Ant-v5", (slow,)),
-    "compile_time.py": (["--quick"], None, "| ChaosCartPole-v0 |", (slow,)),
-    "findings.py": (["--quick", "--studies", "ChaosCartPole-v0"],
+    "benchmarks/first_output.py": (["--warm", "--", "chaosgym", "--help"], None, "longest silence", ()),
+    "benchmarks/all.py": (["--quick", "--scripts", "backends.py"], lambda tmp: ["--out", str(tmp / "b.md")], "written to", (slow,)),
+    "benchmarks/ant_physics.py": (["--batch", "2", "--steps", "2", "--rounds", "1"], brax_like_ant, "| 2 |", (slow,)),
+    "benchmarks/backends.py": (["--quick"], None, "vs Ant-v5", (slow,)),
+    "benchmarks/compile_time.py": (["--quick"], None, "| ChaosCartPole-v0 |", (slow,)),
+    "experiments/findings.py": (["--quick", "--studies", "ChaosCartPole-v0"],
                     lambda tmp: ["--docs", str(tmp / "docs"), "--runs", str(tmp / "runs")], "findings", (slow,)),
-    "gradient_cost.py": (["--quick", "--batch", "2"], None, "with remat", (slow,)),
-    "hostile.py": (["--tiny"], None, "inputs: 10 of 10 handled cleanly", ()),
-    "sb3_threads.py": (["--steps", "512", "--repeats", "1"], None, "ratio default / one thread", (slow,)),
-    "sb3_throughput.py": (["--env-steps", "256", "--num-envs", "2"], None, "vs Ant-v5 DummyVecEnv", (slow,)),
-    "stable_bptt_c_gap.py": (["--poles", "1", "--seeds", "1", "--epochs", "1", "--flows", "C"],
+    "benchmarks/gradient_cost.py": (["--quick", "--batch", "2"], None, "with remat", (slow,)),
+    "benchmarks/hostile.py": (["--tiny"], None, "inputs: 10 of 10 handled cleanly", ()),
+    "benchmarks/sb3_threads.py": (["--steps", "512", "--repeats", "1"], None, "ratio default / one thread", (slow,)),
+    "benchmarks/sb3_throughput.py": (["--env-steps", "256", "--num-envs", "2"], None, "vs Ant-v5 DummyVecEnv", (slow,)),
+    "experiments/stable_bptt_c_gap.py": (["--poles", "1", "--seeds", "1", "--epochs", "1", "--flows", "C"],
                              lambda tmp: ["--out", str(tmp / "gap")], "| reference | C |", (slow,)),
-    "stable_bptt_cost.py": (["--poles", "1", "--rounds", "1", "--calls", "1", "--horizon", "10", "--no-grid",
+    "benchmarks/stable_bptt_cost.py": (["--poles", "1", "--rounds", "1", "--calls", "1", "--horizon", "10", "--no-grid",
                              "--physics", "mjx"], None, "|", (slow,)),
-    "throughput.py": (["--quick"], None, "Ant-v5", (slow,)),
+    "benchmarks/throughput.py": (["--quick"], None, "Ant-v5", (slow,)),
 }
 
 
 def scripts() -> set[str]:
-    """The benchmark scripts (modules without a `__main__` block are helpers of the others)."""
-    return {p.name for p in BENCHMARKS.glob("*.py") if 'if __name__ == "__main__"' in p.read_text()}
+    """The scripts of both folders (modules without a `__main__` block are helpers of the others)."""
+    return {f"{folder}/{p.name}" for folder in FOLDERS for p in (ROOT / folder).glob("*.py")
+            if 'if __name__ == "__main__"' in p.read_text()}
 
 
-def test_every_benchmark_script_has_a_tiny_run_here():
-    assert scripts() == set(CASES), "give each benchmark script a tiny-size case in CASES"
+def test_every_benchmark_and_experiment_script_has_a_tiny_run_here():
+    assert scripts() == set(CASES), "give each script a tiny-size case in CASES"
 
 
 @pytest.mark.parametrize("script", [pytest.param(name, marks=case[3]) for name, case in sorted(CASES.items())])
 def test_benchmark_runs_at_tiny_sizes(script, tmp_path):
     args, more, expected, _ = CASES[script]
-    command = [sys.executable, str(BENCHMARKS / script), *(more(tmp_path) if more else []), *args]
+    command = [sys.executable, str(ROOT / script), *(more(tmp_path) if more else []), *args]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, f"{script} failed:\n{done.stderr[-3000:]}"

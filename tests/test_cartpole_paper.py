@@ -14,17 +14,17 @@ import numpy as np
 import pytest
 
 import chaosgym
-from chaosgym.gradients import EstimatorConfig, combine, make_estimator
-from chaosgym.policies import paper_init, policy_functions
-from chaosgym.rollout import rollout
+from chaosgym.functional.gradients import EstimatorConfig, combine, make_estimator
+from chaosgym.functional.policies import paper_init, policy_functions
+from chaosgym.functional.rollout import rollout
 
-# The paper's equations, as benchmarks/stable_bptt_reference.py writes them from the paper (its
+# The paper's equations, as tests/stable_bptt_reference.py writes them from the paper (its
 # cartpole_simulator.py) without chaosgym: every pole under the same force, semi-implicit Euler.
-BENCHMARKS = str(Path(__file__).resolve().parents[1] / "benchmarks")
+TESTS = str(Path(__file__).resolve().parent)
 PAPER_EQUATIONS = textwrap.dedent(f"""
     import sys
     import numpy as np
-    sys.path.insert(0, {BENCHMARKS!r})
+    sys.path.insert(0, {TESTS!r})
     from stable_bptt_reference import physics_step
 
     def paper_step(x, x_dot, theta, theta_dot, force):

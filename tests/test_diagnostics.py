@@ -1,4 +1,4 @@
-"""Validation of `chaosgym.diagnostics` on systems whose answers are known, and of its CLI.
+"""Validation of `chaosgym.diagnostics.measures` on systems whose answers are known, and of its CLI.
 
 The MJX tests compile for tens of seconds each on CPU; the CLI test reuses the compiled functions
 of the tests before it (same shapes and settings), so keep their settings in step.
@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 import chaosgym
-from chaosgym.policies import init_policy, mlp_policy
-from chaosgym import diagnostics
+from chaosgym.functional.policies import init_policy, mlp_policy
+from chaosgym.diagnostics import measures as diagnostics
 from chaosgym.agents.cli import main
-from chaosgym.gradients import EstimatorConfig, make_estimator
-from chaosgym.env import Env, Task
+from chaosgym.functional.gradients import EstimatorConfig, make_estimator
+from chaosgym.functional.env import Env, Task
 
 POLICY_HIDDEN = (16,)
 GRADIENT_SAMPLES, ES_PAIRS, HORIZONS = 8, 8, (100, 300)

@@ -181,7 +181,7 @@ def test_the_c_gap_per_seed_table_is_the_data(capsys):
     """docs/stable_bptt.md's per-seed table is what `stable_bptt_c_gap.py --per-seed` prints from
     the committed CSVs."""
     import sys
-    sys.path.insert(0, str(ROOT / "benchmarks"))
+    sys.path.insert(0, str(ROOT / "experiments"))
     try:
         import stable_bptt_c_gap
     finally:

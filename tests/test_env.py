@@ -125,8 +125,8 @@ def blown_up(state: chaosgym.State) -> chaosgym.State:
 def test_a_blow_up_in_a_batch_leaves_the_gradient_finite(cartpole):
     """The blown-up trajectory contributes 0 to the gradient, not NaN: the batch [healthy, blown up]
     has half the gradient of [healthy, healthy], which is the healthy trajectory's alone."""
-    from chaosgym.policies import init_policy, mlp_policy
-    from chaosgym.rollout import rollout
+    from chaosgym.functional.policies import init_policy, mlp_policy
+    from chaosgym.functional.rollout import rollout
 
     params = init_policy(jax.random.key(0), cartpole.observation_size, cartpole.action_size, (8,))
     healthy = jax.tree.map(lambda x: jnp.stack([x, x]), cartpole.jit_reset(jax.random.key(1)))

@@ -65,7 +65,7 @@ def test_gradient_agents_batched_evaluation_scores_the_same_episodes():
     """Training evaluates in one batched rollout from the same held-out states."""
     from chaosgym.agents import train
     from chaosgym.agents.config import TrainConfig
-    from chaosgym.policies import init_policy
+    from chaosgym.functional.policies import init_policy
 
     config = TrainConfig(task="ChaosCartPole-v0", eval_episodes=4)
     assert (config.eval_seed, TrainConfig().eval_episodes) == (EVAL_SEED, EVAL_EPISODES)

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from chaosgym import diagnose, flags
+from chaosgym import flags
+from chaosgym.diagnostics import command as diagnose
 from chaosgym.agents import commands
-from chaosgym.diagnose import DiagnoseConfig
-from chaosgym.gradients import EstimatorConfig
+from chaosgym.diagnostics.command import DiagnoseConfig
+from chaosgym.functional.gradients import EstimatorConfig
 
 
 def parser_of(command) -> argparse.ArgumentParser:

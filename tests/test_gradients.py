@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 import chaosgym
-from chaosgym.gradients import EstimatorConfig, es_gradient, make_estimator
-from chaosgym.policies import init_policy, mlp_policy
-from chaosgym.rollout import rollout
+from chaosgym.functional.gradients import EstimatorConfig, es_gradient, make_estimator
+from chaosgym.functional.policies import init_policy, mlp_policy
+from chaosgym.functional.rollout import rollout
 
 HORIZON = 6
 
@@ -160,8 +160,8 @@ def test_full_gradient_matches_finite_differences():
 
 FD_CHECK = textwrap.dedent("""
     import jax, jax.numpy as jnp, numpy as np, chaosgym
-    from chaosgym.policies import init_policy, mlp_policy
-    from chaosgym.rollout import rollout
+    from chaosgym.functional.policies import init_policy, mlp_policy
+    from chaosgym.functional.rollout import rollout
     env = chaosgym.make("ChaosCartPole-v0", num_poles=2)
     params = init_policy(jax.random.key(0), env.observation_size, env.action_size, hidden=(8,))
     states = jax.vmap(env.reset)(jax.random.split(jax.random.key(1), 2))

@@ -16,9 +16,9 @@ import pytest
 from mujoco import mjx
 
 import chaosgym
-from chaosgym import gym_adapters
-from chaosgym.env import Env
-from chaosgym.mujoco_backend import MujocoBackend
+from chaosgym.faces import gym_env as gym_adapters
+from chaosgym.functional.env import Env
+from chaosgym.faces.mujoco_backend import MujocoBackend
 from chaosgym.registry import make_task
 
 CARTPOLE = "ChaosCartPole-v0"

@@ -7,7 +7,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from chaosgym.gym_adapters import check_actions
+from chaosgym.faces.gym_env import check_actions
 
 
 @pytest.mark.parametrize("actions, where", [

@@ -11,7 +11,7 @@ import textwrap
 import gymnasium
 
 import chaosgym
-from chaosgym import task_ids
+from chaosgym import tasks as task_ids
 from chaosgym.presets import PRESETS
 from chaosgym.registry import TASKS
 
@@ -30,7 +30,7 @@ def test_import_chaosgym_registers_every_id_and_imports_no_jax_until_a_public_na
         import json, sys
         import gymnasium
         import chaosgym
-        from chaosgym import task_ids
+        from chaosgym import tasks as task_ids
         from chaosgym.presets import PRESETS
         try:
             task_ids.check_task_id("ChaosNope-v0")
@@ -50,14 +50,15 @@ def test_import_chaosgym_registers_every_id_and_imports_no_jax_until_a_public_na
     assert got["message"] == f"unknown task id 'ChaosNope-v0'; valid ids: {', '.join(task_ids.BUILTIN)}"
     assert got["ids"] == got["presets"] == got["tasks"] == builtin
     assert got["after"] and got["env"] == "Env"
-    assert got["rollout"]  # the function, though `chaosgym.rollout`, the submodule, is imported by now
+    assert got["rollout"]  # the function, though `chaosgym.functional.rollout`, the submodule, is imported by now
 
 
 def test_the_static_id_table_is_what_the_task_modules_register():
     registered = {env_id: cls for env_id, cls in TASKS.items() if cls.__module__.startswith("chaosgym.tasks.")}
     assert list(registered) == list(task_ids.BUILTIN)
-    for env_id, (episode_length, presets) in task_ids.BUILTIN.items():
-        assert registered[env_id].episode_length == episode_length, env_id
+    for env_id, builtin in task_ids.BUILTIN.items():
+        assert registered[env_id].episode_length == task_ids.episode_length_of(builtin.task_class), env_id
+        assert gymnasium.spec(env_id).max_episode_steps == registered[env_id].episode_length
         assert PRESETS[env_id] == presets, env_id
         assert gymnasium.spec(env_id).max_episode_steps == episode_length, env_id
     assert chaosgym.TASKS is TASKS

@@ -20,7 +20,7 @@ def test_readme_block_runs(index):
 
 def test_the_api_the_readme_names_is_exported():
     import chaosgym
-    from chaosgym.rollout import rollout
+    from chaosgym.functional.rollout import rollout
 
     text = README.read_text()
     for name in ("make", "rollout", "register"):

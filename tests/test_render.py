@@ -12,7 +12,7 @@ from chaosgym.agents.config import for_task
 from chaosgym.agents.render import load_run_policy
 from chaosgym.agents.run import Run
 from chaosgym.agents.train import encode_checkpoint
-from chaosgym.policies import init_policy
+from chaosgym.functional.policies import init_policy
 
 
 def gradient_run(folder):

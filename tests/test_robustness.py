@@ -16,8 +16,8 @@ import pytest
 from gymnasium.vector import AutoresetMode
 
 import chaosgym
-from chaosgym import trace_cache
-from chaosgym.rollout import rollout
+from chaosgym.functional import trace_cache
+from chaosgym.functional.rollout import rollout
 
 CARTPOLE = "ChaosCartPole-v0"
 

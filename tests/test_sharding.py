@@ -26,8 +26,8 @@ def compute() -> dict[str, np.ndarray]:
     from jax.flatten_util import ravel_pytree
 
     import chaosgym
-    from chaosgym.gradients import EstimatorConfig, make_estimator
-    from chaosgym.policies import init_policy, mlp_policy
+    from chaosgym.functional.gradients import EstimatorConfig, make_estimator
+    from chaosgym.functional.policies import init_policy, mlp_policy
     from chaosgym.agents.train import compiled_update
 
     out = {}

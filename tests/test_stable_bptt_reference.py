@@ -1,5 +1,5 @@
 """`chaosgym reproduce stable-bptt` against the paper's update written in plain JAX
-(`benchmarks/stable_bptt_reference.py`), and its one-program grid against runs alone."""
+(`tests/stable_bptt_reference.py`), and its one-program grid against runs alone."""
 
 import json
 import os
@@ -17,13 +17,13 @@ import pytest
 from chaosgym.agents import reproduce
 from chaosgym.agents.optimizer import make_optimizer
 
-BENCHMARKS = str(Path(__file__).resolve().parents[1] / "benchmarks")
+TESTS = str(Path(__file__).resolve().parent)
 
 # Loss and R, M, S, C gradients of chaosgym's grid program and of the reference, float64, on the
 # paper's first training batch, at weights moved off the zeroed output kernel (where M = R trivially).
 GRADIENT_CHECK = textwrap.dedent(f"""
     import json, sys
-    sys.path.insert(0, {BENCHMARKS!r})
+    sys.path.insert(0, {TESTS!r})
     import jax, jax.numpy as jnp, numpy as np
     import stable_bptt_reference as ref
     from chaosgym.agents import reproduce

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from chaosgym.trace_cache import cached_jit
+from chaosgym.functional.trace_cache import cached_jit
 
 # Runs in a fresh process: steps the cart pole through `Env.jit_step` and a pytree function, and
 # reports how often the Python functions were traced, what they returned and the cached files.
@@ -19,7 +19,7 @@ WORKER = textwrap.dedent("""
     import json, os, sys
     import jax, jax.numpy as jnp
     import chaosgym
-    from chaosgym.trace_cache import cached_jit
+    from chaosgym.functional.trace_cache import cached_jit
 
     traced = []
     def f(tree, scale):

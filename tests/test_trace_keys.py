@@ -8,8 +8,8 @@ import pytest
 import chaosgym
 from chaosgym.agents import apg, shac
 from chaosgym.agents.train import carried_core, compiled_update
-from chaosgym.gradients import EstimatorConfig
-from chaosgym.trace_cache import UNCACHED, argument_key, keyed_by_arguments
+from chaosgym.functional.gradients import EstimatorConfig
+from chaosgym.functional.trace_cache import UNCACHED, argument_key, keyed_by_arguments
 
 
 @keyed_by_arguments

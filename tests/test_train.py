@@ -17,9 +17,9 @@ from chaosgym.agents.config import TrainConfig, for_task
 from chaosgym.agents.run import CheckpointError, Run
 from chaosgym.agents.train import (compiled_update, evaluate_params, load_checkpoint, make_optimizer,
                                    skipped_updates, train)
-from chaosgym.gradients import EstimatorConfig
-from chaosgym.policies import init_policy
-from chaosgym.sharding import replicated
+from chaosgym.functional.gradients import EstimatorConfig
+from chaosgym.functional.policies import init_policy
+from chaosgym.functional.sharding import replicated
 
 # small enough to compile and run in seconds; every fast test shares its compiled update
 SMALL = for_task("ChaosCartPole-v0", "full", updates=6, batch_size=4, hidden=(8,), eval_every=3,

@@ -8,8 +8,8 @@ import jax
 import jax.numpy as jnp
 import mujoco
 
-from chaosgym.arrays import array_namespace
-from chaosgym.env import Task
+from chaosgym.tasks.arrays import array_namespace
+from chaosgym.tasks.base import Task
 
 
 class Ant(Task):
@@ -28,10 +28,8 @@ class Ant(Task):
     ctrl_cost_weight = 0.5
     reset_noise = 0.1
 
-    def mj_model(self) -> mujoco.MjModel:
-        model = super().mj_model()
+    def bind(self, model: mujoco.MjModel) -> None:
         self._torso = model.body("torso").id
-        return model
 
     def initial_state(self, key, model):
         kq, kv = jax.random.split(key)

@@ -22,9 +22,9 @@ import jax.numpy as jnp
 import mujoco
 import numpy as np
 
-from chaosgym.arrays import array_namespace
-from chaosgym.env import Task
-from chaosgym.settings import CARTPOLE_PHYSICS as PHYSICS  # defined JAX-free, for the command line
+from chaosgym.tasks.arrays import array_namespace
+from chaosgym.tasks.base import Task
+from chaosgym.functional.settings import CARTPOLE_PHYSICS as PHYSICS  # defined JAX-free, for the command line
 
 MAX_POLES = 4
 OBSERVATIONS = ("raw", "cos_sin")

@@ -4,8 +4,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from chaosgym.arrays import array_namespace
-from chaosgym.env import Task
+from chaosgym.tasks.arrays import array_namespace
+from chaosgym.tasks.base import Task
 
 MAX_LINKS = 4
 
@@ -35,11 +35,9 @@ class DoublePendulum(Task):
         if self.num_links < MAX_LINKS:
             spec.delete(spec.body(f"link{self.num_links}"))
 
-    def mj_model(self):
-        model = super().mj_model()
+    def bind(self, model):
         self._tip = model.site(f"tip{self.num_links - 1}").id
         self._base_z = float(model.body("link0").pos[2])
-        return model
 
     def initial_state(self, key, model):
         ka, kv = jax.random.split(key)

@@ -126,8 +126,8 @@ def gradient(args) -> None:
     (benchmarks/gradient_cost.py's functions); `compile_*_s` is XLA's compile time in this process."""
     import jax
 
-    from chaosgym.policies import mlp_policy
-    from chaosgym.rollout import rollout
+    from chaosgym.functional.policies import mlp_policy
+    from chaosgym.functional.rollout import rollout
     from gradient_cost import median_time, raw_mjx_ratio, setup
 
     rows = Rows(args.csv, ["task", "batch", "horizon", "forward_ms", "gradient_ms", "ratio", "bare_mjx_ratio",

@@ -22,11 +22,11 @@ from gymnasium.utils.seeding import np_random
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
-from chaosgym.env import Env, State, check_episode_length
-from chaosgym.mujoco_backend import MujocoBackend
+from chaosgym.functional.env import Env, State, check_episode_length
+from chaosgym.faces.mujoco_backend import MujocoBackend
 from chaosgym.registry import make
-from chaosgym.sharding import shard_batch
-from chaosgym.trace_cache import cached_jit
+from chaosgym.functional.sharding import shard_batch
+from chaosgym.functional.trace_cache import cached_jit
 
 
 def check_actions(actions: Any, shape: tuple[int, ...]) -> np.ndarray:
@@ -226,7 +226,7 @@ class ChaosEnv(gymnasium.Env):
     `backend="mujoco"` (the default) steps the physics on MuJoCo's C engine (float64), `"mjx"` with
     the jitted MJX `Env.step` (float32). Both run the same MJCF with the same options, start from
     the same state for the same seed and compute observation, reward and termination with the
-    task's own functions (`chaosgym.mujoco_backend`). They agree to float32 rounding (about 1e-6)
+    task's own functions (`chaosgym.faces.mujoco_backend`). They agree to float32 rounding (about 1e-6)
     at first; on these chaotic tasks the difference then grows about as fast as the maximal
     Lyapunov exponent says, and on the Ant contacts add more (MJX orients the pyramidal friction
     cone differently from the C engine), see docs/benchmarks.md.

@@ -10,7 +10,7 @@ Gradient flows (see DESIGN.md), for a policy a_t = pi(o_t) and dynamics s_{t+1} 
 * ``stopped``: the policy input and the state carried to the next step are both cut: each action
   gets only the credit of the step it acts in (Schnell & Thuerey's S).
 
-The combined update and ES are built from these in `chaosgym.gradients`. `Cuts` states the
+The combined update and ES are built from these in `chaosgym.functional.gradients`. `Cuts` states the
 cuts of full, modified and stopped as arrays instead of a name, so that runs of different flows
 can be vmapped into one program (`chaosgym reproduce` trains all of one grid's flows at once).
 """
@@ -24,9 +24,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from chaosgym import settings
-from chaosgym.env import Env, State
-from chaosgym.settings import FLOWS  # noqa: F401  (re-exported: defined JAX-free)
+from chaosgym.functional import settings
+from chaosgym.functional.env import Env, State
+from chaosgym.functional.settings import FLOWS  # noqa: F401  (re-exported: defined JAX-free)
 
 Policy = Callable[[Any, jax.Array], jax.Array]  # (params, one observation) -> one action
 

@@ -18,7 +18,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from chaosgym.settings import POLICIES  # defined JAX-free, for the command line
+from chaosgym.functional.settings import POLICIES  # defined JAX-free, for the command line
 
 Params = list[tuple[jax.Array, jax.Array]]
 

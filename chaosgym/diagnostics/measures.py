@@ -32,9 +32,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from chaosgym._mjx import mjx
-from chaosgym.gradients import ESTIMATORS, EstimatorConfig, combine, es_gradient, highest_precision
-from chaosgym.env import Env, State
-from chaosgym.rollout import Policy, rollout
+from chaosgym.functional.gradients import ESTIMATORS, EstimatorConfig, combine, es_gradient, highest_precision
+from chaosgym.functional.env import Env, State
+from chaosgym.functional.rollout import Policy, rollout
 
 # (carry, x) -> (next carry, next x); differentiable in x. The carry holds whatever else the map
 # needs (for the env: the rest of `mjx.Data`).
@@ -319,14 +319,14 @@ def gradient_samples(env: Env, policy: Policy, params: Any, states: State, name:
                      key: jax.Array, truncation: int | None = None, es_sigma: float = 0.05, es_pairs: int = 16,
                      remat: bool = False, chunk: int | None = None,
                      es_rank_shaping: bool = False) -> dict[int, GradientStats]:
-    """The gradient of estimator `name` (see `chaosgym.gradients`) of the return loss (minus the
+    """The gradient of estimator `name` (see `chaosgym.functional.gradients`) of the return loss (minus the
     rewards summed over the unroll) from each of a batch of N `states`, at every horizon in `horizons`.
 
     Every horizon comes from one unroll of the longest: the loss cut at h is a prefix sum of the
     rewards, and nothing in a rollout before step h depends on a later step, so the gradient at h
     (one backward pass per horizon, or one ES population for all) is the same number a rollout of
     h steps gives, for one compile and one forward pass. The estimators are those of
-    `chaosgym.gradients` (`es_*` as in `EstimatorConfig`); the ES noise of state i comes from
+    `chaosgym.functional.gradients` (`es_*` as in `EstimatorConfig`); the ES noise of state i comes from
     `split(key, N)[i]`, as in `make_estimator`; `chunk` states run at once under `vmap` (default all).
     """
     horizons = tuple(sorted(set(horizons)))
@@ -387,7 +387,7 @@ def gradient_variance(env: Env, policy: Policy, params: Any, states: State, hori
     horizon, as in Metz et al. Wrap `env` in `without_termination` to keep episodes from ending
     inside the unroll.
 
-    Estimator names are those of `chaosgym.gradients` (full, truncated, modified, stopped, combined,
+    Estimator names are those of `chaosgym.functional.gradients` (full, truncated, modified, stopped, combined,
     es); the truncated flow cuts every `min(truncation, max(horizons))` steps.
     """
     key = jax.random.key(0) if key is None else key

@@ -1,4 +1,4 @@
-"""Figures of `chaosgym.diagnostics` results (matplotlib, Agg backend: files only, no display)."""
+"""Figures of `chaosgym.diagnostics.measures` results (matplotlib, Agg backend: files only, no display)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from chaosgym.diagnostics import (GradientStats, JacobianSpectrum, LossLandscape, LyapunovResult,  # noqa: E402
+from chaosgym.diagnostics.measures import (GradientStats, JacobianSpectrum, LossLandscape, LyapunovResult,  # noqa: E402
                                   mean_and_stderr)
 
 DPI = 90  # small files: the figures go into the docs

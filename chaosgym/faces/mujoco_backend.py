@@ -5,11 +5,11 @@ A control step is `frame_skip` calls of `mujoco.mj_step` (float64) on the task's
 very model MJX runs (same MJCF, same options). Observation, reward and termination then come from
 the task's functions called on `HostData`: the MjData fields in `FIELDS` that the task reads, cast
 to float32 (the precision MJX runs in), as numpy arrays. A task written over
-`chaosgym.arrays.array_namespace` computes them in numpy here, in microseconds (a jitted JAX call
+`chaosgym.tasks.arrays.array_namespace` computes them in numpy here, in microseconds (a jitted JAX call
 costs more than the physics of a step); the task code exists once. A task that reads any other
 field is refused when the backend is built (it would have nothing to read here).
 
-The step semantics are those of `chaosgym.env.Env.step` (`chaosgym.env.finish_step`, here on the
+The step semantics are those of `chaosgym.functional.env.Env.step` (`chaosgym.functional.env.finish_step`, here on the
 host): the previous and the new data go to `Task.reward`, and a state that is not finite in float32
 undoes the step, terminates the episode with reward 0 and sets `info["nonfinite_state"]`. MuJoCo's
 C engine resets the simulation by itself when qpos, qvel or qacc turn NaN, inf or larger than 1e10
@@ -34,8 +34,8 @@ import jax.numpy as jnp
 import mujoco
 import numpy as np
 
-from chaosgym.env import Env, State, fields_read
-from chaosgym.trace_cache import cached_jit
+from chaosgym.functional.env import Env, State, fields_read
+from chaosgym.functional.trace_cache import cached_jit
 
 # The MjData fields the task functions may read on this backend (see `Task`).
 FIELDS = ("time", "qpos", "qvel", "act", "ctrl", "xpos", "xquat", "site_xpos", "sensordata")
@@ -73,7 +73,7 @@ class _TaskOnHost:
         if extra:
             raise ValueError(f"{type(env.task).__name__} reads mjx.Data field(s) {sorted(extra)}, which the "
                              f"mujoco backend does not provide (it provides {', '.join(FIELDS)}); "
-                             "use backend='mjx' or add them to chaosgym.mujoco_backend.FIELDS")
+                             "use backend='mjx' or add them to chaosgym.faces.mujoco_backend.FIELDS")
         self.fields = tuple(sorted(read | {"qpos", "qvel"}))  # qpos and qvel: the finiteness test
         # traced on the empty data, not through a reset: its forward kinematics would take seconds
         metrics = jax.eval_shape(lambda data: env.task.reward(data, zero_action, data)[1], env.empty_data)

@@ -2,10 +2,10 @@
 
 Schnell & Thuerey's protocol at N poles (default 3), flows R and C, `--seeds` initialisations,
 `--epochs` epochs (default 250 = 8,000 updates), every run from the same initial weights (the
-paper's network as `chaosgym.policies.paper_init` draws it) and the paper's data:
+paper's network as `chaosgym.functional.policies.paper_init` draws it) and the paper's data:
 
 * `reference`: the update written from the paper's equations in plain JAX
-  (`benchmarks/stable_bptt_reference.py`), Keras 2's Adam, as the paper's TensorFlow code runs it;
+  (`tests/stable_bptt_reference.py`), Keras 2's Adam, as the paper's TensorFlow code runs it;
 * `chaosgym keras`: `chaosgym reproduce`'s program (`--physics equations`, `--adam keras`);
 * `chaosgym optax`: the same with optax's Adam (what the earlier N = 3 runs used);
 * the run's dtype: float32, or float64 with `JAX_ENABLE_X64=1` (run the script twice).
@@ -16,10 +16,10 @@ prints the 30-epoch smoothed test loss at a few epochs, median [min, max] over s
 With `--divergence`, it instead follows one initialisation update by update through chaosgym's
 program and the reference and prints the largest parameter difference after 1, 10, ... updates.
 
-Run: python benchmarks/stable_bptt_c_gap.py [--poles 3] [--seeds 6] [--epochs 250] [--flows RC]
+Run: python experiments/stable_bptt_c_gap.py [--poles 3] [--seeds 6] [--epochs 250] [--flows RC]
      [--variants keras,optax,reference] [--out DIR]
-     python benchmarks/stable_bptt_c_gap.py --divergence [--seed 1]   (JAX_ENABLE_X64=1 for float64)
-     python benchmarks/stable_bptt_c_gap.py --per-seed CSV [CSV ...] [--below 0.07]
+     python experiments/stable_bptt_c_gap.py --divergence [--seed 1]   (JAX_ENABLE_X64=1 for float64)
+     python experiments/stable_bptt_c_gap.py --per-seed CSV [CSV ...] [--below 0.07]
 
 With `--per-seed`, it trains nothing: from CSVs this script wrote, it prints each seed's smoothed
 test loss at the last epoch, per variant, dtype and flow, and how many seeds end below `--below`.
@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the reference oracle
 import stable_bptt_reference as ref  # noqa: E402
 
 from chaosgym.agents import reproduce  # noqa: E402

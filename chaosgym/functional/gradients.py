@@ -1,6 +1,6 @@
 """Gradient estimators with one signature: `estimate(params, states, key) -> (grad, diagnostics)`.
 
-* ``full``, ``truncated``, ``modified``, ``stopped``: backpropagation through `chaosgym.rollout`
+* ``full``, ``truncated``, ``modified``, ``stopped``: backpropagation through `chaosgym.functional.rollout`
   with that gradient flow.
 * ``combined``: Schnell & Thuerey's update: the modified gradient g_M where its sign agrees with
   the full gradient g_R, else 0, element-wise on the gradient summed over batch and time.
@@ -21,10 +21,10 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 import optax
 
-from chaosgym.env import Env, State
-from chaosgym.rollout import Policy, rollout
-from chaosgym.settings import ESTIMATORS, EstimatorConfig  # noqa: F401  (ESTIMATORS re-exported)
-from chaosgym.sharding import shard_batch
+from chaosgym.functional.env import Env, State
+from chaosgym.functional.rollout import Policy, rollout
+from chaosgym.functional.settings import ESTIMATORS, EstimatorConfig  # noqa: F401  (ESTIMATORS re-exported)
+from chaosgym.functional.sharding import shard_batch
 
 Estimator = Callable[[Any, State, jax.Array], tuple[Any, dict[str, jax.Array]]]
 

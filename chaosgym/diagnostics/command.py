@@ -31,10 +31,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 import chaosgym
-from chaosgym import diagnostics, diagnostics_plots
+from chaosgym.diagnostics import measures as diagnostics, plots as diagnostics_plots
 # the settings and their flags, JAX-free for the command line; re-exported
-from chaosgym.diagnose_config import DIAGNOSTICS, DiagnoseConfig, add_arguments, config_from_args  # noqa: F401
-from chaosgym.policies import init_policy, mlp_policy
+from chaosgym.diagnostics.config import DIAGNOSTICS, DiagnoseConfig, add_arguments, config_from_args  # noqa: F401
+from chaosgym.functional.policies import init_policy, mlp_policy
 
 def load_policy(path: str) -> tuple[object, dict]:
     """(params, training config) of a `chaosgym train` run folder or its checkpoint.pkl."""

@@ -1,8 +1,8 @@
 """Metz et al.'s gradient study on chaosgym's tasks, written to docs/findings.md with figures in docs/figures/.
 
-    python benchmarks/findings.py                        # every study below (about 25 min on 2 CPU cores)
-    python benchmarks/findings.py --studies ChaosAnt-v0  # one study; the others' saved sections are kept
-    python benchmarks/findings.py --quick --docs /tmp/findings --runs /tmp/runs   # a smoke run
+    python experiments/findings.py                        # every study below (about 25 min on 2 CPU cores)
+    python experiments/findings.py --studies ChaosAnt-v0  # one study; the others' saved sections are kept
+    python experiments/findings.py --quick --docs /tmp/findings --runs /tmp/runs   # a smoke run
 
 Each study runs `chaosgym diagnose --what gradvar,landscape` as Metz, Freeman, Schoenholz & Kachman
 (2021) set it up: a randomly initialised default MLP policy (2 x 100 tanh units) whose weight
@@ -29,7 +29,7 @@ from pathlib import Path
 import jax
 
 import chaosgym
-from chaosgym import diagnose
+from chaosgym.diagnostics import command as diagnose
 
 COMMON = ["--what", "gradvar,landscape", "--no-termination", "--weight-scales", "0.1,1,3", "--estimators", "full,es",
           "--es-sigma", "0.05", "--transient", "50", "--landscape-points", "41", "--landscape-radius", "1.0"]
@@ -217,7 +217,7 @@ Metz, Freeman, Schoenholz & Kachman (2021, "Gradients are Not All You Need") arg
 of a loss summed over an unrolled chaotic system (leading Lyapunov exponent λ₁ > 0) has a variance
 that grows exponentially with the unroll, while an evolution-strategies (ES) estimate of the
 smoothed loss stays bounded, and that the scale of a policy's initial weights moves a closed loop
-between stable and chaotic. Produced by `python benchmarks/findings.py` (settings at its top; CSV
+between stable and chaotic. Produced by `python experiments/findings.py` (settings at its top; CSV
 files under `runs/findings/<study>/`), which runs, per study:
 
     chaosgym diagnose --task TASK --what gradvar,landscape --no-termination --weight-scales 0.1,1,3 \\
@@ -233,7 +233,7 @@ at weight scale ×0.1 the perturbations are larger than the weights themselves.
 """
 
 
-GENERATED = "<!-- everything below is written by benchmarks/findings.py -->"
+GENERATED = "<!-- everything below is written by experiments/findings.py -->"
 
 
 def main() -> None:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-FLOWS = ("full", "truncated", "modified", "stopped")  # gradient flows of `chaosgym.rollout`
-ESTIMATORS = (*FLOWS, "combined", "es")  # gradient estimators of `chaosgym.gradients`
-POLICIES = ("tanh", "paper")  # policy networks of `chaosgym.policies`
+FLOWS = ("full", "truncated", "modified", "stopped")  # gradient flows of `chaosgym.functional.rollout`
+ESTIMATORS = (*FLOWS, "combined", "es")  # gradient estimators of `chaosgym.functional.gradients`
+POLICIES = ("tanh", "paper")  # policy networks of `chaosgym.functional.policies`
 ADAM_FORMS = ("optax", "keras")  # Adam's forms of `chaosgym.agents.optimizer`
 CARTPOLE_PHYSICS = ("mjx", "equations")  # the cart pole's `physics` option (`chaosgym.tasks.cartpole`)
 

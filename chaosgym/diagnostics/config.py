@@ -1,7 +1,7 @@
 """`chaosgym diagnose`'s settings, `DiagnoseConfig`, and the flags generated from it (`chaosgym.flags`).
 
 Nothing here imports JAX or MuJoCo: `chaosgym diagnose --help` and a wrong flag answer at once; the
-diagnostics themselves are `chaosgym.diagnose`.
+diagnostics themselves are `chaosgym.diagnostics.command`.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from chaosgym import flags
-from chaosgym.settings import ESTIMATORS, EstimatorConfig
-from chaosgym.task_ids import task_ids
+from chaosgym.functional.settings import ESTIMATORS, EstimatorConfig
+from chaosgym.tasks import task_ids
 
 DIAGNOSTICS = ("lyapunov", "jacobian", "gradvar", "landscape")
 MODES = ("unforced", "policy")

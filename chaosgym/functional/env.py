@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-from importlib import resources
 from typing import Any, Callable
 
 import jax
@@ -19,9 +18,9 @@ import mujoco
 import numpy as np
 
 from chaosgym._mjx import mjx
-from chaosgym.arrays import array_namespace
-from chaosgym.sharding import uncommitted
-from chaosgym.trace_cache import UNCACHED, cached_jit, object_key
+from chaosgym.functional.sharding import uncommitted
+from chaosgym.tasks.base import Task, asset_path  # noqa: F401  (re-exported)
+from chaosgym.functional.trace_cache import UNCACHED, cached_jit, object_key
 
 
 @functools.partial(
@@ -47,82 +46,6 @@ class State:
 
     def replace(self, **changes: Any) -> State:
         return dataclasses.replace(self, **changes)
-
-
-def asset_path(name: str):
-    """Path of an MJCF file shipped in the package (`chaosgym.assets`, the repository's `assets/`)."""
-    return resources.files("chaosgym.assets").joinpath(name)
-
-
-class Task:
-    """A control task: one MJCF file and a few pure functions of `mjx.Data`.
-
-    Subclasses set the class attributes and override the functions below; keyword arguments of a
-    subclass's `__init__` are the task's options (e.g. `num_poles`).
-
-    `observation`, `reward` and `terminated` run on both backends of the Gymnasium env. On MuJoCo's
-    C engine (`chaosgym.mujoco_backend`) their data holds numpy arrays of only `time`, `qpos`, `qvel`,
-    `act`, `ctrl`, `xpos`, `xquat`, `site_xpos` and `sensordata` (`mujoco_backend.FIELDS`); a task
-    reading any other field is refused there with an error naming it. Written over
-    `chaosgym.arrays.array_namespace`, they compute in numpy there and in jax.numpy on MJX.
-    """
-
-    asset: str
-    frame_skip: int
-    episode_length: int
-    render_camera: str | int = -1
-
-    def edit_spec(self, spec: mujoco.MjSpec) -> None:
-        """Change the loaded MJCF before compiling (e.g. remove unused poles)."""
-
-    def mj_model(self) -> mujoco.MjModel:
-        spec = mujoco.MjSpec.from_file(str(asset_path(self.asset)))
-        self.edit_spec(spec)
-        return spec.compile()
-
-    def initial_state(self, key: jax.Array, model: mujoco.MjModel) -> tuple[jax.Array, jax.Array]:
-        """Sample `(qpos, qvel)` of a new episode."""
-        raise NotImplementedError
-
-    def observation(self, data: mjx.Data) -> jax.Array:
-        raise NotImplementedError
-
-    def reward(
-        self, data: mjx.Data, action: jax.Array, next_data: mjx.Data
-    ) -> tuple[jax.Array, dict[str, jax.Array]]:
-        """Reward of one control step and its terms/metrics (scalars, same keys every call)."""
-        raise NotImplementedError
-
-    def terminated(self, data: mjx.Data) -> jax.Array:
-        return array_namespace(data).asarray(False)  # numpy on the C engine: a JAX call costs 100 us
-
-    # None: the physics is MuJoCo's (`mjx.step`, and `mj_step` on the C backend); a task that
-    # integrates its own equations names them here, and overrides `mjx_step`
-    physics_override: str | None = None
-
-    def mjx_step(self, model: mjx.Model, data: mjx.Data) -> mjx.Data:
-        """One physics step of `model.opt.timestep` under `data.ctrl`: `mjx.step`, unless the task
-        integrates its own equations (`physics_override`)."""
-        return mjx.step(model, data)
-
-    def objectives(self) -> dict[str, Callable[[jax.Array, mjx.Data], jax.Array]]:
-        """Named differentiable losses of one trajectory, `loss(rewards, final_data)`; lower is better.
-
-        `rewards` has shape `(horizon,)` (zero after a termination). Every task has `return`, minus
-        the sum of rewards: what every agent of a comparison optimises and is ranked by. A task may
-        add its own (the cart pole's `final_state`, for the paper it reproduces).
-        """
-        return {"return": lambda rewards, final_data: -jnp.sum(rewards)}
-
-    # the objective that evaluation reports beside the return (`eval_objective`)
-    reported_objective: str = "return"
-
-    def objective(self, name: str) -> Callable[[jax.Array, mjx.Data], jax.Array]:
-        """The objective called `name` (see `objectives`)."""
-        objectives = self.objectives()
-        if name not in objectives:
-            raise ValueError(f"{type(self).__name__} has no objective {name!r}; its objectives: {', '.join(objectives)}")
-        return objectives[name]
 
 
 def all_finite(data: mjx.Data) -> jax.Array:
@@ -157,7 +80,7 @@ def nonfinite_safe(physics: Callable[[mjx.Data, jax.Array], mjx.Data]):
     (sanitise the input before the risky function) cannot be used, because whether a step blows up
     is known only after taking it; the cotangents are selected after the backward pass instead.
     Forward-mode differentiation (`jax.jvp`) does not go through a `custom_vjp`: differentiate
-    `Env.physics_step` forward instead, as `chaosgym.diagnostics` does (a select's tangent is safe).
+    `Env.physics_step` forward instead, as `chaosgym.diagnostics.measures` does (a select's tangent is safe).
     """
     @jax.custom_vjp
     def step(data, action):
@@ -217,7 +140,8 @@ class Env:
     def __init__(self, task: Task, episode_length: int | None = None):
         self.task = task
         self.mj_model = task.mj_model()
-        # Bound to no device, so that batches can spread over all of them (chaosgym.sharding):
+        task.bind(self.mj_model)
+        # Bound to no device, so that batches can spread over all of them (chaosgym.functional.sharding):
         # mjx.put_model and mjx.make_data pin their arrays to the default device.
         self.model = uncommitted(mjx.put_model(self.mj_model))
         self.empty_data = jax.device_get(mjx.make_data(self.model))

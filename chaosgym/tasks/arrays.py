@@ -1,7 +1,7 @@
 """The array module a task's functions compute in, so that one task module serves both backends.
 
 On MJX (`jit`, `vmap`, `grad`) a task's `observation`, `reward` and `terminated` see an `mjx.Data`
-of JAX arrays and must compute with `jax.numpy`; on MuJoCo's C engine (`chaosgym.mujoco_backend`)
+of JAX arrays and must compute with `jax.numpy`; on MuJoCo's C engine (`chaosgym.faces.mujoco_backend`)
 they see numpy arrays, and numpy computes them in a few microseconds where one jitted call costs
 tens. A task written as
 
