@@ -32,7 +32,7 @@ class Command(NamedTuple):
 COMMANDS = {
     "demo": Command("chaosgym.demo:add_arguments", "chaosgym.demo:run",
                     "step every task with a random policy and print a table"),
-    "train": Command("chaosgym.agents.commands:train_arguments", "chaosgym.agents.train:run",
+    "train": Command("chaosgym.agents.commands:train_arguments", "chaosgym.agents.commands:run_train",
                      "train a gradient-based agent or an SB3 baseline on a task",
                      check="chaosgym.agents.commands:train_check"),
     "compare": Command("chaosgym.agents.commands:compare_arguments", "chaosgym.agents.compare:run",
@@ -133,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
                                             formatter_class=HelpFormatter, allow_abbrev=False)
             # a subcommand's arguments are only built when it (or --help) is asked for
             if argv[:1] == [name]:
-                _function(spec.arguments)(commands[name])
+                add = _function(spec.arguments)
+                add(commands[name], argv) if add.__code__.co_argcount > 1 else add(commands[name])
         args, unknown = parser.parse_known_args(argv)
         command = args.command
         if unknown:

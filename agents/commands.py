@@ -13,40 +13,97 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from chaosgym import flags
-from chaosgym.agents import config as config_module
-from chaosgym.agents.config import TrainConfig, for_task
+from chaosgym.agents.config import RunSettings, TrainConfig, for_task, with_changes
 from chaosgym.agents.registry import AGENTS
+from chaosgym.agents.run import Run
 from chaosgym.presets import PRESETS
 from chaosgym.tasks import check_task_id
+from chaosgym.validation import UserError
 
 MAX_GIF_FPS = 30  # GIF frame delays are whole hundredths of a second; viewers slow faster ones down
 
 
 # ---- train ---------------------------------------------------------------------------------------
 
-def train_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags of `chaosgym train`: every `TrainConfig` setting, the run folder, resume."""
-    config_module.add_arguments(parser, required=("task", "agent"))
+def _agent_in(argv: list[str]) -> str | None:
+    """The agent `--agent NAME` (or `--agent=NAME`) names in `argv`, if any."""
+    for i, word in enumerate(argv):
+        if word == "--agent" and i + 1 < len(argv):
+            return argv[i + 1]
+        if word.startswith("--agent="):
+            return word.partition("=")[2]
+    return None
+
+
+def train_arguments(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> None:
+    """The flags of `chaosgym train`: the run's settings, then those of the agent `--agent` names
+    (each agent has its own: `chaosgym train --agent apg --help` lists apg's), the run folder, resume."""
+    flags.add_arguments(parser, RunSettings, required=("task", "agent"), choices={"agent": tuple(AGENTS)},
+                        group="the run")
+    agent = _agent_in(argv or [])
+    if agent in AGENTS:
+        cls = AGENTS[agent].settings_class()
+        flags.add_arguments(parser, cls, group=f"{agent}'s own settings (defaults: its own, then the task's "
+                                               "presets: chaosgym.presets)")
+    else:
+        parser.epilog = "Each agent has its own settings: chaosgym train --agent NAME --help lists them."
     parser.add_argument("--out", required=True, type=Path, help="output folder (config.json, metrics.csv, checkpoints)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out from its last checkpoint (flags given change its budget)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
-def train_check(args: argparse.Namespace) -> dict:
+def given_settings(args: argparse.Namespace) -> dict:
+    """The run's and the agent's settings the user gave, by path."""
+    given = flags.given(args, RunSettings)
+    agent = given.get("agent")
+    if agent in AGENTS:
+        given |= flags.given(args, AGENTS[agent].settings_class())
+    return given
+
+
+def train_check(args: argparse.Namespace) -> None:
     """What can be checked of `chaosgym train`'s flags without JAX, before the command imports it:
-    the task id, the settings the agent reads, the budget it needs, the resumed folder, every value
-    (through the config it would build). The settings given, by path (`config.given`)."""
-    changes = config_module.given(args)
+    the task id, the settings the agent reads, the budget it needs, the run folder, every value
+    (through the config it would build, kept in `args.config`: built once, here)."""
+    changes = given_settings(args)
     task, agent = changes.pop("task"), changes.pop("agent")
     check_task_id(task)
-    config_module.check_settings(agent, changes)
-    if AGENTS[agent].budget == "env_steps" and "env_steps" not in changes:
-        raise ValueError(f"{agent} needs --env-steps (its budget in simulated env steps)")
-    if args.resume and not Path(args.out).is_dir():
-        raise ValueError(f"--resume: there is no run folder {args.out} (without --resume a new run starts there)")
-    for_task(task, agent, **changes)  # refuses a wrong value under the flag that gave it
-    return {"task": task, "agent": agent, **changes}
+    if AGENTS[agent].budget == "env_steps" and "env_steps" not in changes and not args.resume:
+        raise UserError(f"{agent} needs --env-steps (its budget in simulated env steps)")
+    out = Path(args.out)
+    if args.resume:
+        if not out.is_dir():
+            raise UserError(f"--resume: there is no run folder {out} (without --resume a new run starts there)")
+    elif (out / "config.json").exists():
+        raise UserError(f"{out} already holds a run; pass --resume to continue it, or choose another folder")
+    args.config = resumed_config(out, task, agent, changes) if args.resume else for_task(task, agent, **changes)
+
+
+def resumed_config(out: Path, task: str, agent: str, changes: dict) -> TrainConfig:
+    """A resumed run keeps its saved settings; the flags given change its budget (others are
+    refused when the folder opens). A budget smaller than what the run has done is refused."""
+    saved = Run(out).config if (out / "config.json").exists() else None
+    if saved is None:
+        return for_task(task, agent, **changes)
+    if (saved.task, saved.agent) != (task, agent):
+        raise UserError(f"cannot resume {out}: it is a run of {saved.agent} on {saved.task}")
+    if "env_steps" in changes and "updates" not in changes and saved.spec.budget == "updates":
+        changes["updates"] = max(1, changes["env_steps"] // saved.steps_per_update())
+    return with_changes(saved, changes)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """`chaosgym train`: the config built by `train_check`, trained by the Python API."""
+    from chaosgym.agents.api import train_config
+
+    result = train_config(args.config, args.out, resume=args.resume, progress=not args.no_progress)
+    final, config = result.final, args.config
+    updates = f"{final['update']} updates, " if "update" in final else ""
+    skipped = f", skipped {final['skipped_updates']}" if "skipped_updates" in final else ""
+    print(f"{config.agent} on {config.task}: {updates}{final['env_steps']:,} env steps, held-out score "
+          f"{final['eval_score']:.4g}, objective {final['eval_objective']:.4g}{skipped}; results in {args.out}")
+    return 0
 
 
 # ---- compare -------------------------------------------------------------------------------------
@@ -76,15 +133,15 @@ class CompareConfig:
         for name in ("seeds", "env_steps"):
             value = getattr(self, name)
             if value is not None and value <= 0:
-                raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+                raise UserError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
         # inf passes `> 0` and would never end; nan fails every comparison
         if self.wall_clock is not None and not (math.isfinite(self.wall_clock) and self.wall_clock > 0):
-            raise ValueError(f"--wall-clock must be a finite number of seconds > 0, got {self.wall_clock}")
+            raise UserError(f"--wall-clock must be a finite number of seconds > 0, got {self.wall_clock}")
         agents = self.agents.split(",")
         unknown = [a for a in agents if a not in AGENTS]
         if unknown:
             valid = ", ".join(AGENTS)
-            raise ValueError(f"unknown agent(s) {unknown} in --agents; valid: {valid}")
+            raise UserError(f"unknown agent(s) {unknown} in --agents; valid: {valid}")
         refuse_repeats("--agents", agents)
 
     def steps_budget(self) -> int:
@@ -92,6 +149,14 @@ class CompareConfig:
         if self.env_steps is not None:
             return self.env_steps
         return UNLIMITED_STEPS if self.wall_clock is not None else DEFAULT_ENV_STEPS
+
+    def folder_name(self) -> str:
+        """The default output folder's name: the tasks and the budget."""
+        budget = [f"{self.env_steps}-steps" if self.env_steps else None,
+                  f"{self.wall_clock:g}s" if self.wall_clock is not None else None]
+        name = "_".join([self.tasks.replace(",", "+").replace(":", "-").replace("=", ""),
+                         *(b for b in budget if b)] or ["default"])
+        return "".join(c if c.isalnum() or c in "-_+." else "-" for c in name)
 
     def describe(self) -> str:
         """The budget in words, as the summary's title gives it."""
@@ -109,27 +174,27 @@ class CompareConfig:
 QUICK = {"tasks": "ChaosCartPole-v0", "agents": "apg,shac,full,ppo", "seeds": 2, "env_steps": 100_000}
 # the evaluation protocol's settings: given, they apply to every agent alike
 EVALUATION_FIELDS = ("eval_episodes", "eval_seed")
-# settings compare decides: the task, agent, seed and budget of every run, and the objective
-RUN_FIELDS = ("task", "task_kwargs", "agent", "seed", "updates", "env_steps", "eval_every",
-              "checkpoint_every", "estimator.objective", "sb3")
 
 
 def refuse_repeats(flag: str, names: list[str]) -> None:
     """A name given twice would train (or read back) the same runs twice and count them twice."""
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
-        raise ValueError(f"{flag} names {', '.join(repeated)} more than once; give each once")
+        raise UserError(f"{flag} names {', '.join(repeated)} more than once; give each once")
 
 
 def compare_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of `chaosgym compare`."""
     flags.add_arguments(parser, CompareConfig)
-    # every other training setting, for every gradient run (the task's presets where not given)
-    flags.add_arguments(parser, TrainConfig, skip=RUN_FIELDS)
+    flags.add_arguments(parser, RunSettings, only=EVALUATION_FIELDS, group="the evaluation, for every agent")
+    parser.add_argument("--set", action="append", default=[], metavar="[AGENT.]SETTING=VALUE", dest="overrides",
+                        help="change an agent's setting from its task preset (repeatable): apg.num_envs=1024 for "
+                             "apg, num_envs=1024 for every agent that has it; values are Python literals")
     parser.add_argument("--threshold", action="append", default=[], metavar="TASK=SCORE",
                         help="evaluation score that counts as solved (repeatable; default: the task's preset, "
                              + ", ".join(f"{task} {p.threshold:g}" for task, p in sorted(PRESETS.items())) + ")")
-    parser.add_argument("--out", type=Path, default=Path("runs/compare"), help="output folder")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: runs/compare/ followed by the "
+                        "tasks and the budget, so that another comparison never writes over this one)")
     quick = "; ".join(f"--{k.replace('_', '-')} {v}" for k, v in QUICK.items())
     parser.add_argument("--quick", action="store_true",
                         help=f"the main job (6 min measured with cold caches on a 2-core CPU, 22 min on a loaded "
@@ -138,8 +203,57 @@ def compare_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def compare_config(args: argparse.Namespace) -> CompareConfig:
-    """The comparison the flags ask for: --quick's values, where given, replaced by the flags given with it."""
-    return CompareConfig(**{**(QUICK if args.quick else {}), **flags.given(args, CompareConfig)})
+    """The comparison the flags ask for: --quick's values, where given, replaced by the flags given
+    with it; every run's config is built (and so checked) here, before anything trains."""
+    compare = CompareConfig(**{**(QUICK if args.quick else {}), **flags.given(args, CompareConfig)})
+    overrides = parse_overrides(args.overrides, compare.agents.split(","))
+    for task in compare.tasks.split(","):
+        check_task_id(split_task_spec(task)[0])
+    if args.out is None:
+        args.out = Path("runs") / "compare" / compare.folder_name()
+    args.compare, args.agent_overrides = compare, overrides
+    return compare
+
+
+def split_task_spec(spec: str) -> tuple[str, str]:
+    """`"ChaosCartPole-v0:num_poles=2"` -> `("ChaosCartPole-v0", "num_poles=2")`; the id may be
+    Gymnasium's `module:EnvId` form (options follow its last ':', and hold '=')."""
+    head, sep, tail = spec.rpartition(":")
+    return (head, tail) if sep and "=" in tail else (spec, "")
+
+
+def parse_overrides(items: list[str], agents: list[str]) -> dict[str, dict]:
+    """`--set` items as {agent: {setting path: value}}: `AGENT.SETTING=VALUE` for that agent,
+    `SETTING=VALUE` for every agent of the comparison that has the setting (at least one must)."""
+    from chaosgym.tasks import parse_task_kwargs
+
+    overrides: dict[str, dict] = {agent: {} for agent in agents}
+    for item in items:
+        target, equals, text = item.partition("=")
+        if not equals or not target:
+            raise UserError(f"--set expects [AGENT.]SETTING=VALUE, e.g. apg.num_envs=1024; got {item!r}")
+        value = next(iter(parse_task_kwargs(f"x={text}").values())) if text else text
+        head, dot, rest = target.partition(".")
+        if dot and head in AGENTS:
+            if head not in agents:
+                raise UserError(f"--set {item}: {head} is not among --agents ({', '.join(agents)})")
+            takers = [head]
+            path = rest
+        else:
+            path = target
+            takers = [a for a in agents if path in _paths(a)]
+            if not takers:
+                raise UserError(f"--set {item}: no agent of --agents ({', '.join(agents)}) has a setting {path!r}")
+        for agent in takers:
+            if path not in _paths(agent):
+                raise UserError(f"--set {item}: {agent} has no setting {path!r}; its settings: "
+                                f"{', '.join(sorted(_paths(agent)))}")
+            overrides[agent][path] = value
+    return overrides
+
+
+def _paths(agent: str) -> set[str]:
+    return {path for path, _, _ in flags.fields(AGENTS[agent].settings_class())}
 
 
 # ---- render --------------------------------------------------------------------------------------

@@ -37,13 +37,12 @@ from tqdm.auto import tqdm  # noqa: E402
 
 import chaosgym  # noqa: E402
 from chaosgym import flags  # noqa: E402
-from chaosgym.agents import config as config_module  # noqa: E402
 from chaosgym.agents.announce import announce_compile  # noqa: E402
-from chaosgym.agents.commands import EVALUATION_FIELDS, RUN_FIELDS, compare_config, refuse_repeats  # noqa: E402
-from chaosgym.agents.config import TrainConfig, for_task  # noqa: E402
+from chaosgym.agents.api import check_fits  # noqa: E402
+from chaosgym.agents.commands import EVALUATION_FIELDS, refuse_repeats, split_task_spec  # noqa: E402
+from chaosgym.agents.config import RunSettings, TrainConfig, for_task, with_changes  # noqa: E402
 from chaosgym.agents.registry import AGENTS  # noqa: E402
 from chaosgym.agents.run import Run  # noqa: E402
-from chaosgym.agents.train import check_fits, train  # noqa: E402
 from chaosgym.evaluation import evaluate  # noqa: E402
 from chaosgym.presets import presets  # noqa: E402
 from chaosgym.registry import parse_task_kwargs  # noqa: E402
@@ -63,7 +62,7 @@ def parse_threshold(item: str) -> tuple[str, float]:
 
 def parse_task(spec: str) -> tuple[str, dict]:
     """`"ChaosCartPole-v0:num_poles=2"` -> `("ChaosCartPole-v0", {"num_poles": 2})`."""
-    env_id, _, kwargs = spec.partition(":")
+    env_id, kwargs = split_task_spec(spec)
     kwargs = parse_task_kwargs(kwargs)
     chaosgym.make(env_id, **kwargs)  # unknown ids and options fail here, before any training
     return env_id, kwargs
@@ -73,28 +72,46 @@ def task_label(env_id: str, kwargs: dict) -> str:
     return env_id + "".join(f"-{k}{v}" for k, v in kwargs.items())
 
 
-def run_config(env_id: str, kwargs: dict, agent: str, seed: int, env_steps: int, changes: dict) -> TrainConfig:
-    """One run's config: the task's presets, the user's changes (the evaluation's for every agent,
-    the others for the gradient agents: SB3's keep their own hyperparameters), the return as the
-    objective (every agent is ranked by it), evaluations and checkpoints every tenth of the budget."""
+def run_config(env_id: str, kwargs: dict, agent: str, seed: int, env_steps: int, run: dict,
+               overrides: dict) -> TrainConfig:
+    """One run's config: the agent's settings from the task's presets with the comparison's
+    `overrides` for it (`--set`), the evaluation's `run` settings, the return as the objective
+    (every agent is ranked by it), evaluations and checkpoints every tenth of the budget."""
     spec = AGENTS[agent]
-    shared = changes if spec.budget == "updates" else {k: v for k, v in changes.items() if k in EVALUATION_FIELDS}
-    fixed = {"task_kwargs": kwargs, "seed": seed, "env_steps": env_steps}
-    if "estimator.objective" in spec.reads:
+    fixed = {"task_kwargs": kwargs, "seed": seed, "env_steps": env_steps, **run}
+    if spec.kind == "estimator":
         fixed["estimator.objective"] = "return"
-    config = for_task(env_id, agent, **shared, **fixed)
-    if "eval_every" not in spec.reads:
+    config = for_task(env_id, agent, **fixed, **overrides)
+    if spec.budget != "updates":
         return config
     every = max(1, config.updates // 10)
-    return config_module.with_changes(config, {"eval_every": every, "checkpoint_every": every})
+    return with_changes(config, {"eval_every": every, "checkpoint_every": every})
 
 
-def train_run(config: TrainConfig, wall_clock: float | None, folder: Path):
+def train_run(config: TrainConfig, wall_clock: float | None, folder: Path, progress_fn=None):
     """Train (or finish, or extend) one run; return its deterministic numpy policy and the seconds
     it spent compiling (in every session of the run together)."""
-    progress = train(config, folder, resume=(folder / "config.json").exists(), progress=False,
-                     time_budget=wall_clock, announce=True)
-    return Run(folder).policy(), float(progress.get("compile_time", math.nan))
+    from chaosgym.agents.api import train_config
+
+    result = train_config(config, folder, resume=(folder / "config.json").exists(), progress=False,
+                          time_budget=wall_clock, announce=True, progress_fn=progress_fn)
+    return result.policy, float(result.final.get("compile_time", math.nan))
+
+
+def run_state(folder: Path, config: TrainConfig) -> str:
+    """What compare does with a run folder: "training" a new run, "resuming" an unfinished one,
+    "reading back" a finished one."""
+    if not (folder / "config.json").exists():
+        return "training"
+    rows = Run(folder).evaluated_metrics() if (folder / "metrics.csv").exists() else []
+    if not rows:
+        return "resuming"
+    last = rows[-1]
+    if config.spec.budget == "updates":
+        finished = int(last["update"]) >= config.updates
+    else:
+        finished = int(last["env_steps"]) >= config.env_steps
+    return "reading back" if finished else "resuming"
 
 
 def compile_evaluation_env(env_id: str, kwargs: dict) -> None:
@@ -205,8 +222,8 @@ def plot_task(results: list[dict], task: str, agents: list[str], path: Path, tit
 
 
 def run(args: argparse.Namespace) -> int:
-    compare = compare_config(args)
-    changes = {k: v for k, v in flags.given(args, TrainConfig).items() if k not in RUN_FIELDS}
+    compare, overrides = args.compare, args.agent_overrides  # built and checked by commands.compare_config
+    evaluation = {k: v for k, v in flags.given(args, RunSettings).items() if k in EVALUATION_FIELDS}
     tasks = [parse_task(t) for t in compare.tasks.split(",")]
     labels = [task_label(*t) for t in tasks]
     refuse_repeats("--tasks", labels)
@@ -219,7 +236,7 @@ def run(args: argparse.Namespace) -> int:
                   for (env_id, _), label in zip(tasks, labels)}
     runs = [(t, a, s) for t in tasks for a in agents for s in range(compare.seeds)]
     # every config is built (and so checked) before the first run trains
-    configs = [run_config(env_id, kwargs, agent, seed, compare.steps_budget(), changes)
+    configs = [run_config(env_id, kwargs, agent, seed, compare.steps_budget(), evaluation, overrides[agent])
                for (env_id, kwargs), agent, seed in runs]
     for config in configs:
         check_fits(config)
@@ -233,11 +250,26 @@ def run(args: argparse.Namespace) -> int:
         with announce_compile(f"the Gymnasium MJX env of {label} for the final evaluations", typical_s=15):
             compile_evaluation_env(env_id, kwargs)
     results = []
-    for ((env_id, kwargs), agent, seed), config in tqdm(list(zip(runs, configs)), desc="compare", unit="run"):
+    # the bar moves within each run, in env steps (in runs under a wall-clock budget alone)
+    by_steps = compare.env_steps is not None or compare.wall_clock is None
+    bar = tqdm(total=len(runs) * compare.steps_budget() if by_steps else len(runs), desc="compare",
+               unit=" env steps" if by_steps else " runs", unit_scale=by_steps)
+    for index, (((env_id, kwargs), agent, seed), config) in enumerate(zip(runs, configs)):
         label = task_label(env_id, kwargs)
         folder = args.out / "runs" / f"{label}-{agent}-seed{seed}"
-        tqdm.write(f"training {agent} on {label}, seed {seed} -> {folder}")
-        policy, compile_time = train_run(config, compare.wall_clock, folder)
+        state = run_state(folder, config)
+        tqdm.write(f"{state} {agent} on {label}, seed {seed} -> {folder}")
+        done = index * compare.steps_budget() if by_steps else index
+
+        def report(env_steps: int, metrics: dict, done=done) -> None:
+            if by_steps:
+                bar.n = done + min(env_steps, compare.steps_budget())
+            bar.set_postfix_str(f"{agent} seed {seed}: score {metrics.get('eval_score', math.nan):.4g}")
+            bar.refresh()
+
+        policy, compile_time = train_run(config, compare.wall_clock, folder, report)
+        bar.n = done + (compare.steps_budget() if by_steps else 1)
+        bar.refresh()
         row = {"task": label, "agent": agent, "seed": seed}
         curve = curve_rows(folder)
         results += [{**row, "kind": "curve", **r} for r in curve]
@@ -246,6 +278,7 @@ def run(args: argparse.Namespace) -> int:
                         "eval_score": final["mean_return"], "eval_objective": final["mean_objective"],
                         "compile_time": compile_time})
 
+    bar.close()
     columns = ["task", "agent", "seed", "kind", "env_steps", "wall_time", "eval_score", "eval_objective",
                "compile_time"]
     with open(args.out / "results.csv", "w", newline="") as f:

@@ -44,15 +44,22 @@ def scale_by_keras_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-7) -
     return optax.GradientTransformation(init, update)
 
 
-def make_optimizer(learning_rate: float, *, clip_value: float | None = None, clip_norm: float | None = None,
-                   b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
+def make_optimizer(learning_rate: float | optax.Schedule, *, clip_value: float | None = None,
+                   clip_norm: float | None = None, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
                    adam: str = "optax") -> optax.GradientTransformation:
     """Clip each component to +-`clip_value`, then the global norm to `clip_norm` (each if given),
-    then Adam (`adam`: "optax" or "keras", see the module); non-finite steps are skipped and counted."""
+    then Adam (`adam`: "optax" or "keras", see the module) at `learning_rate` (a number, or an optax
+    schedule of the applied updates' count); non-finite steps are skipped and counted."""
     if adam not in ADAM_FORMS:
         raise ValueError(f"adam must be one of {', '.join(ADAM_FORMS)}, got {adam!r}")
     direction = (optax.scale_by_adam(b1, b2, eps) if adam == "optax" else scale_by_keras_adam(b1, b2, eps))
     return optax.apply_if_finite(optax.chain(
         optax.identity() if clip_value is None else optax.clip(clip_value),
         optax.identity() if clip_norm is None else optax.clip_by_global_norm(clip_norm),
-        direction, optax.scale(-learning_rate)), NEVER)
+        direction, _step_size(learning_rate)), NEVER)
+
+
+def _step_size(learning_rate: float | optax.Schedule) -> optax.GradientTransformation:
+    if callable(learning_rate):
+        return optax.scale_by_schedule(lambda count: -learning_rate(count))
+    return optax.scale(-learning_rate)

@@ -6,8 +6,9 @@
                         columns `columns`; a value not measured at that row is left empty. Rows are
                         appended whole (one write, undone on failure); a torn row left by a crash
                         is dropped on read, with a warning
-    checkpoint.<ext>    the newest checkpoint (`.pkl` for gradient agents and `reproduce`, `.zip`
-                        for SB3), written whole or not at all; checkpoint.prev.<ext> is the one
+    checkpoint.<ext>    the newest checkpoint (`.npz` of arrays and JSON for gradient agents and
+                        `reproduce`, `.zip` of tensors and JSON for SB3; nothing in it runs code
+                        when read), written whole or not at all; checkpoint.prev.<ext> is the one
                         before it, the fallback when the newest cannot be read
     .lock               held (flock) by the one process writing the folder
 
@@ -33,8 +34,9 @@ from chaosgym.files import write_atomic
 
 METRIC_COLUMNS = ["update", "env_steps", "wall_time", "loss", "eval_score", "eval_objective",
                   "grad_norm", "skipped_updates", "cosine_modified_full", "fraction_zeroed"]
-RUN_FILES = {"config.json", "metrics.csv", ".lock", "checkpoint.pkl", "checkpoint.prev.pkl",
-             "checkpoint.zip", "checkpoint.prev.zip", "episode.gif"}
+RUN_FILES = {"config.json", "metrics.csv", ".lock", "checkpoint.npz", "checkpoint.prev.npz",
+             "checkpoint.zip", "checkpoint.prev.zip", "episode.gif",
+             "checkpoint.pkl", "checkpoint.prev.pkl"}  # pickles of chaosgym < 0.2: refused when read
 
 
 class CheckpointError(ValueError):
@@ -55,7 +57,7 @@ class RunFolder:
 
     columns: list[str] = METRIC_COLUMNS
     budget_fields: tuple[str, ...] = ()
-    checkpoint_suffix = ".pkl"
+    checkpoint_suffix = ".npz"
 
     def __init__(self, folder: Path | str):
         self.folder = Path(folder)

@@ -1,4 +1,4 @@
-"""SHAC: short-horizon actor-critic (Xu et al., ICLR 2022), with chaosgym's deterministic policy.
+"""SHAC: short-horizon actor-critic (Xu et al., ICLR 2022).
 
 Many envs each carry one long trajectory (as in `apg`). An update unrolls a short window (h = 32)
 from the carried states and backpropagates, through policy and simulator, the actor loss
@@ -10,70 +10,39 @@ termination adds nothing more, a time-limit cut adds gamma^(t+1) V'(s_{t+1}) of 
 cut in; the env restarts from a fresh state and its discounting starts again. The critic V is then
 fitted to TD(lambda) targets computed from the same window with V' (constants to the fit), by Adam
 over several epochs of minibatches, and V' moves toward V by Polyak averaging. Actor and critic see
-observations normalised by the same running statistics (`apg.Normalizer`).
+observations normalised by the same running statistics (`carried.Normalizer`). The networks,
+the actor's output (DiffRL's is a Gaussian squashed by tanh) and the learning-rate schedules are
+the settings' (`chaosgym.agents.settings.SHACSettings`; DiffRL's own on the Ant:
+`chaosgym.presets.ANT`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from chaosgym.agents.apg import (Normalizer, Window, init_mlp, normalize, normalizer_init, normalizer_update,
-                                 policy, reset_batch, unroll)
-from chaosgym.agents.optimizer import make_optimizer
-from chaosgym.agents.train import Carried, carried_trainer
+from chaosgym.agents.carried import (Normalizer, Window, actor_init, actor_optimizer, critic_init, critic_optimizer,
+                                     normalizer_init, normalizer_update, policy_functions, policy_name, reset_batch,
+                                     unroll, value)
+from chaosgym.agents.interfaces import Carried
+from chaosgym.agents.settings import CriticSettings, SHACSettings
 from chaosgym.functional.env import Env, State
 from chaosgym.functional.gradients import highest_precision
-from chaosgym.functional.policies import mlp_init
 
-__all__ = ["SHACConfig", "TrainState", "init", "make_update", "policy", "inference_params", "value"]
+__all__ = ["TrainState", "init", "make_update", "inference_params", "carried", "actor_objective", "td_lambda",
+           "fit_critic"]
 
-
-@dataclass(frozen=True)
-class SHACConfig:
-    num_envs: int = 64
-    window: int = 32
-    gamma: float = 0.99
-    lam: float = 0.95
-    actor_learning_rate: float = 1e-3
-    critic_learning_rate: float = 1e-3
-    max_grad_norm: float = 1.0
-    b1: float = 0.7
-    b2: float = 0.95
-    critic_iterations: int = 8
-    critic_minibatches: int = 4
-    target_alpha: float = 0.2  # V' <- alpha V' + (1 - alpha) V after each update (SHAC's 0.2)
-    hidden: tuple[int, ...] = (64, 64)
-    critic_hidden: tuple[int, ...] = (64, 64)
-    init_output_scale: float = 0.01
-    normalize_observations: bool = True
-
-    def __post_init__(self):
-        for name in ("num_envs", "window", "critic_iterations", "critic_minibatches"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if (self.num_envs * self.window) % self.critic_minibatches:
-            raise ValueError(f"critic_minibatches ({self.critic_minibatches}) must divide num_envs x window "
-                             f"({self.num_envs * self.window})")
-        for name in ("gamma", "lam", "b1", "b2", "target_alpha"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)!r}")
-        for name in ("actor_learning_rate", "critic_learning_rate", "max_grad_norm", "init_output_scale"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
-
-    @property
-    def steps_per_update(self) -> int:
-        return self.num_envs * self.window
+NOISE = 1  # fold_in(update key, NOISE): the key of a stochastic policy's samples
+CRITIC_MAX_ITERATIONS = 64  # an early-stopped critic fit (AHAC's): at most this many epochs,
+CRITIC_FLAT = 0.2  # until the mean difference of the last five epoch losses is below this
+CRITIC_FLAT_WINDOW = 5
 
 
 class TrainState(NamedTuple):
-    params: Any  # policy MLP
+    params: Any  # the actor
     critic: Any
     target_critic: Any
     actor_opt_state: Any
@@ -88,26 +57,13 @@ class TrainState(NamedTuple):
         return self.actor_opt_state.total_notfinite
 
 
-def value(critic, stats: Normalizer, obs: jax.Array) -> jax.Array:
-    """V(s) of one observation: tanh hidden layers, a linear output."""
-    x = normalize(stats, obs)
-    for w, b in critic[:-1]:
-        x = jnp.tanh(x @ w + b)
-    w, b = critic[-1]
-    return (x @ w + b)[0]
-
-
-def _adam(config: SHACConfig, learning_rate: float) -> optax.GradientTransformation:
-    return make_optimizer(learning_rate, clip_norm=config.max_grad_norm, b1=config.b1, b2=config.b2)
-
-
-def init(env: Env, config: SHACConfig, key: jax.Array) -> TrainState:
+def init(env: Env, settings: SHACSettings, key: jax.Array) -> TrainState:
     key_actor, key_critic, key_envs = jax.random.split(key, 3)
-    params = init_mlp(key_actor, (env.observation_size, *config.hidden, env.action_size), config.init_output_scale)
-    critic = mlp_init(key_critic, (env.observation_size, *config.critic_hidden, 1))
-    return TrainState(params, critic, critic, _adam(config, config.actor_learning_rate).init(params),
-                      _adam(config, config.critic_learning_rate).init(critic), normalizer_init(env.observation_size),
-                      reset_batch(env, key_envs, config.num_envs), jnp.zeros((), jnp.int32))
+    params = actor_init(key_actor, env.observation_size, env.action_size, settings)
+    critic = critic_init(key_critic, env.observation_size, settings)
+    return TrainState(params, critic, critic, actor_optimizer(settings).init(params),
+                      critic_optimizer(settings).init(critic), normalizer_init(env.observation_size),
+                      reset_batch(env, key_envs, settings.num_envs), jnp.zeros((), jnp.int32))
 
 
 def inference_params(state: TrainState) -> dict:
@@ -149,79 +105,97 @@ def td_lambda(window: Window, bootstraps: jax.Array, gamma: float, lam: float) -
     return targets
 
 
-def make_update(env: Env, config: SHACConfig):
-    """The pure update `(TrainState, key) -> (TrainState, metrics)`; jit it yourself."""
-    actor_tx = _adam(config, config.actor_learning_rate)
-    critic_tx = _adam(config, config.critic_learning_rate)
-    values = jax.vmap(jax.vmap(value, in_axes=(None, None, 0)), in_axes=(None, None, 0))  # (time, envs)
-    h, n = config.window, config.num_envs
+def fit_critic(settings: CriticSettings, loss: callable, tx: optax.GradientTransformation, critic, opt_state,
+               obs: jax.Array, targets: jax.Array, key: jax.Array):
+    """Adam on `loss(critic, obs, targets)` over shuffled minibatches: `critic_iterations` epochs,
+    or (None) until the epoch losses flatten, at most 64 (AHAC's published early stopping: after
+    each epoch, stop once the mean difference of the five losses before it is below 0.2 in absolute
+    value; that epoch's update is kept, its loss not counted). Returns the new `(critic, opt_state)`,
+    the last counted epoch's mean loss and the epochs run."""
+    samples = obs.shape[0]
+    size = samples // settings.critic_minibatches
 
-    def actor_loss(params, state: TrainState, fresh: State):
-        final, window = unroll(env, {"policy": params, "normalizer": state.normalizer}, state.env_state, fresh, h)
+    def epoch(carry, key):
+        order = jax.random.permutation(key, samples).reshape(settings.critic_minibatches, size)
+
+        def minibatch(carry, idx):
+            critic, opt_state = carry
+            value_loss, grad = jax.value_and_grad(loss)(critic, obs[idx], targets[idx])
+            step, opt_state = tx.update(grad, opt_state, critic)
+            return (optax.apply_updates(critic, step), opt_state), value_loss
+
+        carry, losses = jax.lax.scan(minibatch, carry, order)
+        return carry, jnp.mean(losses)
+
+    start = (critic, opt_state)
+    if settings.critic_iterations is not None:
+        carry, losses = jax.lax.scan(epoch, start, jax.random.split(key, settings.critic_iterations))
+        return carry, losses[-1], jnp.asarray(settings.critic_iterations)
+
+    def body(loop):
+        carry, last, count, flat, value_loss = loop
+        carry, new_loss = epoch(carry, jax.random.fold_in(key, count))
+        flat = (count >= CRITIC_FLAT_WINDOW) & (jnp.abs((last[-1] - last[0]) / (CRITIC_FLAT_WINDOW - 1)) < CRITIC_FLAT)
+        last = jnp.where(flat, last, jnp.roll(last, -1).at[-1].set(new_loss))
+        return carry, last, count + 1, flat, jnp.where(flat, value_loss, new_loss)
+
+    go_on = lambda loop: (loop[2] < CRITIC_MAX_ITERATIONS) & ~loop[3]
+    zero = jnp.zeros((), obs.dtype)
+    carry, _, count, _, value_loss = jax.lax.while_loop(
+        go_on, body, (start, jnp.zeros(CRITIC_FLAT_WINDOW, obs.dtype), jnp.asarray(0), jnp.asarray(False), zero))
+    return carry, value_loss, count
+
+
+def make_update(env: Env, settings: SHACSettings):
+    """The pure update `(TrainState, key) -> (TrainState, metrics)`; jit it yourself."""
+    actor_tx, critic_tx = actor_optimizer(settings), critic_optimizer(settings)
+    sample = policy_functions(settings)[1]
+    one_value = lambda critic, stats, obs: value(critic, stats, obs, settings.activation)
+    values = jax.vmap(jax.vmap(one_value, in_axes=(None, None, 0)), in_axes=(None, None, 0))  # (time, envs)
+    h, n = settings.window, settings.num_envs
+
+    def actor_loss(params, state: TrainState, fresh: State, key):
+        final, window = unroll(env, sample, {"policy": params, "normalizer": state.normalizer}, state.env_state,
+                               fresh, h, key)
         # V'(s_{t+1}) of the state each step ended in (before any restart; 0 after a termination),
         # differentiable in the state: the actor's gradient flows through V'(s_h) into the simulator
         next_values = values(jax.lax.stop_gradient(state.target_critic), state.normalizer, window.next_obs)
         bootstraps = jnp.where(window.terminated, 0.0, next_values)
-        loss = -actor_objective(window, bootstraps, config.gamma) / (h * n)
+        loss = -actor_objective(window, bootstraps, settings.gamma) / (h * n)
         return loss, (final, window, bootstraps)
-
-    def critic_loss(critic, stats, obs, targets):
-        return jnp.mean(jnp.square(jax.vmap(value, in_axes=(None, None, 0))(critic, stats, obs) - targets))
-
-    def fit_critic(state: TrainState, obs, targets, key):
-        size = h * n // config.critic_minibatches
-
-        def epoch(carry, key):
-            critic, opt_state = carry
-            order = jax.random.permutation(key, h * n).reshape(config.critic_minibatches, size)
-
-            def minibatch(carry, idx):
-                critic, opt_state = carry
-                loss, grad = jax.value_and_grad(critic_loss)(critic, state.normalizer, obs[idx], targets[idx])
-                step, opt_state = critic_tx.update(grad, opt_state, critic)
-                return (optax.apply_updates(critic, step), opt_state), loss
-
-            carry, losses = jax.lax.scan(minibatch, (critic, opt_state), order)
-            return carry, jnp.mean(losses)
-
-        keys = jax.random.split(key, config.critic_iterations)
-        return jax.lax.scan(epoch, (state.critic, state.critic_opt_state), keys)
 
     def _update(state: TrainState, key: jax.Array):
         key_reset, key_critic = jax.random.split(key)
         fresh = reset_batch(env, key_reset, n)
         (loss, (final, window, bootstraps)), grad = jax.value_and_grad(actor_loss, has_aux=True)(
-            state.params, state, fresh)
+            state.params, state, fresh, jax.random.fold_in(key, NOISE))
         step, actor_opt_state = actor_tx.update(grad, state.actor_opt_state, state.params)
         params = optax.apply_updates(state.params, step)
 
         window, bootstraps = jax.lax.stop_gradient((window, bootstraps))
-        targets = td_lambda(window, bootstraps, config.gamma, config.lam)
+        targets = td_lambda(window, bootstraps, settings.gamma, settings.lam)
         obs, targets = window.obs.reshape(h * n, -1), targets.reshape(h * n)
-        value_loss_before = critic_loss(state.critic, state.normalizer, obs, targets)
-        (critic, critic_opt_state), epoch_losses = fit_critic(state, obs, targets, key_critic)
-        a = config.target_alpha
+        critic_loss = lambda critic, obs, targets: jnp.mean(jnp.square(
+            jax.vmap(one_value, in_axes=(None, None, 0))(critic, state.normalizer, obs) - targets))
+        value_loss_before = critic_loss(state.critic, obs, targets)
+        (critic, critic_opt_state), value_loss, _ = fit_critic(settings, critic_loss, critic_tx, state.critic,
+                                                               state.critic_opt_state, obs, targets, key_critic)
+        a = settings.target_alpha
         target_critic = jax.tree.map(lambda t, c: a * t + (1 - a) * c, state.target_critic, critic)
-        normalizer = normalizer_update(state.normalizer, window.obs) if config.normalize_observations \
+        normalizer = normalizer_update(state.normalizer, window.obs) if settings.normalize_observations \
             else state.normalizer
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(grad), "mean_reward": jnp.mean(window.rewards),
-                   "value_loss_before": value_loss_before, "value_loss": epoch_losses[-1],
+                   "value_loss_before": value_loss_before, "value_loss": value_loss,
                    "episodes_done": jnp.sum(window.terminated | window.truncated),
                    "skipped_updates": actor_opt_state.total_notfinite}
         new = TrainState(params, critic, target_critic, actor_opt_state, critic_opt_state, normalizer,
-                         jax.lax.stop_gradient(final), state.env_steps + config.steps_per_update)
+                         jax.lax.stop_gradient(final), state.env_steps + settings.steps_per_update)
         return new, metrics
 
     return highest_precision(_update)
 
 
-# ---- as a chaosgym agent ----------------------------------------------------------------------
-
-def make_config(num_envs: int, window: int, learning_rate: float, hidden: tuple[int, ...]) -> SHACConfig:
-    """chaosgym's shared settings; the critic steps at the actor's learning rate, the rest at SHAC's defaults."""
-    return SHACConfig(num_envs, window, actor_learning_rate=learning_rate, critic_learning_rate=learning_rate,
-                      hidden=hidden)
-
-
-CARRIED = Carried(make_config, init, make_update, inference_params, policy)
-TRAINER = carried_trainer(CARRIED)
+def carried(settings: SHACSettings) -> Carried:
+    """SHAC as the loop drives it (`chaosgym.agents.loop.carried_core`)."""
+    return Carried(init, make_update, inference_params, policy_functions(settings)[0],
+                   policy_name(__name__, settings))

@@ -30,6 +30,7 @@ import typing
 from typing import Any, Callable, NamedTuple
 
 from chaosgym.tasks import parse_task_kwargs
+from chaosgym.validation import InvalidSetting  # noqa: F401  (re-exported: a refused setting names its flag)
 
 
 class _Setting(NamedTuple):
@@ -68,15 +69,6 @@ def _settings(cls, prefix: str = "", group: str | None = None, only=None, defaul
 def fields(cls) -> list[tuple[str, dataclasses.Field, Any]]:
     """(path, field, type hint) of every setting of `cls` (`estimator.horizon` for nested ones)."""
     return [(s.path, s.field, s.hint) for s in _settings(cls)]
-
-
-class InvalidSetting(ValueError):
-    """A setting's value refused: `setting` is its path (`batch_size`, `estimator.horizon`), so that a
-    command line names the flag the user typed (`flag_name`) and Python code the field."""
-
-    def __init__(self, setting: str, problem: str):
-        super().__init__(f"{setting} {problem}")
-        self.setting, self.problem = setting, problem
 
 
 def flag_name(path: str) -> str:
@@ -121,11 +113,19 @@ def _render(value) -> str:
     return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
 
 
+def _or_none(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """A type for an `X | None` setting: "none" gives None, anything else an X."""
+    def convert(text: str) -> Any:
+        return None if text.strip().lower() == "none" else parse(text)
+    convert.__name__ = getattr(parse, "__name__", "value")
+    return convert
+
+
 def _parser(s: _Setting) -> tuple[Any, bool]:
     """(argparse type, is a switch) of a setting."""
-    hint = s.hint
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):  # X | None: the flag gives an X
-        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    hint, optional = s.hint, False
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):  # X | None: the flag gives an X, or none
+        hint, optional = next(a for a in typing.get_args(hint) if a is not type(None)), True
     if hint is bool:
         return None, True
     if hint is dict:
@@ -135,19 +135,26 @@ def _parser(s: _Setting) -> tuple[Any, bool]:
         example = s.field.metadata.get("example") or (_render(s.default) if isinstance(s.default, tuple) else None)
         what = s.field.metadata.get("items") or {int: "integers", float: "numbers"}.get(item, "names")
         return _comma_separated(item, what, example), False
-    return (finite_float if hint is float else hint), False
+    parse = finite_float if hint is float else hint
+    return (_or_none(parse) if optional else parse), False
 
 
 def add_arguments(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = (),
-                  required: tuple[str, ...] = (), default_texts: dict[str, str] | None = None) -> None:
-    """One flag per setting of `cls` but the paths in `skip`; a setting without a default, or in
-    `required`, is a required flag (its help shows no default). `default_texts` (path -> text)
-    describes defaults the command fills in itself, e.g. each task's preset. Only given flags reach
-    the namespace, each under its path."""
+                  required: tuple[str, ...] = (), default_texts: dict[str, str] | None = None,
+                  only: tuple[str, ...] | None = None, group: str | None = None,
+                  choices: dict[str, tuple] | None = None) -> None:
+    """One flag per setting of `cls` (those in `only`, if given) but the paths in `skip`; a setting
+    without a default, or in `required`, is a required flag (its help shows no default).
+    `default_texts` (path -> text) describes defaults the command fills in itself, e.g. each task's
+    preset; `group` titles the flags' group (a setting's own `group` metadata comes first);
+    `choices` (path -> values) lists a setting's valid values. A boolean setting is a pair of
+    switches (`--layer-norm`, `--no-layer-norm`). Only given flags reach the namespace, each under
+    its path."""
     groups = {}
     for s in _settings(cls):
-        if s.path in skip:
+        if s.path in skip or (only is not None and s.path not in only):
             continue
+        s = s._replace(group=s.group or group)
         name = s.path.rpartition(".")[2]
         kind, switch = _parser(s)
         text = s.field.metadata.get("help", "")
@@ -162,12 +169,14 @@ def add_arguments(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = 
         target = groups.get(s.group, parser)
         flag = "--" + name.replace("_", "-")
         if switch:
-            target.add_argument(flag, dest=s.path, action="store_true", default=argparse.SUPPRESS, help=text)
+            target.add_argument(flag, dest=s.path, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                                help=text)
             continue
-        choices = s.field.metadata.get("choices") if typing.get_origin(s.hint) is not tuple else None
-        target.add_argument(flag, dest=s.path, type=kind, default=argparse.SUPPRESS, help=text, choices=choices,
+        valid = (choices or {}).get(s.path) or s.field.metadata.get("choices")
+        choices_ = valid if typing.get_origin(s.hint) is not tuple else None
+        target.add_argument(flag, dest=s.path, type=kind, default=argparse.SUPPRESS, help=text, choices=choices_,
                             required=is_required,
-                            metavar=None if choices else name.upper())
+                            metavar=None if choices_ else name.upper())
 
 
 def given(args: argparse.Namespace, cls) -> dict[str, Any]:

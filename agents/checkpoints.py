@@ -1,0 +1,99 @@
+"""Checkpoints that run no code when read: arrays in an `.npz`, everything else as JSON.
+
+A checkpoint is one `.npz` (numpy's zip of `.npy` arrays), read with `allow_pickle=False`: an
+array is plain numbers, and a file that holds anything else (an object array, a pickle) is refused.
+Its member `__meta__` is UTF-8 JSON: the format, each array's path in the saved pytree, and the
+caller's metadata (progress counters, the run's config). The pytree's structure is never stored: a
+reader gives a template (the structure and shapes its code builds, e.g. `jax.eval_shape` of the
+agent's init), and the arrays must fill it exactly, path for path, shape for shape, dtype for dtype.
+So a checkpoint written in float64 (`JAX_ENABLE_X64=1`) is refused by a float32 process, naming
+the dtype, instead of continuing in another precision.
+
+Files written by chaosgym before 0.2 were pickles; they are refused with the one-off command that
+converts a trusted one (`chaosgym convert-checkpoint`, which itself unpickles: only for files you
+wrote yourself).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from typing import Any
+
+import jax
+import numpy as np
+
+from chaosgym.agents.run import CheckpointError
+
+FORMAT = "chaosgym-checkpoint/1"
+META = "__meta__"
+PICKLE_MAGIC = b"\x80"  # every pickle protocol >= 2 starts so
+
+
+def _is_key(leaf: Any) -> bool:
+    return hasattr(leaf, "dtype") and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
+
+
+def encode(tree: Any, meta: dict) -> bytes:
+    """`tree`'s arrays and `meta` (JSON-able) as the bytes of one `.npz`."""
+    flat, _ = jax.tree_util.tree_flatten_with_path(jax.device_get(tree))
+    arrays, paths, keys = {}, [], []
+    for index, (path, leaf) in enumerate(flat):
+        if _is_key(leaf):
+            keys.append(index)
+            leaf = jax.random.key_data(leaf)
+        arrays[f"a{index}"] = np.asarray(leaf)
+        paths.append(jax.tree_util.keystr(path))
+    header = {"format": FORMAT, "paths": paths, "keys": keys, "meta": meta}
+    arrays[META] = np.frombuffer(json.dumps(header).encode(), np.uint8)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def read_meta(payload: bytes) -> dict:
+    """The metadata of a checkpoint, its arrays unread."""
+    return _open(payload)[1]["meta"]
+
+
+def _open(payload: bytes):
+    if payload[:1] == PICKLE_MAGIC:
+        raise CheckpointError("it is a pickle (a checkpoint of chaosgym < 0.2), which could run code when read: "
+                              "chaosgym does not read it; convert one you wrote yourself with `chaosgym "
+                              "convert-checkpoint RUN_FOLDER`")
+    try:
+        arrays = np.load(io.BytesIO(payload), allow_pickle=False)
+        header = json.loads(bytes(arrays[META]).decode())
+    except (ValueError, OSError, KeyError, zipfile.BadZipFile, UnicodeDecodeError, EOFError) as error:
+        raise CheckpointError(f"not a chaosgym checkpoint ({type(error).__name__}: {error})") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise CheckpointError(f"not a checkpoint of format {FORMAT}")
+    return arrays, header
+
+
+def decode(payload: bytes, template: Any) -> tuple[Any, dict]:
+    """`(tree, meta)` of a checkpoint, its arrays filling `template`'s structure (arrays or
+    `jax.ShapeDtypeStruct`s) exactly; a `CheckpointError` saying what differs otherwise."""
+    arrays, header = _open(payload)
+    flat, treedef = jax.tree_util.tree_flatten_with_path(template)
+    expected = [jax.tree_util.keystr(path) for path, _ in flat]
+    if header["paths"] != expected:
+        missing = sorted(set(expected) - set(header["paths"]))[:3]
+        extra = sorted(set(header["paths"]) - set(expected))[:3]
+        raise CheckpointError(f"its arrays are not this config's (missing {missing}, unexpected {extra})")
+    leaves = []
+    keys = set(header["keys"])
+    for index, (path, like) in enumerate(flat):
+        array = arrays[f"a{index}"]
+        if index in keys:
+            leaves.append(jax.random.wrap_key_data(array))
+            continue
+        want = (tuple(np.shape(like)), np.dtype(like.dtype))
+        if (array.shape, array.dtype) != want:
+            hint = (" (a float64 run resumes with JAX_ENABLE_X64=1, a float32 one without)"
+                    if {array.dtype, want[1]} == {np.dtype("float32"), np.dtype("float64")} else "")
+            raise CheckpointError(f"{jax.tree_util.keystr(path)} is {array.dtype}{list(array.shape)}, this config "
+                                  f"needs {want[1]}{list(want[0])}{hint}")
+        leaves.append(array)
+    return jax.tree_util.tree_unflatten(treedef, leaves), header["meta"]
