@@ -24,6 +24,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from chaosgym.agents.config import BUDGET_FIELDS, TrainConfig
 from chaosgym.agents.run import CheckpointError
 
 FORMAT = "chaosgym-checkpoint/1"
@@ -97,3 +98,70 @@ def decode(payload: bytes, template: Any) -> tuple[Any, dict]:
                                   f"needs {want[1]}{list(want[0])}{hint}")
         leaves.append(array)
     return jax.tree_util.tree_unflatten(treedef, leaves), header["meta"]
+
+
+def check_identity(saved: dict | None, config: TrainConfig) -> None:
+    """Refuse a checkpoint of another config. The saved identity is read as a config first, so a
+    setting added to chaosgym since (whose default keeps the old behaviour) is no difference."""
+    try:
+        saved = TrainConfig.from_json({**(saved or {}), **{k: v for k, v in config.to_json().items()
+                                                           if k in BUDGET_FIELDS}}).identity()
+    except (ValueError, TypeError) as error:
+        raise CheckpointError(f"its config cannot be read ({error})") from None
+    if saved != config.identity():
+        differ = sorted(k for k, v in config.identity().items() if saved.get(k) != v)
+        raise CheckpointError(f"it is a checkpoint of another config (differs in {differ})")
+
+
+# ---- plain data: nested dicts, lists, tuples, numbers, strings and numpy arrays ----------------------
+
+def to_plain(value: Any, arrays: dict[str, np.ndarray]) -> Any:
+    """`value` as JSON-able data, its numpy arrays moved into `arrays` (referenced by name) and its
+    tuples marked, so that `from_plain` gives back the same structure. Anything else is refused:
+    what is saved must be data, so that reading it runs nothing."""
+    if isinstance(value, np.ndarray):
+        name = f"p{len(arrays)}"
+        arrays[name] = value
+        return {"__array__": name}
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, tuple):
+        return {"__tuple__": [to_plain(v, arrays) for v in value]}
+    if isinstance(value, list):
+        return [to_plain(v, arrays) for v in value]
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        return {k: to_plain(v, arrays) for k, v in value.items()}
+    raise TypeError(f"cannot save {type(value).__name__} as plain data")
+
+
+def from_plain(value: Any, arrays) -> Any:
+    """The structure `to_plain` gave, its arrays read from `arrays` (an `.npz` read with allow_pickle=False)."""
+    if isinstance(value, list):
+        return [from_plain(v, arrays) for v in value]
+    if isinstance(value, dict):
+        if set(value) == {"__array__"}:
+            return np.asarray(arrays[value["__array__"]])
+        if set(value) == {"__tuple__"}:
+            return tuple(from_plain(v, arrays) for v in value["__tuple__"])
+        return {k: from_plain(v, arrays) for k, v in value.items()}
+    return value
+
+
+def encode_plain(value: Any) -> tuple[str, bytes]:
+    """`(JSON text, npz bytes)` of plain data (`to_plain`)."""
+    arrays: dict[str, np.ndarray] = {}
+    text = json.dumps(to_plain(value, arrays))
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return text, buffer.getvalue()
+
+
+def decode_plain(text: str, payload: bytes) -> Any:
+    """The plain data of `encode_plain`; a `CheckpointError` for anything that is not."""
+    try:
+        with np.load(io.BytesIO(payload), allow_pickle=False) as arrays:
+            return from_plain(json.loads(text), {name: arrays[name] for name in arrays.files})
+    except (ValueError, OSError, KeyError, zipfile.BadZipFile, UnicodeDecodeError, EOFError) as error:
+        raise CheckpointError(f"its saved state cannot be read ({type(error).__name__}: {error})") from None

@@ -32,7 +32,7 @@ class Command(NamedTuple):
 COMMANDS = {
     "demo": Command("chaosgym.demo:add_arguments", "chaosgym.demo:run",
                     "step every task with a random policy and print a table"),
-    "train": Command("chaosgym.agents.commands:train_arguments", "chaosgym.agents.commands:run_train",
+    "train": Command("chaosgym.agents.commands:train_arguments", "chaosgym.agents.train_command:run",
                      "train a gradient-based agent or an SB3 baseline on a task",
                      check="chaosgym.agents.commands:train_check"),
     "compare": Command("chaosgym.agents.commands:compare_arguments", "chaosgym.agents.compare:run",

@@ -1,7 +1,7 @@
 """The flags of `chaosgym train`, `compare` and `render`, and `compare`'s settings, built without JAX.
 
 `chaosgym.agents.cli` builds a command's parser from here, so `--help` and a wrong flag answer at
-once; the commands themselves (`chaosgym.agents.train`, `.compare`, `.render`) import JAX, MuJoCo
+once; the commands themselves (`chaosgym.agents.train_command`, `.compare`, `.render`) import JAX, MuJoCo
 and, for SB3, torch, only when they run.
 """
 
@@ -17,7 +17,7 @@ from chaosgym.agents.config import RunSettings, TrainConfig, for_task, with_chan
 from chaosgym.agents.registry import AGENTS
 from chaosgym.agents.run import Run
 from chaosgym.presets import PRESETS
-from chaosgym.tasks import check_task_id
+from chaosgym.tasks import check_task_id, parse_task_kwargs
 from chaosgym.validation import UserError
 
 MAX_GIF_FPS = 30  # GIF frame delays are whole hundredths of a second; viewers slow faster ones down
@@ -91,19 +91,6 @@ def resumed_config(out: Path, task: str, agent: str, changes: dict) -> TrainConf
     if "env_steps" in changes and "updates" not in changes and saved.spec.budget == "updates":
         changes["updates"] = max(1, changes["env_steps"] // saved.steps_per_update())
     return with_changes(saved, changes)
-
-
-def run_train(args: argparse.Namespace) -> int:
-    """`chaosgym train`: the config built by `train_check`, trained by the Python API."""
-    from chaosgym.agents.api import train_config
-
-    result = train_config(args.config, args.out, resume=args.resume, progress=not args.no_progress)
-    final, config = result.final, args.config
-    updates = f"{final['update']} updates, " if "update" in final else ""
-    skipped = f", skipped {final['skipped_updates']}" if "skipped_updates" in final else ""
-    print(f"{config.agent} on {config.task}: {updates}{final['env_steps']:,} env steps, held-out score "
-          f"{final['eval_score']:.4g}, objective {final['eval_objective']:.4g}{skipped}; results in {args.out}")
-    return 0
 
 
 # ---- compare -------------------------------------------------------------------------------------
@@ -225,8 +212,6 @@ def split_task_spec(spec: str) -> tuple[str, str]:
 def parse_overrides(items: list[str], agents: list[str]) -> dict[str, dict]:
     """`--set` items as {agent: {setting path: value}}: `AGENT.SETTING=VALUE` for that agent,
     `SETTING=VALUE` for every agent of the comparison that has the setting (at least one must)."""
-    from chaosgym.tasks import parse_task_kwargs
-
     overrides: dict[str, dict] = {agent: {} for agent in agents}
     for item in items:
         target, equals, text = item.partition("=")

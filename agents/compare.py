@@ -38,7 +38,7 @@ from tqdm.auto import tqdm  # noqa: E402
 import chaosgym  # noqa: E402
 from chaosgym import flags  # noqa: E402
 from chaosgym.agents.announce import announce_compile  # noqa: E402
-from chaosgym.agents.api import check_fits  # noqa: E402
+from chaosgym.agents.api import check_fits, train_config  # noqa: E402
 from chaosgym.agents.commands import EVALUATION_FIELDS, refuse_repeats, split_task_spec  # noqa: E402
 from chaosgym.agents.config import RunSettings, TrainConfig, for_task, with_changes  # noqa: E402
 from chaosgym.agents.registry import AGENTS  # noqa: E402
@@ -91,8 +91,6 @@ def run_config(env_id: str, kwargs: dict, agent: str, seed: int, env_steps: int,
 def train_run(config: TrainConfig, wall_clock: float | None, folder: Path, progress_fn=None):
     """Train (or finish, or extend) one run; return its deterministic numpy policy and the seconds
     it spent compiling (in every session of the run together)."""
-    from chaosgym.agents.api import train_config
-
     result = train_config(config, folder, resume=(folder / "config.json").exists(), progress=False,
                           time_budget=wall_clock, announce=True, progress_fn=progress_fn)
     return result.policy, float(result.final.get("compile_time", math.nan))

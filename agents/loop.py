@@ -33,7 +33,8 @@ from tqdm.auto import tqdm
 import chaosgym
 from chaosgym.agents import checkpoints
 from chaosgym.agents.announce import announce_compile
-from chaosgym.agents.config import BUDGET_FIELDS, TrainConfig
+from chaosgym.agents import estimators
+from chaosgym.agents.config import TrainConfig
 from chaosgym.agents.interfaces import Carried, Core
 from chaosgym.agents.run import CheckpointError, Run, next_timed_evaluation
 from chaosgym.evaluation import batched_evaluation, held_out_keys
@@ -71,7 +72,6 @@ def core_of(config: TrainConfig) -> Core:
     """The `Core` of `config`'s agent (an estimator or a carried agent) on its task."""
     spec, env = config.spec, make_env(config)
     if spec.kind == "estimator":
-        from chaosgym.agents import estimators
         return estimators.core(env, config.settings)
     if spec.kind == "carried":
         return carried_core(importlib.import_module(spec.module).carried(config.settings), env, config.settings)
@@ -109,24 +109,11 @@ def encode_checkpoint(config: TrainConfig, progress: dict) -> bytes:
 def decode_checkpoint(payload: bytes, config: TrainConfig) -> dict:
     """A checkpoint of `config`'s run, or a `CheckpointError` saying why it is not one."""
     meta = checkpoints.read_meta(payload)
-    check_identity(meta.get("config"), config)
+    checkpoints.check_identity(meta.get("config"), config)
     core = core_of(config)
     params, opt_state = jax.eval_shape(lambda: core.init(jax.random.key(0)))
     tree, meta = checkpoints.decode(payload, {"params": params, "opt_state": opt_state})
     return {**{k: meta[k] for k in PROGRESS}, **tree}
-
-
-def check_identity(saved: dict | None, config: TrainConfig) -> None:
-    """Refuse a checkpoint of another config. The saved identity is read as a config first, so a
-    setting added to chaosgym since (whose default keeps the old behaviour) is no difference."""
-    try:
-        saved = TrainConfig.from_json({**(saved or {}), **{k: v for k, v in config.to_json().items()
-                                                           if k in BUDGET_FIELDS}}).identity()
-    except (ValueError, TypeError) as error:
-        raise CheckpointError(f"its config cannot be read ({error})") from None
-    if saved != config.identity():
-        differ = sorted(k for k, v in config.identity().items() if saved.get(k) != v)
-        raise CheckpointError(f"it is a checkpoint of another config (differs in {differ})")
 
 
 def load_checkpoint(folder: Path | str) -> dict:

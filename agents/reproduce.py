@@ -26,18 +26,16 @@ passes (`chaosgym.functional.rollout.Cuts`). Each pole count's group is a run fo
 `<out>/poles3-RMSC/` holds `config.json`, `metrics.csv` (one row per run and epoch) and a
 checkpoint (with the previous one as fallback) every `--checkpoint-every` epochs, under a lock: an
 interrupted reproduction resumes from there and finished groups are read back, not redone.
-`results.md` (the tables), `results.csv` and `stable_bptt.png` (the paper's figure) are drawn from
+`results.md` (the tables) and `stable_bptt.png` (the paper's figure) are drawn from
 every finished epoch.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import math
-import pickle
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,8 +54,8 @@ from chaosgym.agents.optimizer import make_optimizer  # noqa: E402
 # the protocol and the command line's arguments, JAX-free; re-exported
 from chaosgym.agents.reproduce_config import (CLIPS, FLOWS, GRID_COST, Protocol, add_arguments,  # noqa: E402,F401
                                               from_args)
-from chaosgym.agents.run import RunFolder  # noqa: E402
-from chaosgym.files import write_atomic  # noqa: E402
+from chaosgym.agents import checkpoints  # noqa: E402
+from chaosgym.agents.run import CheckpointError, RunFolder  # noqa: E402
 from chaosgym.functional.gradients import _cosine, combine, highest_precision  # noqa: E402
 from chaosgym.functional.policies import policy_functions  # noqa: E402
 from chaosgym.functional.rollout import Cuts, rollout  # noqa: E402
@@ -221,18 +219,28 @@ def group_folder(out: Path, num_poles: int, flows) -> Path:
 
 
 def typed(row: dict) -> dict:
-    """A metrics row as read back (text) with its numbers as numbers."""
-    return {k: v if k in TEXT_COLUMNS else int(v) if k in INT_COLUMNS else float(v) if v != "" else math.nan
-            for k, v in row.items() if k in COLUMNS}
+    """A metrics row as read back (text) with its numbers as numbers. The metrics are float32 (the
+    program's); read through float32, a value written with 9 significant digits (an archived
+    group's metrics.csv.gz) is the very value the program gave."""
+    def number(key: str, text: str):
+        if key in INT_COLUMNS:
+            return int(text)
+        if text == "":
+            return math.nan
+        return float(text) if key == "wall_time" else float(np.float32(text))
+    return {k: v if k in TEXT_COLUMNS else number(k, v) for k, v in row.items() if k in COLUMNS}
 
 
-def decode_checkpoint(payload: bytes, runs: int) -> dict:
-    checkpoint = pickle.loads(payload)
-    if not isinstance(checkpoint, dict) or {"epoch", "state"} - set(checkpoint):
-        raise ValueError("not a checkpoint of chaosgym reproduce")
-    if jax.tree.leaves(checkpoint["state"])[0].shape[0] != runs:
-        raise ValueError(f"it holds {jax.tree.leaves(checkpoint['state'])[0].shape[0]} runs, not {runs}")
-    return checkpoint
+def encode_checkpoint(epoch: int, state, compile_time: float) -> bytes:
+    return checkpoints.encode(state, {"epoch": epoch, "compile_time": compile_time})
+
+
+def decode_checkpoint(payload: bytes, program: Program) -> dict:
+    """The program's state at a checkpoint (arrays that must fill its init's shapes exactly)."""
+    state, meta = checkpoints.decode(payload, jax.eval_shape(program.init))
+    if not isinstance(meta.get("epoch"), int):
+        raise CheckpointError("not a checkpoint of chaosgym reproduce")
+    return {"epoch": meta["epoch"], "state": state, "compile_time": meta.get("compile_time", 0.0)}
 
 
 def run_group(out: Path, num_poles: int, flows, clips, seeds: int, protocol: Protocol, bar: tqdm,
@@ -240,8 +248,9 @@ def run_group(out: Path, num_poles: int, flows, clips, seeds: int, protocol: Pro
     """Train (or resume, or read back) every flow x clipping x seed run of one pole count."""
     runs = grid_runs(flows, clips, seeds)
     config = group_config(num_poles, flows, clips, seeds, protocol)
+    program = make_program(num_poles, runs, protocol)  # traced only when it runs: its init's shapes decode
     group, checkpoint = GroupRun.open(group_folder(out, num_poles, flows), config, resume=True,
-                                      decode=lambda payload: decode_checkpoint(payload, len(runs)))
+                                      decode=lambda payload: decode_checkpoint(payload, program))
     with group:
         done = checkpoint["epoch"] if checkpoint else 0
         bar.update(min(done, protocol.epochs))
@@ -253,7 +262,6 @@ def run_group(out: Path, num_poles: int, flows, clips, seeds: int, protocol: Pro
             group.resume_at(lambda row: int(row["epoch"]) <= done)  # drop epochs after the checkpoint
         rows = [typed(r) for r in group.metrics()]
         bar.set_description(f"compiling {num_poles} pole(s), {len(runs)} runs")
-        program = make_program(num_poles, runs, protocol)
         state = checkpoint["state"] if checkpoint else program.init()
         start = time.perf_counter()
         compiled = program.epoch.lower(state).compile()
@@ -271,30 +279,27 @@ def run_group(out: Path, num_poles: int, flows, clips, seeds: int, protocol: Pro
             group.append_metrics(new)
             rows.extend(new)
             if (index + 1) % checkpoint_every == 0 or index + 1 == protocol.epochs:
-                group.save_checkpoint(pickle.dumps({"epoch": index + 1, "state": jax.device_get(state),
-                                                    "compile_time": compile_time}))
+                group.save_checkpoint(encode_checkpoint(index + 1, state, compile_time))
             bar.update()
             bar.set_postfix(test_loss=f"{np.median(metrics['test_loss']):.3g}")
     return rows
 
 
 def read_group(out: Path, num_poles: int, flows) -> list[dict]:
-    """The rows of a group's epochs up to its last checkpoint (none if it has not started)."""
+    """The rows of a group's finished epochs, read from its metrics (none if it has not started):
+    an epoch is finished when every run of the group has its row (they are written together)."""
     folder = group_folder(out, num_poles, flows)
     if not (folder / "config.json").exists():
         return []
     group = GroupRun(folder)
-    done = group.load_checkpoint(pickle.loads)["epoch"] if (
-        group.checkpoint_path.exists() or group.previous_checkpoint_path.exists()) else 0
-    return [r for r in map(typed, group.metrics()) if r["epoch"] <= done]
-
-
-def write_rows(path: Path, rows: list[dict]) -> None:
-    text = io.StringIO()
-    writer = csv.DictWriter(text, COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_atomic(path, text.getvalue().encode())
+    config = group.config
+    runs = len(grid_runs(config["flows"], config["clips"], config["seeds"]))
+    rows = [typed(r) for r in group.metrics()]
+    counts = Counter(r["epoch"] for r in rows)
+    done = 0
+    while counts.get(done + 1) == runs:
+        done += 1
+    return [r for r in rows if r["epoch"] <= done]
 
 
 def smoothed(values: np.ndarray, window: int = 30) -> np.ndarray:
@@ -386,7 +391,7 @@ def plot(rows: list[dict], poles_list, flows, clips, path: Path, window: int = 3
 def reproduce(out: Path, poles_list: list[int], flows: list[str], clips: list[str], seeds: int,
               protocol: Protocol, progress: bool = True, checkpoint_every: int = 10,
               report_only: bool = False) -> list[dict]:
-    """Run (or resume, or read back) every pole count's group, then write the tables, results.csv
+    """Run (or resume, or read back) every pole count's group, then write the tables
     and the figure. With `report_only`, nothing is trained: the report shows the epochs the groups
     have so far (and nothing is written when they have none)."""
     rows = []
@@ -408,10 +413,9 @@ def reproduce(out: Path, poles_list: list[int], flows: list[str], clips: list[st
               f"[min, max] (epochs run). {describe(protocol)}.\n\n")
     along = milestones_table(rows, poles_list, flows, clips, protocol.updates_per_epoch)
     (out / "results.md").write_text(header + table + "\n\nAlong training (same statistic):\n" + along + "\n")
-    write_rows(out / "results.csv", rows)
     plot(rows, poles_list, flows, clips, out / "stable_bptt.png", title=describe(protocol))
     print(header + table)
-    print(f"\nwrote {out}/results.md, results.csv, stable_bptt.png")
+    print(f"\nwrote {out}/results.md and stable_bptt.png (the data: each group's metrics.csv)")
     return rows
 
 

@@ -3,6 +3,7 @@
     config.json         the run's config (`Run`: a `TrainConfig`, one schema for every agent;
                         `reproduce`'s group folders: the protocol and the group's settings)
     metrics.csv         one row per update (SB3: per log dump; `reproduce`: per run and epoch),
+                        or metrics.csv.gz, a finished run's rows kept compressed (read only),
                         columns `columns`; a value not measured at that row is left empty. Rows are
                         appended whole (one write, undone on failure); a torn row left by a crash
                         is dropped on read, with a warning
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import fcntl
+import gzip
 import io
 import json
 import math
@@ -34,7 +36,7 @@ from chaosgym.files import write_atomic
 
 METRIC_COLUMNS = ["update", "env_steps", "wall_time", "loss", "eval_score", "eval_objective",
                   "grad_norm", "skipped_updates", "cosine_modified_full", "fraction_zeroed"]
-RUN_FILES = {"config.json", "metrics.csv", ".lock", "checkpoint.npz", "checkpoint.prev.npz",
+RUN_FILES = {"config.json", "metrics.csv", "metrics.csv.gz", ".lock", "checkpoint.npz", "checkpoint.prev.npz",
              "checkpoint.zip", "checkpoint.prev.zip", "episode.gif",
              "checkpoint.pkl", "checkpoint.prev.pkl"}  # pickles of chaosgym < 0.2: refused when read
 
@@ -175,7 +177,11 @@ class RunFolder:
         """Every whole row of metrics.csv. A row that a crash tore (no line end, or too few or too
         many fields) is left out, with a warning; `resume_at` then drops it from the file."""
         path = self.folder / "metrics.csv"
-        text = path.read_text()
+        if not path.exists() and path.with_suffix(".csv.gz").exists():  # a finished run kept as an archive
+            path = path.with_suffix(".csv.gz")
+            text = gzip.decompress(path.read_bytes()).decode()
+        else:
+            text = path.read_text()
         lines = text.splitlines(keepends=True)
         if not lines:
             return []

@@ -1,32 +1,34 @@
 """Model-free baselines: Stable-Baselines3 PPO, SAC and TD3 on chaosgym's batched MJX envs.
 
-`train_sb3` trains one agent on one task into a run folder (`chaosgym.agents.run.Run`: the
-same config.json schema, metrics.csv columns and checkpoint rules as the gradient agents):
+`TRAINER` trains one agent on one task into a run folder (`chaosgym.agents.run.Run`: the same
+config.json schema, metrics.csv columns and checkpoint rules as the gradient agents):
 
+* settings: the agent's (`chaosgym.agents.settings.PPOSettings`, `SACSettings`, `TD3Settings`),
+  from its defaults, the task's presets (RL Zoo's on the Ant) and the run's changes; `extra` passes
+  any other keyword of the SB3 class. The networks run on `device` ("auto": the GPU where torch
+  sees one), the envs on MJX wherever JAX runs. The observations cross the host between them:
+  SB3's VecEnv contract and rollout buffer are numpy (a torch agent of your own can take JAX's
+  arrays without a copy: `chaosgym.faces.device_vector`).
 * metrics.csv: one row per SB3 log dump. `update` = SB3's `train/n_updates` (PPO counts epochs,
   SAC/TD3 gradient steps); `loss` = PPO's total loss, the actor loss of SAC/TD3; `eval_score` the
   mean episode return on `chaosgym.evaluation.evaluate` (empty on rows without an evaluation),
   `eval_objective` the task objective there;
-* checkpoint.zip: the model, the VecNormalize statistics, (SAC/TD3) the replay buffer and the
-  continuation (see `continuation`), with the progress and the resolved hyperparameters, at every
-  evaluation and at the end. A resumed run continues bit for bit as the uninterrupted one would.
+* checkpoint.zip: the networks' and optimisers' tensors (`torch.load(weights_only=True)`), and as
+  arrays and JSON the VecNormalize statistics, (SAC/TD3) the replay buffer, and the continuation
+  (see `continuation`), with the progress, at every evaluation and at the end. No pickle: reading it
+  runs nothing. A resumed run continues bit for bit as the uninterrupted one would.
 
-Hyperparameters: the agent's defaults (`SB3_DEFAULTS`) with the task's presets (`chaosgym.presets`), then the run's
-`config.sb3` changes. `wall_time` counts training only: compilation of the env, evaluation and
-checkpoints are left out.
-
-`TRAINER` is the agents' `chaosgym.agents.registry.Trainer`: `--learning-rate`, `--batch-size` and
-`--hidden` set SB3's `learning_rate`, `batch_size` and `policy_kwargs.net_arch`.
+Training stops at the budget exactly: a rollout the budget ends inside is collected up to it and
+not trained on (PPO), so `env_steps` is the budget. `wall_time` counts training only: compiling the
+env, evaluating and checkpointing are left out.
 """
 
 from __future__ import annotations
 
-import copy
 import inspect
 import io
 import json
 import math
-import pickle
 import random
 import time
 import warnings
@@ -34,6 +36,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
 import torch
 from stable_baselines3 import PPO, SAC, TD3
@@ -45,97 +48,47 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.vec_env import VecEnv, VecMonitor, VecNormalize, unwrap_vec_wrapper
 from tqdm.auto import tqdm
 
+from chaosgym.agents import checkpoints
 from chaosgym.agents.announce import announce_compile
 from chaosgym.agents.config import TrainConfig
 from chaosgym.agents.run import CheckpointError, Run, next_timed_evaluation
 from chaosgym.agents.sb3_vec_env import ChaosSB3VecEnv
+from chaosgym.agents.settings import OffPolicySettings, PPOSettings, SB3Settings, TD3Settings
 from chaosgym.evaluation import evaluate
-from chaosgym.presets import presets
+from chaosgym.validation import UserError
 
 ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "sac": SAC, "td3": TD3}
+ACTIVATIONS = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU, "elu": torch.nn.ELU}
 ENV_COMPILE_S = 15.0  # typical seconds to compile a task's batched reset and step on a 2-core CPU
-
-# SB3 hyperparameters as plain data, in the spirit of rl-zoo's files. `num_envs`, `normalize`
-# (VecNormalize of observations and rewards) and `action_noise` (std of TD3's Gaussian exploration
-# noise) are chaosgym's; every other key goes to the SB3 class.
-SB3_DEFAULTS: dict[str, dict[str, Any]] = {
-    # SB3's MuJoCo defaults (2048 steps per rollout), spread over 16 batched environments
-    "ppo": {"num_envs": 16, "normalize": True, "n_steps": 128, "batch_size": 64, "n_epochs": 10,
-            "learning_rate": 3e-4, "gamma": 0.99, "gae_lambda": 0.95, "clip_range": 0.2, "ent_coef": 0.0},
-    "sac": {"num_envs": 1, "normalize": False, "learning_starts": 10_000, "buffer_size": 1_000_000,
-            "batch_size": 256, "learning_rate": 3e-4, "gamma": 0.99, "tau": 0.005,
-            "train_freq": 1, "gradient_steps": 1, "policy_kwargs": {"net_arch": [256, 256]}},
-    "td3": {"num_envs": 1, "normalize": False, "learning_starts": 10_000, "buffer_size": 1_000_000,
-            "batch_size": 256, "learning_rate": 1e-3, "gamma": 0.99, "action_noise": 0.1,
-            "train_freq": 1, "gradient_steps": 1, "policy_kwargs": {"net_arch": [400, 300]}},
-}
+FORMAT = "chaosgym-sb3/1"
 
 
-def sb3_hyperparameters(env_id: str, agent: str) -> dict[str, Any]:
-    """An SB3 agent's defaults with the task's changes."""
-    if agent not in SB3_DEFAULTS:
-        raise ValueError(f"unknown SB3 agent {agent!r}; valid: {', '.join(SB3_DEFAULTS)}")
-    return {**SB3_DEFAULTS[agent], **presets(env_id).sb3.get(agent, {})}
-
-
-def _integer(least: int):
-    return (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= least), f"an integer >= {least}"
-
-
-def _number(low: float, high: float, low_open: bool = False):
-    def ok(v):
-        return (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                and (low < v if low_open else low <= v) and v <= high)
-    return ok, f"a number in {'(' if low_open else '['}{low:g}, {high:g}]"
-
-
-# what SB3 accepts of each hyperparameter chaosgym presets (SB3 itself checks few, and late)
-HYPERPARAMETER_CHECKS = {
-    "num_envs": _integer(1), "n_steps": _integer(1), "batch_size": _integer(1), "n_epochs": _integer(1),
-    "buffer_size": _integer(1), "learning_starts": _integer(0), "train_freq": _integer(1),
-    # -1: as many gradient steps as env steps were collected (SB3's convention)
-    "gradient_steps": ((lambda v: _integer(1)[0](v) or v == -1), "an integer >= 1, or -1"),
-    "learning_rate": _number(0, math.inf, low_open=True), "gamma": _number(0, 1), "gae_lambda": _number(0, 1),
-    "tau": _number(0, 1, low_open=True), "clip_range": _number(0, math.inf, low_open=True),
-    "ent_coef": _number(0, math.inf), "action_noise": _number(0, math.inf),
-    "normalize": ((lambda v: isinstance(v, bool)), "True or False"),
-    "policy_kwargs": ((lambda v: isinstance(v, dict)), "a dict, e.g. {'net_arch': [64, 64]}"),
-}
-
-
-def check_hyperparameters(agent: str, params: dict[str, Any], changed: dict[str, Any]) -> None:
-    """Refuse a hyperparameter `agent` does not have (`changed`: the run's changes), or a value out
-    of its range, naming it and what is expected."""
-    unknown = sorted(set(changed) - set(params_of(agent)))
-    if unknown:
-        raise ValueError(f"--sb3 {', '.join(unknown)}: not a hyperparameter of {agent}; valid: "
-                         f"{', '.join(sorted(params_of(agent)))}")
-    for name, value in params.items():
-        ok, expected = HYPERPARAMETER_CHECKS.get(name, (lambda v: True, ""))
-        if not ok(value):
-            raise ValueError(f"--sb3 {name}={value!r}: expected {expected}")
-    if params.get("policy_kwargs", {}).get("net_arch") is not None:
-        arch = params["policy_kwargs"]["net_arch"]
-        if not (isinstance(arch, list) and arch and all(_integer(1)[0](h) for h in arch)):
-            raise ValueError(f"--sb3 policy_kwargs: net_arch must be a list of positive layer sizes, got {arch!r}")
-
-
-def params_of(agent: str) -> set[str]:
-    """The hyperparameters a run of `agent` may change: chaosgym's presets and the SB3 class's own."""
-    own = set(inspect.signature(ALGORITHMS[agent]).parameters) - {"policy", "env", "seed", "device", "_init_setup_model"}
-    return own | set(SB3_DEFAULTS[agent])
-
-
-def hyperparameters(config: TrainConfig) -> dict[str, Any]:
-    """The agent's defaults, the task's presets, the run's changes (checked: `check_hyperparameters`);
-    replay sizes never exceed the budget."""
-    params = {**sb3_hyperparameters(config.task, config.agent), **config.sb3}
-    check_hyperparameters(config.agent, params, config.sb3)
-    if "buffer_size" in params:
+def sb3_kwargs(settings: SB3Settings, env_steps: int) -> dict[str, Any]:
+    """The keyword arguments of the SB3 class for these settings; replay sizes never exceed the budget."""
+    policy_kwargs = {"net_arch": list(settings.hidden), "activation_fn": ACTIVATIONS[settings.activation]}
+    kwargs: dict[str, Any] = {"learning_rate": settings.learning_rate, "gamma": settings.gamma}
+    if isinstance(settings, PPOSettings):
+        policy_kwargs |= {"log_std_init": settings.log_std_init, "ortho_init": settings.ortho_init}
+        kwargs |= {name: getattr(settings, name) for name in ("n_steps", "batch_size", "n_epochs", "gae_lambda",
+                                                              "clip_range", "ent_coef", "vf_coef", "max_grad_norm")}
+    elif isinstance(settings, OffPolicySettings):
         # a buffer larger than the run only costs memory and checkpoint size
-        params["buffer_size"] = min(params["buffer_size"], config.env_steps)
-        params["learning_starts"] = min(params["learning_starts"], config.env_steps // 10)
-    return params
+        kwargs |= {"buffer_size": min(settings.buffer_size, env_steps),
+                   "learning_starts": min(settings.learning_starts, env_steps // 10),
+                   **{name: getattr(settings, name) for name in ("batch_size", "tau", "train_freq", "gradient_steps")}}
+    extra = dict(settings.extra)
+    policy_kwargs |= extra.pop("policy_kwargs", {})
+    return {**kwargs, "policy_kwargs": policy_kwargs, **extra}
+
+
+def check_extra(agent: str, settings: SB3Settings) -> None:
+    """Refuse an `extra` keyword the SB3 class does not take (SB3 itself checks few, and late)."""
+    taken = set(inspect.signature(ALGORITHMS[agent]).parameters) - {"policy", "env", "seed", "device",
+                                                                    "_init_setup_model"}
+    unknown = sorted(set(settings.extra) - taken)
+    if unknown:
+        raise UserError(f"--extra {', '.join(unknown)}: not a keyword of SB3's {ALGORITHMS[agent].__name__}; "
+                        f"valid: {', '.join(sorted(taken))}")
 
 
 class MetricsCSV(KVWriter):
@@ -156,120 +109,161 @@ class MetricsCSV(KVWriter):
         pass
 
 
-def _to_bytes(save) -> bytes:
-    buffer = io.BytesIO()
-    save(buffer)
-    return buffer.getvalue()
-
+# ---- the continuation: what learn() goes on from that the model's tensors leave out ---------------
 
 _LAST = ("_last_obs", "_last_episode_starts", "_last_original_obs")
+_COUNTERS = ("num_timesteps", "_n_updates", "_episode_num", "_current_progress_remaining")
 _MONITOR = ("episode_returns", "episode_lengths", "episode_count")
 
 
 def continuation(model: BaseAlgorithm) -> dict:
-    """What `learn()` goes on from that the model's own save leaves out, as SB3's `load` resets the
-    environments and re-seeds torch, numpy, `random` and the action space with the run's seed:
-    those RNGs' states (PPO's minibatches, the policy's action samples, SAC/TD3's replay samples,
-    exploration noise and warm-up actions), the last observations, the environments' states
-    (`ChaosSB3VecEnv.get_state`), VecMonitor's episode counters and VecNormalize's running return.
+    """What `learn()` goes on from beyond the networks, as plain data: the counters, the RNGs'
+    states (PPO's minibatches, the policy's samples, SAC/TD3's replay samples, exploration noise and
+    warm-up actions), the last observations, the environments' states (`ChaosSB3VecEnv.get_state`),
+    VecMonitor's episode counters and VecNormalize's statistics and running return.
 
-    The model must be on a (wrapped) `ChaosSB3VecEnv`, between two rollouts. The result is a copy.
-    """
+    The model must be on a (wrapped) `ChaosSB3VecEnv`, between two rollouts."""
     env = model.get_env()
     monitor, vec_normalize = unwrap_vec_wrapper(env, VecMonitor), model.get_vec_normalize_env()
-    return copy.deepcopy({
-        "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+    python_rng = random.getstate()
+    state = {
+        "counters": {name: getattr(model, name) for name in _COUNTERS},
+        "rng": {"numpy": np.random.get_state(), "python": [python_rng[0], list(python_rng[1]), python_rng[2]]},
         "action_space": model.action_space.np_random.bit_generator.state,
         "last": {name: getattr(model, name) for name in _LAST},
         "vec_env": env.unwrapped.get_state(),
         "monitor": None if monitor is None else {name: getattr(monitor, name) for name in _MONITOR},
-        "returns": None if vec_normalize is None else vec_normalize.returns})
+        "normalize": None if vec_normalize is None else {
+            "obs_mean": vec_normalize.obs_rms.mean, "obs_var": vec_normalize.obs_rms.var,
+            "obs_count": float(vec_normalize.obs_rms.count), "ret_mean": vec_normalize.ret_rms.mean,
+            "ret_var": vec_normalize.ret_rms.var, "ret_count": float(vec_normalize.ret_rms.count),
+            "returns": vec_normalize.returns}}
+    if isinstance(model, OffPolicyAlgorithm):
+        buffer = model.replay_buffer
+        state["replay"] = {"pos": buffer.pos, "full": buffer.full,
+                           **{name: getattr(buffer, name) for name in _REPLAY if getattr(buffer, name, None) is not None}}
+    return state
+
+
+_REPLAY = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
 
 
 def restore_continuation(model: BaseAlgorithm, state: dict) -> None:
-    """Put a `continuation` back into `model` (loaded on a twin of the saved run's env), so that
+    """Put a `continuation` back into `model` (built on a twin of the saved run's env), so that
     `learn(reset_num_timesteps=False)` neither resets the environments nor restarts any RNG."""
     env = model.get_env()
     monitor, vec_normalize = unwrap_vec_wrapper(env, VecMonitor), model.get_vec_normalize_env()
-    if (monitor is None) != (state["monitor"] is None) or (vec_normalize is None) != (state["returns"] is None):
+    if (monitor is None) != (state["monitor"] is None) or (vec_normalize is None) != (state["normalize"] is None):
         raise CheckpointError("its continuation is of differently wrapped environments")
     env.unwrapped.set_state(state["vec_env"])
-    for name, value in state["monitor"].items() if monitor is not None else ():
+    for name, value in (state["monitor"] or {}).items():
         setattr(monitor, name, value)
     if vec_normalize is not None:
-        vec_normalize.returns = state["returns"]
-    for name, value in state["last"].items():
+        n = state["normalize"]
+        vec_normalize.obs_rms.mean, vec_normalize.obs_rms.var, vec_normalize.obs_rms.count = (
+            n["obs_mean"], n["obs_var"], n["obs_count"])
+        vec_normalize.ret_rms.mean, vec_normalize.ret_rms.var, vec_normalize.ret_rms.count = (
+            n["ret_mean"], n["ret_var"], n["ret_count"])
+        vec_normalize.returns = n["returns"]
+    for name, value in {**state["counters"], **state["last"]}.items():
         setattr(model, name, value)
+    if "replay" in state:
+        for name, value in state["replay"].items():
+            setattr(model.replay_buffer, name, value)
     model.action_space.np_random.bit_generator.state = state["action_space"]
-    torch.set_rng_state(state["rng"]["torch"])
     np.random.set_state(state["rng"]["numpy"])
-    random.setstate(state["rng"]["python"])
+    version, internal, gauss = state["rng"]["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+# ---- checkpoints ----------------------------------------------------------------------------------
+
+def _torch_state(model: BaseAlgorithm) -> dict:
+    """Every tensor of the model: networks and optimisers (`get_parameters`), its torch variables
+    (SAC's log entropy coefficient) and torch's RNG."""
+    _, variables = model._get_torch_save_params()
+    return {"parameters": model.get_parameters(), "variables": {name: getattr(model, name) for name in variables or []},
+            "rng": torch.get_rng_state()}
 
 
 def encode_checkpoint(config: TrainConfig, model: BaseAlgorithm, progress: dict) -> bytes:
-    """Model, VecNormalize statistics, replay buffer, continuation and progress in one zip."""
+    """The model's tensors, its continuation and the progress in one zip; nothing pickled."""
+    tensors = io.BytesIO()
+    torch.save(_torch_state(model), tensors)
+    text, arrays = checkpoints.encode_plain(continuation(model))
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as z:
-        z.writestr("model.zip", _to_bytes(model.save))
-        z.writestr("continuation.pkl", pickle.dumps(continuation(model)))
-        if model.get_vec_normalize_env() is not None:
-            z.writestr("vecnormalize.pkl", pickle.dumps(model.get_vec_normalize_env()))
-        if isinstance(model, OffPolicyAlgorithm):
-            z.writestr("replay_buffer.pkl", _to_bytes(model.save_replay_buffer))
-        z.writestr("progress.json", json.dumps({**progress, "config": config.identity()}))
+        z.writestr("tensors.pt", tensors.getvalue())
+        z.writestr("continuation.npz", arrays)
+        z.writestr("continuation.json", text)
+        z.writestr("progress.json", json.dumps({"format": FORMAT, **progress, "config": config.identity()}))
     return buffer.getvalue()
 
 
-def decode_checkpoint(payload: bytes, config: TrainConfig) -> tuple[bytes, dict]:
-    """`(payload, progress)` of a readable checkpoint of `config`'s run; `CheckpointError` otherwise."""
-    with zipfile.ZipFile(io.BytesIO(payload)) as z:
-        if z.testzip() is not None or "model.zip" not in z.namelist():
-            raise CheckpointError("not a whole SB3 checkpoint")
-        progress = json.loads(z.read("progress.json"))
-    if progress.get("config") != config.identity():
-        raise CheckpointError("it is a checkpoint of another config")
-    return payload, progress
+def decode_checkpoint(payload: bytes, config: TrainConfig) -> dict:
+    """A whole, readable checkpoint of `config`'s run: `{progress, tensors, continuation}`, every
+    member read (with nothing that runs code); a `CheckpointError` otherwise, so that an unreadable
+    newest checkpoint falls back to the previous one."""
+    if payload[:1] == checkpoints.PICKLE_MAGIC or payload[:2] != b"PK":
+        raise CheckpointError("not an SB3 checkpoint of chaosgym >= 0.2 (a zip of tensors and JSON)")
+    try:
+        with zipfile.ZipFile(io.BytesIO(payload)) as z:
+            if z.testzip() is not None:
+                raise CheckpointError("a member of the zip is damaged")
+            names = set(z.namelist())
+            if "progress.json" not in names or "tensors.pt" not in names:
+                raise CheckpointError("it is a checkpoint of chaosgym < 0.2 (pickled members), which chaosgym no "
+                                      "longer reads: they could run code" if "model.zip" in names
+                                      else "not a whole SB3 checkpoint")
+            progress = json.loads(z.read("progress.json"))
+            if progress.get("format") != FORMAT:
+                raise CheckpointError(f"not a checkpoint of format {FORMAT}")
+            checkpoints.check_identity(progress.pop("config", None), config)
+            tensors = torch.load(io.BytesIO(z.read("tensors.pt")), weights_only=True)
+            state = checkpoints.decode_plain(z.read("continuation.json").decode(), z.read("continuation.npz"))
+    except (zipfile.BadZipFile, KeyError, ValueError, RuntimeError, EOFError, OSError) as error:
+        if isinstance(error, CheckpointError):
+            raise
+        raise CheckpointError(f"cannot read it ({type(error).__name__}: {error})") from None
+    return {"progress": progress, "tensors": tensors, "continuation": state}
 
 
-def load_model(payload: bytes, agent: str, venv: VecEnv | None,
-               resume: bool = False) -> tuple[BaseAlgorithm, VecNormalize | None]:
-    """A checkpoint's model (on `venv`, wrapped in the saved VecNormalize, when given) and that VecNormalize.
-
-    With `resume`, the model also gets the checkpoint's continuation (`restore_continuation`; `venv`
-    must be a twin of the saved run's, VecMonitor included); a checkpoint written before
-    continuations existed warns that the environments start new episodes and the RNGs start over.
-    """
-    if resume and venv is None:
-        raise ValueError("resuming a model needs the environments to continue on (venv)")
-    with zipfile.ZipFile(io.BytesIO(payload)) as z:
-        names = z.namelist()
-        vec_normalize = _vec_normalize(z, venv) if "vecnormalize.pkl" in names else None
-        env = vec_normalize if venv is not None and vec_normalize is not None else venv
-        model = ALGORITHMS[agent].load(io.BytesIO(z.read("model.zip")), env=env, device="cpu")
-        if venv is not None and "replay_buffer.pkl" in names:
-            model.load_replay_buffer(io.BytesIO(z.read("replay_buffer.pkl")))
-        if resume and "continuation.pkl" in names:
-            restore_continuation(model, pickle.loads(z.read("continuation.pkl")))
-        elif resume:
-            warnings.warn("this checkpoint predates exact SB3 resume (no continuation.pkl): the environments "
-                          "start new episodes and the RNGs restart from the seed", stacklevel=2)
-    return model, vec_normalize
+def build_model(config: TrainConfig, venv: VecEnv) -> BaseAlgorithm:
+    """A new model of `config`'s agent on `venv` (VecNormalize around it where the settings ask)."""
+    settings = config.settings
+    kwargs = sb3_kwargs(settings, config.env_steps)
+    if settings.normalize:
+        venv = VecNormalize(venv, gamma=settings.gamma)
+    if isinstance(settings, TD3Settings) and settings.action_noise:
+        size = venv.action_space.shape[0]
+        kwargs["action_noise"] = NormalActionNoise(np.zeros(size), settings.action_noise * np.ones(size))
+    return ALGORITHMS[config.agent]("MlpPolicy", venv, seed=config.seed, device=settings.device, **kwargs)
 
 
-def _vec_normalize(z: zipfile.ZipFile, venv: VecEnv | None) -> VecNormalize:
-    """The saved VecNormalize (what `VecNormalize.load` does, from inside the zip)."""
-    vec_normalize = pickle.loads(z.read("vecnormalize.pkl"))
-    if venv is not None:
-        vec_normalize.set_venv(venv)
-    return vec_normalize
+def load_model(checkpoint: dict, config: TrainConfig, venv: VecEnv, resume: bool = False) -> BaseAlgorithm:
+    """The checkpoint's model on `venv` (a twin of the saved run's env; with `resume` it continues
+    exactly where the saved run was, else only its networks and normalisation are restored)."""
+    model = build_model(config, venv)
+    tensors = checkpoint["tensors"]
+    model.set_parameters(tensors["parameters"], exact_match=True, device=model.device)
+    for name, value in tensors["variables"].items():
+        getattr(model, name).data.copy_(value.to(model.device))
+    state = checkpoint["continuation"]
+    if resume:
+        restore_continuation(model, state)
+        torch.set_rng_state(tensors["rng"])
+    elif state["normalize"] is not None:  # a policy to act with: its observation statistics only
+        vec_normalize = model.get_vec_normalize_env()
+        n = state["normalize"]
+        vec_normalize.obs_rms.mean, vec_normalize.obs_rms.var, vec_normalize.obs_rms.count = (
+            n["obs_mean"], n["obs_var"], n["obs_count"])
+    return model
 
 
-def policy_fn(model: BaseAlgorithm, vec_normalize: VecNormalize | None = None):
-    """The deterministic numpy policy `obs -> action` of a model, for `evaluate`.
-
-    Observations are normalised with `vec_normalize` (default: the model's own) without updating it.
-    """
-    vec_normalize = vec_normalize or model.get_vec_normalize_env()
+def policy_fn(model: BaseAlgorithm):
+    """The deterministic numpy policy `obs -> action` of a model, for `evaluate`: observations
+    normalised by the model's VecNormalize (without updating it)."""
+    vec_normalize = model.get_vec_normalize_env()
 
     def act(obs: np.ndarray) -> np.ndarray:
         if vec_normalize is not None:
@@ -282,8 +276,9 @@ def policy_fn(model: BaseAlgorithm, vec_normalize: VecNormalize | None = None):
 def load_policy(run: Run | Path | str):
     """The deterministic policy of an SB3 run folder's newest readable checkpoint."""
     run = run if isinstance(run, Run) else Run(run)
-    payload, _ = run.load_checkpoint(lambda b: decode_checkpoint(b, run.config))
-    return policy_fn(*load_model(payload, run.config.agent, None))
+    checkpoint = run.load_checkpoint(lambda b: decode_checkpoint(b, run.config))
+    venv = ChaosSB3VecEnv(run.config.task, 1, **run.config.task_kwargs)
+    return policy_fn(load_model(checkpoint, run.config, VecMonitor(venv)))
 
 
 class TrainingMonitor(BaseCallback):
@@ -294,12 +289,14 @@ class TrainingMonitor(BaseCallback):
     """
 
     def __init__(self, run: Run, eval_every: int, progress: dict, show_progress: bool,
-                 time_budget: float | None = None):
+                 time_budget: float | None = None, progress_fn=None):
         super().__init__()
+        self.progress_fn = progress_fn
         self.run, self.config = run, run.config
         self.eval_every, self.progress, self.show_progress = eval_every, progress, show_progress
         self.time_budget = time_budget
-        self.next_eval = 0 if progress["env_steps"] == 0 else self._after(progress["env_steps"])
+        # a fresh run evaluates its untrained policy first; a resumed one has that row already
+        self.next_eval = 0 if run.metrics() == [] else self._after(progress["env_steps"])
         self.next_eval_time = next_timed_evaluation(progress["wall_time"], time_budget)
         self.last = {"eval_score": math.nan, "eval_objective": math.nan}
 
@@ -322,7 +319,9 @@ class TrainingMonitor(BaseCallback):
 
     def _on_step(self) -> bool:
         self.bar.update(self.training_env.num_envs)
-        return self.time_budget is None or self.wall_time() < self.time_budget  # False stops learn()
+        # False stops learn(): at the budget (a rollout it ends inside is not trained on) or the time budget
+        return self.num_timesteps < self.config.env_steps and (
+            self.time_budget is None or self.wall_time() < self.time_budget)
 
     def _on_training_end(self) -> None:
         if self.progress["env_steps"] != self.num_timesteps or self.num_timesteps == 0:
@@ -335,6 +334,8 @@ class TrainingMonitor(BaseCallback):
         result = evaluate(policy_fn(self.model), self.config.task, self.config.task_kwargs,
                           num_episodes=self.config.eval_episodes, seed=self.config.eval_seed)
         self.last = {"eval_score": result["mean_return"], "eval_objective": result["mean_objective"]}
+        if self.progress_fn is not None:
+            self.progress_fn(self.num_timesteps, dict(self.last))
         self.logger.record("eval/mean_return", result["mean_return"])
         self.logger.record("eval/mean_objective", result["mean_objective"])
         self.logger.dump(self.num_timesteps)
@@ -356,73 +357,76 @@ def make_compiled_vec_env(env_id: str, task_kwargs: dict, num_envs: int, seed: i
     return venv
 
 
-def _new_model(agent: str, venv: VecEnv, params: dict, seed: int) -> BaseAlgorithm:
-    kwargs = {k: v for k, v in params.items() if k not in ("num_envs", "normalize", "action_noise")}
-    if params.get("normalize"):
-        venv = VecNormalize(venv, gamma=params["gamma"])
-    if params.get("action_noise"):
-        size = venv.action_space.shape[0]
-        kwargs["action_noise"] = NormalActionNoise(np.zeros(size), params["action_noise"] * np.ones(size))
-    return ALGORITHMS[agent]("MlpPolicy", venv, seed=seed, device="cpu", **kwargs)
+def _refuse_float64() -> None:
+    if jax.config.jax_enable_x64:
+        raise UserError("SB3 agents train in float32 (torch's networks, SB3's buffers): unset JAX_ENABLE_X64 "
+                        "(or jax_enable_x64) to train them")
 
 
-def train_sb3(config: TrainConfig, out: Path | str, resume: bool = False, progress: bool = True,
-              time_budget: float | None = None, num_envs: int | None = None,
-              eval_every: int | None = None, announce: bool | None = None) -> dict:
-    """Train `config`'s SB3 agent for `config.env_steps` env steps in total (resumed ones included;
-    PPO ends on a whole rollout, so it may overshoot by less than one); return the final progress
-    with the last evaluation (`eval_score`, `eval_objective`).
+class SB3Trainer:
+    """The `chaosgym.agents.registry.Trainer` of PPO, SAC and TD3."""
 
-    `eval_every` (default: a tenth of the budget) env steps between evaluations and checkpoints.
-    With `resume=True` and a checkpoint in `out`, training continues from it with the run's saved
-    hyperparameters, exactly as the uninterrupted run went on (the environments mid-episode, every
-    RNG and counter where it was; see `continuation`); metrics rows written after that checkpoint
-    are dropped. A larger `env_steps` extends a finished run. With a `time_budget`
-    (seconds of training wall-clock), training also stops once that much time is spent, within a
-    rollout; resuming such a run goes on as SB3's next `learn()` in the same process would (PPO's
-    unfinished rollout is dropped). The compile of the batched env is announced (`announce`; by
-    default when the progress bar is shown).
-    """
-    if config.agent not in ALGORITHMS:
-        raise ValueError(f"{config.agent} is not an SB3 agent; valid: {', '.join(ALGORITHMS)}")
-    if config.env_steps is None:
-        raise ValueError(f"{config.agent} needs env_steps (--env-steps), its budget in simulated env steps")
-    if eval_every is not None and eval_every <= 0:
-        raise ValueError(f"eval_every must be a positive number of env steps, got {eval_every!r}")
-    run, checkpoint = Run.open(out, config, resume, lambda b: decode_checkpoint(b, config))
-    with run:
-        return _train_sb3(run, checkpoint, progress, time_budget, num_envs,
-                          eval_every or max(1, config.env_steps // 10), progress if announce is None else announce)
+    def validate(self, config: TrainConfig) -> None:
+        _refuse_float64()
+        check_extra(config.agent, config.settings)
+
+    def train(self, config: TrainConfig, out: Path | str, *, resume: bool = False, progress: bool = True,
+              time_budget: float | None = None, announce: bool | None = None, progress_fn=None,
+              eval_every: int | None = None) -> dict:
+        """Train `config`'s SB3 agent for `config.env_steps` env steps in total (resumed ones
+        included); return the final progress with the last evaluation (`eval_score`, `eval_objective`).
+
+        `eval_every` (default: a tenth of the budget) env steps between evaluations and checkpoints.
+        With `resume=True` and a checkpoint in `out`, training continues from it exactly as the
+        uninterrupted run went on (the environments mid-episode, every RNG and counter where it was;
+        see `continuation`); metrics rows written after that checkpoint are dropped. A larger
+        `env_steps` extends a finished run. With a `time_budget` (seconds of training wall-clock),
+        training also stops once that much time is spent."""
+        self.validate(config)
+        if eval_every is not None and eval_every <= 0:
+            raise UserError(f"eval_every must be a positive number of env steps, got {eval_every!r}")
+        run, checkpoint = Run.open(out, config, resume, lambda b: decode_checkpoint(b, config))
+        with run:
+            return _train_sb3(run, checkpoint, progress, time_budget, eval_every or max(1, config.env_steps // 10),
+                              progress if announce is None else announce, progress_fn)
+
+    def policy(self, run: Run):
+        return load_policy(run)
 
 
-def _train_sb3(run: Run, checkpoint, show_progress, time_budget, num_envs, eval_every, announce) -> dict:
+def _finished(checkpoint: dict | None, config: TrainConfig, time_budget: float | None) -> bool:
+    if checkpoint is None:
+        return False
+    progress = checkpoint["progress"]
+    return progress["env_steps"] >= config.env_steps or (time_budget is not None and
+                                                         progress["wall_time"] >= time_budget)
+
+
+def _train_sb3(run: Run, checkpoint, show_progress, time_budget, eval_every, announce, progress_fn) -> dict:
     config = run.config
-    if checkpoint is not None:
-        params = checkpoint[1]["hyperparameters"]  # a resumed run keeps its own, whatever the new budget
-    else:
-        params = hyperparameters(config)
-        if num_envs is not None:
-            params["num_envs"] = num_envs
+    if _finished(checkpoint, config, time_budget):  # read back: no env to compile, nothing to add
+        last = run.evaluated_metrics()[-1]
+        return {**checkpoint["progress"], **{k: float(last[k]) for k in ("eval_score", "eval_objective")}}
     start = time.perf_counter()
     with announce_compile(f"the batched MJX env of {config.task} for {config.agent}", typical_s=ENV_COMPILE_S,
                           enabled=announce):
-        venv = VecMonitor(make_compiled_vec_env(config.task, config.task_kwargs, params["num_envs"], config.seed))
+        venv = VecMonitor(make_compiled_vec_env(config.task, config.task_kwargs, config.settings.num_envs,
+                                                config.seed))
     compile_time = time.perf_counter() - start
     if checkpoint is not None:
-        payload, state = checkpoint
-        model = load_model(payload, config.agent, venv, resume=True)[0]
+        state = checkpoint["progress"]
+        model = load_model(checkpoint, config, venv, resume=True)
         run.resume_at(lambda row: int(row["env_steps"]) <= state["env_steps"])
         rows = run.metrics()
         update = int(rows[-1]["update"]) if rows else 0
     else:
-        model = _new_model(config.agent, venv, params, config.seed)
-        state = {"env_steps": 0, "wall_time": 0.0, "compile_time": 0.0, "hyperparameters": params}
+        model = build_model(config, venv)
+        state = {"env_steps": 0, "wall_time": 0.0, "compile_time": 0.0}
         run.start()
         update = 0
-    state.pop("config", None)
     state["compile_time"] += compile_time
 
-    monitor = TrainingMonitor(run, eval_every, state, show_progress, time_budget)
+    monitor = TrainingMonitor(run, eval_every, state, show_progress, time_budget, progress_fn)
     model.set_logger(Logger(folder=None, output_formats=[MetricsCSV(run, monitor.wall_time, update)]))
     # One torch thread: SB3's small networks gain nothing from more, and spinning torch threads
     # fight XLA's for the cores (PPO on the cart pole ran 14-40x slower with 2 threads on 2 cores).
@@ -438,34 +442,6 @@ def _train_sb3(run: Run, checkpoint, show_progress, time_budget, num_envs, eval_
         last = run.evaluated_metrics()[-1]
         monitor.last = {k: float(last[k]) for k in ("eval_score", "eval_objective")}
     return {**state, **monitor.last}
-
-
-# SB3's own names for the settings it shares with the gradient agents
-SHARED_SETTINGS = {"learning_rate": "learning_rate", "batch_size": "batch_size", "hidden": "policy_kwargs"}
-
-
-class SB3Trainer:
-    """The `chaosgym.agents.registry.Trainer` of PPO, SAC and TD3."""
-
-    def validate(self, config: TrainConfig) -> None:
-        hyperparameters(config)  # refuses a hyperparameter SB3 would reject or misread
-
-    def flag_changes(self, changes: dict[str, Any]) -> dict[str, Any]:
-        """The shared settings given (checked as a gradient agent's would be) become SB3 hyperparameters."""
-        TrainConfig(**{k: changes[k] for k in SHARED_SETTINGS if k in changes})
-        sb3 = dict(changes.get("sb3", {}))
-        for name, hyperparameter in SHARED_SETTINGS.items():
-            if name in changes:
-                sb3[hyperparameter] = {"net_arch": list(changes[name])} if name == "hidden" else changes[name]
-        changes = {k: v for k, v in changes.items() if k not in SHARED_SETTINGS}
-        return {**changes, "sb3": sb3} if sb3 else changes
-
-    def train(self, config: TrainConfig, out: Path | str, *, resume: bool = False, progress: bool = True,
-              time_budget: float | None = None, announce: bool | None = None) -> dict:
-        return train_sb3(config, out, resume=resume, progress=progress, time_budget=time_budget, announce=announce)
-
-    def policy(self, run: Run):
-        return load_policy(run)
 
 
 TRAINER = SB3Trainer()
