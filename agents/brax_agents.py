@@ -68,7 +68,7 @@ from chaosgym.agents.brax_config import BRAX_SETTINGS, BraxAPGConfig, BraxPPOCon
 from chaosgym.agents.run import CheckpointError, Run, RunFolder  # noqa: E402
 from chaosgym.evaluation import batched_evaluation, held_out_keys  # noqa: E402
 from chaosgym.functional.trace_cache import UNCACHED  # noqa: E402
-from chaosgym.validation import InvalidSetting  # noqa: E402
+from chaosgym.validation import InvalidSetting, UserError  # noqa: E402
 
 CHECKPOINT_FORMAT = "chaosgym-brax-checkpoint-1"
 HEADER = "header.json"  # the checkpoint's JSON, beside the parameter arrays
@@ -93,10 +93,10 @@ class BraxRun:
 
     def __post_init__(self):
         if self.agent not in BRAX_SETTINGS:
-            raise ValueError(f"unknown Brax agent {self.agent!r}; valid: {', '.join(BRAX_SETTINGS)}")
+            raise UserError(f"unknown Brax agent {self.agent!r}; valid: {', '.join(BRAX_SETTINGS)}")
         expected = BRAX_SETTINGS[self.agent]
         if not isinstance(self.settings, expected):
-            raise ValueError(f"{self.agent} takes {expected.__name__}, got {type(self.settings).__name__}")
+            raise UserError(f"{self.agent} takes {expected.__name__}, got {type(self.settings).__name__}")
         least = self.steps_per_update * (self.settings.num_evals - 1)
         if isinstance(self.env_steps, bool) or not isinstance(self.env_steps, int) or self.env_steps < least:
             raise InvalidSetting("env_steps", (

@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from chaosgym.validation import (ADAM_BETA, BOOL, FRACTION, LAYERS, NON_NEGATIVE, POSITIVE, POSITIVE_INT, Check,
+from chaosgym.validation import (UserError, ADAM_BETA, BOOL, FRACTION, LAYERS, NON_NEGATIVE, POSITIVE, POSITIVE_INT, Check,
                                  InvalidSetting, check_fields, int_at_least, setting, tuple_of)
 
 EVALUATION_POINTS = setting(
@@ -55,7 +55,7 @@ class _BraxSettings:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"{cls.__name__} has no setting(s) {', '.join(unknown)}; its settings: {', '.join(known)}")
+            raise UserError(f"{cls.__name__} has no setting(s) {', '.join(unknown)}; its settings: {', '.join(known)}")
         return cls(**data)
 
 

@@ -62,7 +62,7 @@ def _open(payload: bytes):
     if payload[:1] == PICKLE_MAGIC:
         raise CheckpointError("it is a pickle (a checkpoint of chaosgym < 0.2), which could run code when read: "
                               "chaosgym does not read it; convert one you wrote yourself with `chaosgym "
-                              "convert-checkpoint RUN_FOLDER`")
+                              "convert-checkpoint RUN_FOLDER --i-trust-this-folder`")
     try:
         arrays = np.load(io.BytesIO(payload), allow_pickle=False)
         header = json.loads(bytes(arrays[META]).decode())

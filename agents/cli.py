@@ -1,7 +1,9 @@
 """The `chaosgym` command: one subcommand per `Command`, whose functions are named "module:function".
 
 A command's `arguments` function adds its flags to a parser and its `check` (if any) refuses wrong
-arguments (ValueError, TypeError or OSError: one line, status 2); both modules are imported before
+arguments. A `chaosgym.validation.UserError` (a bad value, id, option or file) and an OSError about a
+path end the command with one line and status 2; any other exception is a bug and keeps its
+traceback. Both modules are imported before
 the command runs, for `chaosgym CMD --help` too, so they import neither JAX nor MuJoCo. Only then is
 the module of `runs`, `run(args) -> int | None`, imported. `chaosgym --help` imports none of them.
 """
@@ -19,7 +21,8 @@ import sys
 import time
 from typing import NamedTuple
 
-from chaosgym.flags import InvalidSetting, flag_name
+from chaosgym.flags import flag_name
+from chaosgym.validation import InvalidSetting, UserError
 
 
 class Command(NamedTuple):
@@ -43,6 +46,9 @@ COMMANDS = {
                          check="chaosgym.agents.reproduce_config:from_args"),
     "render": Command("chaosgym.agents.commands:render_arguments", "chaosgym.agents.render:run",
                       "write an animated GIF of a trained policy's episode from a run folder"),
+    "convert-checkpoint": Command("chaosgym.agents.convert:add_arguments", "chaosgym.agents.convert:run",
+                                  "convert a run folder of chaosgym 0.1 (pickled checkpoints) that you trust to "
+                                  "this version's files"),
     "diagnose": Command("chaosgym.diagnostics.config:add_arguments", "chaosgym.diagnostics.command:run",
                         "Lyapunov exponents, Jacobian spectra, gradient variance and loss landscapes of a task",
                         check="chaosgym.diagnostics.config:config_from_args"),
@@ -50,9 +56,16 @@ COMMANDS = {
 
 
 def _function(name: str):
-    """The function a "module:function" name names, its module imported."""
+    """The function a "module:function" name names, its module imported with SIGINT and SIGTERM
+    held back: a library imported on the way may catch BaseException around an optional import
+    (trimesh, which MJX imports, does) and would swallow the stop; held, it arrives afterwards."""
     module, _, function = name.partition(":")
-    return getattr(importlib.import_module(module), function)
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        imported = importlib.import_module(module)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+    return getattr(imported, function)
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -111,7 +124,7 @@ def _one_line(error: BaseException) -> str:
     if isinstance(error, InvalidSetting):
         return f"argument {flag_name(error.setting)}: {error.problem}"
     if isinstance(error, OSError) and error.filename is not None:
-        return f"{error.strerror or error}: {error.filename}"
+        return f"{error.filename}: {error.strerror or error}"
     return str(error)
 
 
@@ -143,7 +156,10 @@ def main(argv: list[str] | None = None) -> int:
         if spec.check:
             _function(spec.check)(args)
         return _function(spec.runs)(args) or 0
-    except (ValueError, TypeError, OSError) as error:  # bad input: one clear line, no traceback
+    except (UserError, OSError) as error:
+        if isinstance(error, OSError) and error.filename is None:
+            raise  # not about a path the user gave: a bug or the system's, with its traceback
+        # bad input, or a path that cannot be used: one clear line, no traceback
         parser.exit(2, f"chaosgym {command}: error: {_one_line(error)}\n")
     except Stopped as stop:
         parser.exit(128 + stop.signum, f"chaosgym {command}: stopped by {stop}; a run resumes from its "

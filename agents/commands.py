@@ -96,6 +96,7 @@ def resumed_config(out: Path, task: str, agent: str, changes: dict) -> TrainConf
 # ---- compare -------------------------------------------------------------------------------------
 
 DEFAULT_ENV_STEPS = 100_000
+MAX_SEEDS = 1_000
 UNLIMITED_STEPS = 10**12  # the env-step "budget" of a run under a wall-clock budget alone
 
 
@@ -104,11 +105,12 @@ class CompareConfig:
     """What `chaosgym compare` runs; every run's own settings are a `TrainConfig` from the task's presets."""
 
     tasks: str = field(default="ChaosCartPole-v0", metadata={
-        "help": "comma-separated task ids, each with options after ':' (ChaosCartPole-v0:num_poles=2)"})
+        "help": "comma-separated task ids, each with options after ':' "
+                "(ChaosCartPole-v0:num_poles=2,force_scale=5,ChaosAnt-v0)"})
     agents: str = field(default="full,truncated,combined,es,ppo", metadata={
         "help": f"comma-separated agents from {', '.join(AGENTS)} (sac and td3 step "
                 "~40 env steps/s on a 2-core CPU: give them a small budget)"})
-    seeds: int = field(default=2, metadata={"help": "seeds per task and agent"})
+    seeds: int = field(default=2, metadata={"help": f"seeds per task and agent (at most {MAX_SEEDS:,})"})
     env_steps: int | None = field(default=None, metadata={
         "help": f"budget per run in simulated env steps (default: {DEFAULT_ENV_STEPS:,}; none when only "
                 "--wall-clock is given)"})
@@ -121,6 +123,8 @@ class CompareConfig:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise UserError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+        if self.seeds > MAX_SEEDS:  # one folder and one evaluation each: a typo, not a grid
+            raise UserError(f"--seeds {self.seeds:,}: at most {MAX_SEEDS:,} seeds per task and agent")
         # inf passes `> 0` and would never end; nan fails every comparison
         if self.wall_clock is not None and not (math.isfinite(self.wall_clock) and self.wall_clock > 0):
             raise UserError(f"--wall-clock must be a finite number of seconds > 0, got {self.wall_clock}")
@@ -194,12 +198,28 @@ def compare_config(args: argparse.Namespace) -> CompareConfig:
     with it; every run's config is built (and so checked) here, before anything trains."""
     compare = CompareConfig(**{**(QUICK if args.quick else {}), **flags.given(args, CompareConfig)})
     overrides = parse_overrides(args.overrides, compare.agents.split(","))
-    for task in compare.tasks.split(","):
+    for task in task_specs(compare.tasks):
         check_task_id(split_task_spec(task)[0])
     if args.out is None:
         args.out = Path("runs") / "compare" / compare.folder_name()
+    if (Path(args.out) / "config.json").exists():
+        raise UserError(f"{args.out} is a training run's folder (it holds config.json); compare writes a folder "
+                        "of its own: choose another --out")
     args.compare, args.agent_overrides = compare, overrides
     return compare
+
+
+def task_specs(text: str) -> list[str]:
+    """`--tasks`' items: comma-separated ids, each with options after ':' that may themselves be
+    comma-separated ("ChaosCartPole-v0:num_poles=2,force_scale=5,ChaosAnt-v0" is two tasks): an
+    item holding '=' but no ':' is one more option of the task before it."""
+    specs: list[str] = []
+    for item in text.split(","):
+        if "=" in item and ":" not in item and specs:
+            specs[-1] += "," + item
+        else:
+            specs.append(item)
+    return specs
 
 
 def split_task_spec(spec: str) -> tuple[str, str]:

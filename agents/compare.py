@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import math
 from pathlib import Path
 
@@ -39,13 +40,14 @@ import chaosgym  # noqa: E402
 from chaosgym import flags  # noqa: E402
 from chaosgym.agents.announce import announce_compile  # noqa: E402
 from chaosgym.agents.api import check_fits, train_config  # noqa: E402
-from chaosgym.agents.commands import EVALUATION_FIELDS, refuse_repeats, split_task_spec  # noqa: E402
+from chaosgym.agents.commands import EVALUATION_FIELDS, refuse_repeats, split_task_spec, task_specs  # noqa: E402
 from chaosgym.agents.config import RunSettings, TrainConfig, for_task, with_changes  # noqa: E402
 from chaosgym.agents.registry import AGENTS  # noqa: E402
 from chaosgym.agents.run import Run  # noqa: E402
 from chaosgym.evaluation import evaluate  # noqa: E402
 from chaosgym.presets import presets  # noqa: E402
 from chaosgym.registry import parse_task_kwargs  # noqa: E402
+from chaosgym.validation import UserError
 
 
 def parse_threshold(item: str) -> tuple[str, float]:
@@ -56,7 +58,7 @@ def parse_threshold(item: str) -> tuple[str, float]:
     except ValueError:
         score = math.nan
     if not (name and equals and math.isfinite(score)):
-        raise ValueError(f"--threshold expects TASK=SCORE with a finite SCORE, e.g. ChaosCartPole-v0=50; got {item!r}")
+        raise UserError(f"--threshold expects TASK=SCORE with a finite SCORE, e.g. ChaosCartPole-v0=50; got {item!r}")
     return name, score
 
 
@@ -222,22 +224,24 @@ def plot_task(results: list[dict], task: str, agents: list[str], path: Path, tit
 def run(args: argparse.Namespace) -> int:
     compare, overrides = args.compare, args.agent_overrides  # built and checked by commands.compare_config
     evaluation = {k: v for k, v in flags.given(args, RunSettings).items() if k in EVALUATION_FIELDS}
-    tasks = [parse_task(t) for t in compare.tasks.split(",")]
+    tasks = [parse_task(t) for t in task_specs(compare.tasks)]
     labels = [task_label(*t) for t in tasks]
     refuse_repeats("--tasks", labels)
     agents = compare.agents.split(",")
     given_thresholds = dict(parse_threshold(item) for item in args.threshold)
     unmatched = sorted(set(given_thresholds) - set(labels) - {env_id for env_id, _ in tasks})
     if unmatched:
-        raise ValueError(f"--threshold names {', '.join(unmatched)}, not among --tasks ({', '.join(labels)})")
+        raise UserError(f"--threshold names {', '.join(unmatched)}, not among --tasks ({', '.join(labels)})")
     thresholds = {label: given_thresholds.get(label, given_thresholds.get(env_id, presets(env_id).threshold))
                   for (env_id, _), label in zip(tasks, labels)}
     runs = [(t, a, s) for t in tasks for a in agents for s in range(compare.seeds)]
-    # every config is built (and so checked) before the first run trains
-    configs = [run_config(env_id, kwargs, agent, seed, compare.steps_budget(), evaluation, overrides[agent])
-               for (env_id, kwargs), agent, seed in runs]
-    for config in configs:
+    # every config is built (and so checked) before the first run trains: one per task and agent,
+    # the seeds' differ in their seed alone
+    first = {(label, agent): run_config(env_id, kwargs, agent, 0, compare.steps_budget(), evaluation, overrides[agent])
+             for (env_id, kwargs), label in zip(tasks, labels) for agent in agents}
+    for config in first.values():
         check_fits(config)
+    configs = [dataclasses.replace(first[task_label(*task), agent], seed=seed) for task, agent, seed in runs]
     args.out.mkdir(parents=True, exist_ok=True)
     budget = compare.describe()
     print(f"chaosgym compare: {len(runs)} runs of {budget} each into {args.out} (finished runs are read back; "

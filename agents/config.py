@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,13 +60,26 @@ class RunSettings:
                                                                POSITIVE_INT))
 
 
+def float_type() -> str:
+    """JAX's float type in this process ("float64" once `jax_enable_x64` is on), read without
+    importing JAX: what a run computes in, recorded in its config so that a resume in the other
+    precision is refused instead of silently continuing in it."""
+    jax = sys.modules.get("jax")
+    if jax is not None:
+        return "float64" if jax.config.jax_enable_x64 else "float32"
+    return "float64" if os.environ.get("JAX_ENABLE_X64", "").lower() in ("1", "true", "yes", "on") else "float32"
+
+
 @dataclass(frozen=True)
 class TrainConfig(RunSettings):
-    """One training run: the run settings and the agent's own `settings`."""
+    """One training run: the run settings, the agent's own `settings` and the float type it runs in."""
 
     settings: Any = None  # the agent's settings object; None: its defaults
+    dtype: str = field(default="", metadata={"flag": False, "help": "JAX's float type (recorded, not set)"})
 
     def __post_init__(self):
+        if not self.dtype:
+            object.__setattr__(self, "dtype", float_type())
         spec = agent_named(self.agent)
         if self.settings is None:
             object.__setattr__(self, "settings", spec.settings_class()())
@@ -96,7 +110,7 @@ class TrainConfig(RunSettings):
 
     def to_json(self) -> dict:
         """What the run reads: its run settings and the agent's settings (an estimator's own only)."""
-        run = {"task": self.task, "agent": self.agent, "task_kwargs": self.task_kwargs}
+        run = {"task": self.task, "agent": self.agent, "task_kwargs": self.task_kwargs, "dtype": self.dtype}
         run |= {name: getattr(self, name) for name in RUN_FIELDS[self.spec.budget]}
         settings = self.settings.to_json()
         if self.spec.kind == "estimator":
@@ -107,13 +121,14 @@ class TrainConfig(RunSettings):
     def from_json(cls, data: dict) -> TrainConfig:
         data = dict(data)
         if "agent" not in data or "settings" not in data:
-            raise ValueError("not the config of a chaosgym run of this version (it has no agent or settings); "
-                             "runs written before chaosgym 0.2 cannot be read")
+            raise UserError("not the config of a chaosgym run of this version (it has no agent or settings): a run "
+                            "of chaosgym 0.1 converts with `chaosgym convert-checkpoint RUN --i-trust-this-folder` "
+                            "(its checkpoints are pickles: only a folder you trust)")
         spec = agent_named(data["agent"])
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"unknown config keys {unknown}")
+            raise UserError(f"unknown config keys {unknown}")
         data["settings"] = spec.settings_class().from_json(data["settings"])
         return cls(**data)
 

@@ -40,6 +40,7 @@ from chaosgym.agents.run import CheckpointError, Run, next_timed_evaluation
 from chaosgym.evaluation import batched_evaluation, held_out_keys
 from chaosgym.functional.sharding import replicated
 from chaosgym.functional.trace_cache import cached_jit, keyed_by_arguments
+from chaosgym.validation import UserError
 
 # typical seconds of a cold compile on a 2-core CPU (docs/benchmarks.md's measurements), said while it runs
 UPDATE_COMPILE_S = {"ChaosAnt-v0": 200.0, None: 60.0}
@@ -127,7 +128,10 @@ def load_checkpoint(folder: Path | str) -> dict:
 def _start(run: Run, checkpoint: dict | None, config: TrainConfig, core: Core, announce: bool) -> dict:
     """Fresh progress (and a new run's files), or the checkpoint's (metrics.csv cut back to it)."""
     if checkpoint is not None:
-        run.resume_at(lambda row: int(row["update"]) <= checkpoint["update"])
+        if checkpoint["update"] > config.updates:
+            raise UserError(f"{run.folder} has run {checkpoint['update']} updates; a budget of {config.updates} "
+                            "cannot undo them (give at least as many, or start a new run)")
+        run.resume_at(lambda row: int(row["update"]) <= checkpoint["update"], counter="update")
         return checkpoint
     params, opt_state = replicated(core.init(jax.random.key(config.seed)))
     # row 0: the untrained policy, where every learning curve starts

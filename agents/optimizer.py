@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import optax
 
 from chaosgym.functional.settings import ADAM_FORMS  # defined JAX-free, for the command line
+from chaosgym.validation import UserError
 NEVER = 2**31 - 1  # apply_if_finite's limit of consecutive skips: skipping never gives up
 
 
@@ -51,7 +52,7 @@ def make_optimizer(learning_rate: float | optax.Schedule, *, clip_value: float |
     then Adam (`adam`: "optax" or "keras", see the module) at `learning_rate` (a number, or an optax
     schedule of the applied updates' count); non-finite steps are skipped and counted."""
     if adam not in ADAM_FORMS:
-        raise ValueError(f"adam must be one of {', '.join(ADAM_FORMS)}, got {adam!r}")
+        raise UserError(f"adam must be one of {', '.join(ADAM_FORMS)}, got {adam!r}")
     direction = (optax.scale_by_adam(b1, b2, eps) if adam == "optax" else scale_by_keras_adam(b1, b2, eps))
     return optax.apply_if_finite(optax.chain(
         optax.identity() if clip_value is None else optax.clip(clip_value),

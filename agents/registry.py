@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Protocol
 
 from chaosgym.functional.settings import ESTIMATOR_SPECS
+from chaosgym.validation import UserError
 
 FLOAT_BYTES = 4
 
@@ -176,7 +177,7 @@ AGENTS: Mapping[str, Agent] = _Agents()
 def agent(name: str) -> Agent:
     """The agent called `name`, or an error listing the valid ones."""
     if name not in AGENTS:
-        raise ValueError(f"unknown agent {name!r}; valid: {', '.join(AGENTS)}")
+        raise UserError(f"unknown agent {name!r}; valid: {', '.join(AGENTS)}")
     return AGENTS[name]
 
 

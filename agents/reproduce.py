@@ -56,9 +56,11 @@ from chaosgym.agents.reproduce_config import (CLIPS, FLOWS, GRID_COST, Protocol,
                                               from_args)
 from chaosgym.agents import checkpoints  # noqa: E402
 from chaosgym.agents.run import CheckpointError, RunFolder  # noqa: E402
-from chaosgym.functional.gradients import _cosine, combine, highest_precision  # noqa: E402
+from chaosgym.functional.gradients import COMBINATIONS, highest_precision  # noqa: E402
+from chaosgym.functional.settings import ESTIMATOR_SPECS  # noqa: E402
 from chaosgym.functional.policies import policy_functions  # noqa: E402
 from chaosgym.functional.rollout import Cuts, rollout  # noqa: E402
+from chaosgym.validation import UserError
 
 COLUMNS = ["poles", "flow", "clip", "seed", "epoch", "test_loss", "train_loss", "grad_norm",
            "cosine_modified_full", "fraction_zeroed", "max_abs_force", "wall_time"]
@@ -137,17 +139,21 @@ def make_program(num_poles: int, runs: list[tuple[str, str, int]], protocol: Pro
                            env_states(env, train_np))
     test_states = env_states(env, test_np)
 
-    passes, first, second = [], [], []  # (run, flow of the pass); each run's pass(es)
+    # every run's backward passes: its estimator's flows (`ESTIMATOR_SPECS`), one or two
+    passes, first, second = [], [], []  # (run, flow of the pass); each run's first and last pass
     for index, (flow, _, _) in enumerate(runs):
         first.append(len(passes))
-        passes.append((index, "modified" if flow == "C" else FLOWS[flow]))
-        if flow == "C":
-            passes.append((index, "full"))
+        passes += [(index, pass_flow) for pass_flow in ESTIMATOR_SPECS[FLOWS[flow]].flows]
         second.append(len(passes) - 1)
     pass_run = jnp.asarray([run for run, _ in passes])
     cuts = Cuts(*(jnp.stack(c) for c in zip(*(Cuts.of(flow) for _, flow in passes))))
     first, second = jnp.asarray(first), jnp.asarray(second)
-    is_combined = jnp.asarray([flow == "C" for flow, _, _ in runs])
+    # the estimator of the runs with two passes, whose function combines them (the grid's C)
+    two = sorted({FLOWS[flow] for flow, _, _ in runs if len(ESTIMATOR_SPECS[FLOWS[flow]].flows) == 2}) or ["combined"]
+    if len(two) > 1:
+        raise ValueError(f"one grid program combines one estimator's two passes, not several: {two}")
+    combination = COMBINATIONS[two[0]]
+    is_combined = jnp.asarray([FLOWS[flow] == two[0] for flow, _, _ in runs])
     modes = jnp.asarray([CLIPS.index(clip) for _, clip, _ in runs])
     seeds = jnp.asarray([seed for _, _, seed in runs])
     # one optimiser per clipping mode, all of one state layout, so each run switches to its own
@@ -172,13 +178,12 @@ def make_program(num_poles: int, runs: list[tuple[str, str, int]], protocol: Pro
         losses, grads = jax.vmap(highest_precision(jax.value_and_grad(loss)), in_axes=(0, 0, None))(
             jax.tree.map(lambda x: x[pass_run], params), cuts, batch)
         g_first, g_second = (jax.tree.map(lambda g: g[i], grads) for i in (first, second))
-        combined, zeroed = jax.vmap(combine)(g_first, g_second)
+        combined, diagnostics = jax.vmap(lambda a, b: combination([a, b]))(g_first, g_second)
         per_run = lambda c, g: jnp.where(is_combined.reshape((-1,) + (1,) * (g.ndim - 1)), c, g)
         grad = jax.tree.map(per_run, combined, g_first)
         nan = jnp.full(is_combined.shape, jnp.nan, losses.dtype)
         return grad, {"train_loss": losses[second], "grad_norm": jax.vmap(optax.tree.norm)(grad),
-                      "cosine_modified_full": jnp.where(is_combined, jax.vmap(_cosine)(g_first, g_second), nan),
-                      "fraction_zeroed": jnp.where(is_combined, zeroed.astype(losses.dtype), nan)}
+                      **{k: jnp.where(is_combined, v.astype(losses.dtype), nan) for k, v in diagnostics.items()}}
 
     def update(state, batch):
         params, opt_states = state
@@ -205,6 +210,7 @@ class GroupRun(RunFolder):
     only run more epochs), one metrics row per run and epoch, the program's state as checkpoint."""
 
     columns = COLUMNS
+    required = ("poles", "flow", "clip", "seed", "epoch", "test_loss", "wall_time")
     budget_fields = ("epochs",)
 
 
@@ -399,7 +405,7 @@ def reproduce(out: Path, poles_list: list[int], flows: list[str], clips: list[st
         for poles in poles_list:
             rows += [r for r in read_group(out, poles, flows) if r["clip"] in clips and r["seed"] < seeds]
         if not rows:
-            raise ValueError(f"{out} holds no finished epoch of {', '.join(flows)} at {poles_list} pole(s) "
+            raise UserError(f"{out} holds no finished epoch of {', '.join(flows)} at {poles_list} pole(s) "
                              f"(folders {group_folder(out, poles_list[0], flows).name}, ...); nothing to report")
     else:
         out.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from chaosgym.agents.config import machine_memory
 from chaosgym.functional.settings import ADAM_FORMS, CARTPOLE_PHYSICS as PHYSICS
+from chaosgym.validation import UserError
 
 FLOWS = {"R": "full", "M": "modified", "S": "stopped", "C": "combined"}
 CLIPS = ("NONE", "VALUE", "NORM")
@@ -35,11 +36,11 @@ class Protocol:
 
     def __post_init__(self):
         if self.adam not in ADAM_FORMS:
-            raise ValueError(f"adam must be one of {', '.join(ADAM_FORMS)}, got {self.adam!r}")
+            raise UserError(f"adam must be one of {', '.join(ADAM_FORMS)}, got {self.adam!r}")
         if self.physics not in PHYSICS:
-            raise ValueError(f"physics must be one of {', '.join(PHYSICS)}, got {self.physics!r}")
+            raise UserError(f"physics must be one of {', '.join(PHYSICS)}, got {self.physics!r}")
         if self.states < self.batch_size or self.states % self.batch_size:
-            raise ValueError(f"states must be a positive multiple of the batch size {self.batch_size}, "
+            raise UserError(f"states must be a positive multiple of the batch size {self.batch_size}, "
                              f"got {self.states}")
 
     @property
@@ -78,7 +79,7 @@ GRID_COST = ("The defaults run the paper's whole grid: 4 pole counts x 36 runs (
 def _choices(text: str, valid, what: str) -> list[str]:
     items = [t.strip() for t in text.split(",")]
     if len(items) > 1 and "" in items:
-        raise ValueError(f"{what}: an empty item in {text!r}; give comma-separated values from "
+        raise UserError(f"{what}: an empty item in {text!r}; give comma-separated values from "
                          f"{', '.join(map(str, valid))}")
     items = [t for t in items if t]
     bad = [t for t in items if t not in valid]
@@ -86,7 +87,7 @@ def _choices(text: str, valid, what: str) -> list[str]:
     problem = ("unknown " + ", ".join(bad) if bad else "repeated " + ", ".join(repeated) if repeated
                else "none given" if not items else None)
     if problem:
-        raise ValueError(f"{what}: {problem}; valid: {', '.join(map(str, valid))}")
+        raise UserError(f"{what}: {problem}; valid: {', '.join(map(str, valid))}")
     return items
 
 
@@ -97,11 +98,11 @@ def from_args(args: argparse.Namespace) -> tuple[list[int], list[str], list[str]
     clips = _choices(args.clip, CLIPS, "--clip")
     for flag, value in (("--seeds", args.seeds), ("--epochs", args.epochs), ("--checkpoint-every", args.checkpoint_every)):
         if value < 1:
-            raise ValueError(f"{flag} must be at least 1, got {value}")
+            raise UserError(f"{flag} must be at least 1, got {value}")
     protocol = Protocol(epochs=args.epochs, states=args.states, physics=args.physics, adam=args.adam)
     # the training and test states, drawn in float64: (x, theta_i, and their rates) per state
     needed = 2 * protocol.states * 2 * (1 + max(poles)) * 8
     if needed > machine_memory():
-        raise ValueError(f"--states {protocol.states} needs at least {needed / 2**30:,.0f} GiB for the initial states "
+        raise UserError(f"--states {protocol.states} needs at least {needed / 2**30:,.0f} GiB for the initial states "
                          f"alone, more than this machine's {machine_memory() / 2**30:,.0f} GiB")
     return poles, flows, clips, args.seeds, protocol

@@ -20,6 +20,7 @@ caller resumes that very run; it validates the checkpoint before it changes anyt
 from __future__ import annotations
 
 import csv
+import errno
 import fcntl
 import gzip
 import io
@@ -33,21 +34,25 @@ from typing import Any
 
 from chaosgym.agents.config import BUDGET_FIELDS, TrainConfig
 from chaosgym.files import write_atomic
+from chaosgym.validation import UserError
 
+# every run's columns; an agent's own diagnostics follow (`Agent.metrics`: an estimator's spec's, a
+# carried agent's)
 METRIC_COLUMNS = ["update", "env_steps", "wall_time", "loss", "eval_score", "eval_objective",
-                  "grad_norm", "skipped_updates", "cosine_modified_full", "fraction_zeroed"]
+                  "grad_norm", "skipped_updates"]
 RUN_FILES = {"config.json", "metrics.csv", "metrics.csv.gz", ".lock", "checkpoint.npz", "checkpoint.prev.npz",
              "checkpoint.zip", "checkpoint.prev.zip", "episode.gif",
              "checkpoint.pkl", "checkpoint.prev.pkl"}  # pickles of chaosgym < 0.2: refused when read
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint that cannot be read, or that belongs to another config."""
 
 
 def _is_run_file(name: str) -> bool:
-    # write_atomic's temporary files (tmp*) are left behind only by a kill in mid-write
-    return name in RUN_FILES or name.startswith("tmp")
+    # write_atomic's temporary files (tmp*) are left behind only by a kill in mid-write; *.v0.1 are
+    # the files `chaosgym convert-checkpoint` converted, kept
+    return name in RUN_FILES or name.startswith("tmp") or name.endswith(".v0.1")
 
 
 class RunFolder:
@@ -58,6 +63,7 @@ class RunFolder:
     resumed run may change (`budget_fields`), its metric `columns` and its checkpoint's file name."""
 
     columns: list[str] = METRIC_COLUMNS
+    required: tuple[str, ...] = ()  # the metrics columns a resumed run reads back
     budget_fields: tuple[str, ...] = ()
     checkpoint_suffix = ".npz"
 
@@ -81,9 +87,9 @@ class RunFolder:
         try:
             return self.decode_config(json.loads(path.read_text()))
         except (ValueError, TypeError) as error:
-            raise ValueError(f"{path} is not the config of a chaosgym run: {error}") from None
+            raise UserError(f"{path} is not the config of a chaosgym run: {error}") from None
         except OSError as error:
-            raise ValueError(f"cannot read {path}: {error.strerror or error}") from None
+            raise UserError(f"cannot read {path}: {error.strerror or error}") from None
 
     @property
     def checkpoint_path(self) -> Path:
@@ -106,8 +112,8 @@ class RunFolder:
         folder.mkdir(parents=True, exist_ok=True)
         foreign = sorted(p.name for p in folder.iterdir() if not _is_run_file(p.name))
         if foreign:
-            raise FileExistsError(f"{folder} holds files that are not a chaosgym run's ({', '.join(foreign[:5])}); "
-                                  "choose an empty or new folder")
+            raise FileExistsError(errno.EEXIST, f"it holds files that are not a chaosgym run's ({', '.join(foreign[:5])}); "
+                                  "choose an empty or new folder", str(folder))
         run = cls.__new__(cls)
         run.folder, run._lock, run._newest_unreadable = folder, None, False
         run._take_lock()
@@ -116,17 +122,17 @@ class RunFolder:
             checkpoint = None
             if run.config is None and run._has_run_files():
                 # a run whose config.json is gone: starting afresh would overwrite its checkpoints
-                raise FileExistsError(f"{folder} holds a run's metrics or checkpoints but no config.json; restore "
-                                      "it, or choose another folder")
+                raise FileExistsError(errno.EEXIST, "it holds a run's metrics or checkpoints but no config.json; "
+                                      "restore it, or choose another folder", str(folder))
             if run.config is not None:
                 if not resume:
-                    raise FileExistsError(f"{folder} already holds a run; pass --resume (resume=True) to continue "
-                                          "it, or choose another folder")
+                    raise FileExistsError(errno.EEXIST, "it already holds a run; pass --resume (resume=True) to "
+                                          "continue it, or choose another folder", str(folder))
                 saved, new = cls.encode_config(run.config), cls.encode_config(config)
                 mismatched = sorted(k for k in set(new) | set(saved)
                                     if k not in cls.budget_fields and saved.get(k) != new.get(k))
                 if mismatched:
-                    raise ValueError(f"cannot resume {folder}: its config differs in {mismatched} "
+                    raise UserError(f"cannot resume {folder}: its config differs in {mismatched} "
                                      f"(saved: {', '.join(f'{k}={saved.get(k)!r}' for k in mismatched)})")
                 run.config = config  # checks that `config` names the same kind of checkpoint
                 if run.checkpoint_path.exists() or run.previous_checkpoint_path.exists():
@@ -147,8 +153,8 @@ class RunFolder:
         except BlockingIOError:
             self._lock.close()
             self._lock = None
-            raise FileExistsError(f"{self.folder} is being written by another process (it holds "
-                                  f"{self.folder / '.lock'}); wait for it or choose another folder") from None
+            raise FileExistsError(errno.EBUSY, "it is being written by another process (it holds its .lock); wait "
+                                  "for it or choose another folder", str(self.folder)) from None
 
     def close(self) -> None:
         if self._lock is not None:
@@ -168,10 +174,37 @@ class RunFolder:
         write_atomic(self.folder / "config.json", json.dumps(self.encode_config(self.config), indent=2).encode())
         self._write_metrics([first_row] if first_row else [])
 
-    def resume_at(self, keep: Callable[[dict], bool]) -> None:
-        """Save the (re-budgeted) config and cut metrics.csv back to the rows `keep` accepts."""
+    def resume_at(self, keep: Callable[[dict], bool], counter: str | None = None) -> None:
+        """Save the (re-budgeted) config and cut metrics.csv back to the rows `keep` accepts.
+
+        The rows kept must be the run's own record: its header must hold the columns this run's
+        progress is read from (`required`, and `counter`), and with a `counter` column (a gradient
+        run's `update`) every value from 0 on must appear once, in order. A file edited otherwise (a
+        row deleted or repeated, a header renamed) is refused, naming what differs, before anything
+        is written. Other columns may differ (a run of an older chaosgym): the rows are rewritten
+        in this run's columns."""
+        header = self._header()
+        missing = sorted({*self.required, *([counter] if counter else [])} - set(header or self.required))
+        if missing:
+            raise UserError(f"{self.folder / 'metrics.csv'}: its header lacks the column(s) {', '.join(missing)} "
+                            "(renamed or deleted?); restore the file or start a new run")
+        rows = [r for r in self.metrics() if keep(r)]
+        if counter is not None:
+            found = [r.get(counter, "") for r in rows]
+            if found != [str(i) for i in range(len(rows))]:
+                first = next(i for i, v in enumerate(found + [None]) if v != str(i))
+                raise UserError(f"{self.folder / 'metrics.csv'}: its {counter} column should count 0, 1, 2, ... up "
+                                f"to the checkpoint, but row {first + 1} has {found[first]!r}: a row was deleted, "
+                                "repeated or edited; restore the file or start a new run")
         write_atomic(self.folder / "config.json", json.dumps(self.encode_config(self.config), indent=2).encode())
-        self._write_metrics([r for r in self.metrics() if keep(r)])
+        self._write_metrics(rows)
+
+    def _header(self) -> list[str] | None:
+        path = self.folder / "metrics.csv"
+        if not path.exists():
+            return None
+        with open(path, newline="") as f:
+            return next(csv.reader(f), None)
 
     def metrics(self) -> list[dict[str, str]]:
         """Every whole row of metrics.csv. A row that a crash tore (no line end, or too few or too
@@ -264,9 +297,10 @@ class RunFolder:
 
 class Run(RunFolder):
     """The run folder of `chaosgym train` (every agent, gradient-based or SB3): a `TrainConfig`,
-    `METRIC_COLUMNS`, the checkpoint named as the agent says (`.pkl` for gradient agents, `.zip` for SB3)."""
+    `METRIC_COLUMNS` then the agent's own, the checkpoint named as the agent says (`.npz`, `.zip` for SB3)."""
 
     budget_fields = BUDGET_FIELDS
+    required = ("env_steps", "wall_time", "eval_score", "eval_objective")
 
     @classmethod
     def decode_config(cls, saved: dict) -> TrainConfig:
@@ -289,7 +323,7 @@ class Run(RunFolder):
         """The deterministic numpy policy `obs -> action` of the run's newest readable checkpoint,
         from its agent's trainer (`chaosgym.agents.AGENTS`)."""
         if self.config is None:
-            raise ValueError(f"{self.folder} is not a chaosgym run folder (it has no config.json)")
+            raise UserError(f"{self.folder} is not a chaosgym run folder (it has no config.json)")
         return self.config.spec.load().policy(self)
 
 

@@ -404,6 +404,9 @@ def _finished(checkpoint: dict | None, config: TrainConfig, time_budget: float |
 
 def _train_sb3(run: Run, checkpoint, show_progress, time_budget, eval_every, announce, progress_fn) -> dict:
     config = run.config
+    if checkpoint is not None and checkpoint["progress"]["env_steps"] > config.env_steps:
+        raise UserError(f"{run.folder} has run {checkpoint['progress']['env_steps']:,} env steps; a budget of "
+                        f"{config.env_steps:,} cannot undo them (give at least as many, or start a new run)")
     if _finished(checkpoint, config, time_budget):  # read back: no env to compile, nothing to add
         last = run.evaluated_metrics()[-1]
         return {**checkpoint["progress"], **{k: float(last[k]) for k in ("eval_score", "eval_objective")}}

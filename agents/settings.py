@@ -22,7 +22,8 @@ from typing import Any
 
 from chaosgym.functional.settings import POLICIES, EstimatorConfig
 from chaosgym.validation import (ADAM_BETA, BOOL, FRACTION, LAYERS, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE,
-                                 POSITIVE_INT, Check, InvalidSetting, check_fields, is_number, one_of, setting)
+                                 POSITIVE_INT, Check, InvalidSetting, UserError, check_fields, is_number, one_of,
+                                 setting)
 
 ACTIVATIONS = ("tanh", "elu", "relu", "swish")
 # the actor's output: a deterministic tanh; DiffRL's Gaussian with a learnt state-independent log
@@ -50,7 +51,7 @@ class Settings:
         known = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - set(known))
         if unknown:
-            raise ValueError(f"{cls.__name__} has no setting(s) {', '.join(unknown)}; its settings: {', '.join(known)}")
+            raise UserError(f"{cls.__name__} has no setting(s) {', '.join(unknown)}; its settings: {', '.join(known)}")
         values = {}
         for name, value in data.items():
             default = known[name].default_factory() if known[name].default_factory is not dataclasses.MISSING \

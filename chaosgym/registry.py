@@ -18,6 +18,7 @@ from chaosgym.functional.env import Env, Task, check_episode_length
 from chaosgym.presets import PRESETS, Presets
 from chaosgym.tasks import BUILTIN, load_class, register_with_gymnasium, resolve_task_id
 from chaosgym.tasks import parse_task_kwargs  # noqa: F401  (re-exported)
+from chaosgym.validation import UnknownOption, UserError
 
 TASKS: dict[str, type[Task]] = {}  # filled by `register`
 
@@ -30,11 +31,11 @@ def register(env_id: str, task_class: type[Task], presets: Presets | None = None
     if not (isinstance(task_class, type) and issubclass(task_class, Task)):
         raise TypeError(f"register({env_id!r}, ...) expects a subclass of chaosgym.Task, got {task_class!r}")
     if env_id in TASKS and TASKS[env_id] is not task_class:
-        raise ValueError(f"task id {env_id!r} is already registered to {TASKS[env_id].__name__}")
+        raise UserError(f"task id {env_id!r} is already registered to {TASKS[env_id].__name__}")
     import gymnasium
 
     if env_id in gymnasium.registry and gymnasium.registry[env_id].entry_point != "chaosgym.faces.gym_env:ChaosEnv":
-        raise ValueError(f"task id {env_id!r} is Gymnasium's {gymnasium.registry[env_id].entry_point}; "
+        raise UserError(f"task id {env_id!r} is Gymnasium's {gymnasium.registry[env_id].entry_point}; "
                          "choose an id of your own")
     TASKS[env_id] = task_class
     PRESETS[env_id] = presets or Presets()
@@ -51,7 +52,7 @@ def _task_class(env_id: str) -> type[Task]:
     try:
         return TASKS[resolve_task_id(env_id)]
     except KeyError:
-        raise ValueError(f"unknown task id {env_id!r}; valid ids: {', '.join(TASKS)}") from None
+        raise UserError(f"unknown task id {env_id!r}; valid ids: {', '.join(TASKS)}") from None
 
 
 def make_task(env_id: str, **kwargs) -> Task:
@@ -59,7 +60,7 @@ def make_task(env_id: str, **kwargs) -> Task:
     unknown = sorted(set(kwargs) - set(options))
     if unknown:
         valid = ", ".join(f"{k}={v!r}" for k, v in options.items()) or "none"
-        raise TypeError(f"{env_id} got unknown option(s) {', '.join(unknown)}; valid options (with defaults): {valid}")
+        raise UnknownOption(f"{env_id} got unknown option(s) {', '.join(unknown)}; valid options (with defaults): {valid}")
     return _task_class(env_id)(**kwargs)
 
 

@@ -133,3 +133,8 @@ def argparse_type(check: Check, parse: Callable[[str], Any] = int) -> Callable[[
         return value
     convert.__name__ = check.expected  # what argparse says of a value it could not convert
     return convert
+
+
+class UnknownOption(UserError, TypeError):
+    """An option (keyword) a task or agent does not take: a `TypeError` to Python, as an unexpected
+    keyword is, and a one-line `UserError` to the command line."""

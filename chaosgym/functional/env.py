@@ -21,6 +21,7 @@ from chaosgym._mjx import mjx
 from chaosgym.functional.sharding import uncommitted
 from chaosgym.tasks.base import Task, asset_path  # noqa: F401  (re-exported)
 from chaosgym.functional.trace_cache import UNCACHED, cached_jit, object_key
+from chaosgym.validation import UserError
 
 
 @functools.partial(
@@ -121,7 +122,7 @@ def fields_read(task: Task, data: mjx.Data, action: jax.Array) -> set[str]:
 def check_episode_length(value: Any, name: str = "episode_length") -> None:
     """Refuse a time limit that is not None (the task's own) or a positive integer."""
     if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
-        raise ValueError(f"{name} must be a positive integer, or None for the task's own, got {value!r}")
+        raise UserError(f"{name} must be a positive integer, or None for the task's own, got {value!r}")
 
 
 class Env:
@@ -184,7 +185,7 @@ class Env:
         """One control step. `action` has shape `(action_size,)` (under `vmap`, per environment)."""
         action = jnp.asarray(action)
         if action.shape != (self.action_size,):
-            raise ValueError(f"expected an action of shape ({self.action_size},) for one environment (a batch "
+            raise UserError(f"expected an action of shape ({self.action_size},) for one environment (a batch "
                              f"goes through jax.vmap(env.step)), got shape {action.shape}")
         action = jnp.clip(action.astype(state.data.qpos.dtype), -1.0, 1.0)
         next_data, finite = self._safe_physics_step(state.data, action)

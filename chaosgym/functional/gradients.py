@@ -7,6 +7,9 @@
 * ``es``: antithetic Gaussian smoothing of the rollout loss (forward passes only), optionally with
   centred-rank shaping of the losses.
 
+Each is one entry of `chaosgym.functional.settings.ESTIMATOR_SPECS` and one function here
+(`COMBINATIONS`, `FORWARD`); `register_estimator` adds one.
+
 Optional clipping (global norm or value) is applied after combination; `grad_norm` in the
 diagnostics is the norm before clipping.
 """
@@ -23,7 +26,8 @@ import optax
 
 from chaosgym.functional.env import Env, State
 from chaosgym.functional.rollout import Policy, rollout
-from chaosgym.functional.settings import ESTIMATORS, EstimatorConfig  # noqa: F401  (ESTIMATORS re-exported)
+from chaosgym.functional.settings import (ESTIMATOR_SPECS, ESTIMATORS, FLOWS, EstimatorConfig,  # noqa: F401
+                                         EstimatorSpec)  # ESTIMATORS re-exported
 from chaosgym.functional.sharding import shard_batch
 
 Estimator = Callable[[Any, State, jax.Array], tuple[Any, dict[str, jax.Array]]]
@@ -33,7 +37,8 @@ def _flat(tree) -> jax.Array:
     return jnp.concatenate([jnp.ravel(x) for x in jax.tree.leaves(tree)])
 
 
-def _cosine(a, b) -> jax.Array:
+def cosine(a, b) -> jax.Array:
+    """The cosine between two gradients (pytrees of the same structure)."""
     a, b = _flat(a), _flat(b)
     return jnp.dot(a, b) / (jnp.linalg.norm(a) * jnp.linalg.norm(b) + 1e-30)
 
@@ -80,6 +85,54 @@ def highest_precision(fn: Callable) -> Callable:
     return at_highest_precision
 
 
+# ---- one function per estimator -------------------------------------------------------------------
+# An estimator that backpropagates gives its gradient from its flows' gradients, in the order of its
+# spec's `flows`, with its own diagnostics (its spec's `metrics`); one without flows (forward passes
+# only) gives its gradient and loss from the loss function itself.
+
+def _one_flow(gradients: list) -> tuple[Any, dict]:
+    (grad,) = gradients
+    return grad, {}
+
+
+def _combined(gradients: list) -> tuple[Any, dict]:
+    g_modified, g_full = gradients
+    grad, zeroed = combine(g_modified, g_full)
+    return grad, {"cosine_modified_full": cosine(g_modified, g_full), "fraction_zeroed": zeroed}
+
+
+def _es(loss_fn: Callable[[Any], jax.Array], params, key: jax.Array, config: EstimatorConfig):
+    return es_gradient(loss_fn, params, key, config.es_sigma, config.es_pairs, config.es_rank_shaping)
+
+
+COMBINATIONS: dict[str, Callable[[list], tuple[Any, dict]]] = {
+    "full": _one_flow, "truncated": _one_flow, "modified": _one_flow, "stopped": _one_flow, "combined": _combined}
+FORWARD: dict[str, Callable] = {"es": _es}
+
+
+def register_estimator(spec: EstimatorSpec, function: Callable) -> None:
+    """Add an estimator: its spec (`chaosgym.functional.settings.ESTIMATOR_SPECS`) and its function,
+    `function(gradients) -> (grad, diagnostics)` of its flows' gradients when `spec.flows` is
+    non-empty, else `function(loss_fn, params, key, config) -> (grad, loss)`. It is then an agent,
+    a diagnostics estimator and a flag value like the built-in ones."""
+    if spec.name in ESTIMATOR_SPECS:
+        raise ValueError(f"an estimator named {spec.name!r} exists already")
+    unknown = sorted(set(spec.flows) - set(FLOWS))
+    if unknown:
+        raise ValueError(f"{spec.name}: unknown flows {unknown}; flows: {', '.join(FLOWS)}")
+    ESTIMATOR_SPECS[spec.name] = spec
+    (COMBINATIONS if spec.flows else FORWARD)[spec.name] = function
+
+
+def estimate_from_flows(name: str, value_and_grad: Callable[[str], tuple[jax.Array, Any]]):
+    """`(grad, loss, diagnostics)` of the estimator `name` from `value_and_grad(flow) -> (loss,
+    gradient)` of each of its flows (the loss of the last: every flow's forward pass is the same)."""
+    passes = [value_and_grad(flow) for flow in ESTIMATOR_SPECS[name].flows]
+    grad, diagnostics = COMBINATIONS[name]([g for _, g in passes])
+    loss = passes[-1][0]
+    return grad, loss, {k: jnp.asarray(v).astype(loss.dtype) for k, v in diagnostics.items()}
+
+
 def make_estimator(env: Env, policy: Policy, config: EstimatorConfig) -> Estimator:
     """The gradient estimator `config.name` for `policy` on `env` (pure; jit it yourself).
 
@@ -87,6 +140,7 @@ def make_estimator(env: Env, policy: Policy, config: EstimatorConfig) -> Estimat
     Inside `jit` the batch of states is spread over all devices (ES spreads its population instead).
     """
     env.task.objective(config.objective)  # an unknown objective fails here, with the valid names
+    spec = config.spec
 
     def loss_fn(params, states, flow):
         loss, _ = rollout(env, policy, params, states, config.horizon, flow=flow,
@@ -96,24 +150,15 @@ def make_estimator(env: Env, policy: Policy, config: EstimatorConfig) -> Estimat
     def backprop(params, states, key):
         del key
         states = shard_batch(states)
-        loss, grad = jax.value_and_grad(loss_fn)(params, states, config.name)
+        grad, loss, diagnostics = estimate_from_flows(
+            config.name, lambda flow: jax.value_and_grad(loss_fn)(params, states, flow))
+        return grad, {"loss": loss, **diagnostics}
+
+    def forward(params, states, key):
+        grad, loss = FORWARD[config.name](lambda p: loss_fn(p, states, "full"), params, key, config)
         return grad, {"loss": loss}
 
-    def combined(params, states, key):
-        del key
-        states = shard_batch(states)
-        loss, g_full = jax.value_and_grad(loss_fn)(params, states, "full")
-        g_mod = jax.grad(loss_fn)(params, states, "modified")
-        grad, zeroed = combine(g_mod, g_full)
-        return grad, {"loss": loss, "cosine_modified_full": _cosine(g_mod, g_full),
-                      "fraction_zeroed": zeroed.astype(loss.dtype)}
-
-    def es(params, states, key):
-        grad, loss = es_gradient(lambda p: loss_fn(p, states, "full"), params, key, config.es_sigma,
-                                 config.es_pairs, config.es_rank_shaping)
-        return grad, {"loss": loss}
-
-    estimate = highest_precision({"combined": combined, "es": es}.get(config.name, backprop))
+    estimate = highest_precision(backprop if spec.flows else forward)
 
     def estimator(params, states, key):
         grad, diagnostics = estimate(params, states, key)

@@ -16,7 +16,7 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from chaosgym.validation import BOOL, POSITIVE, POSITIVE_INT, check_fields
+from chaosgym.validation import BOOL, POSITIVE, POSITIVE_INT, UserError, check_fields
 
 FLOWS = ("full", "truncated", "modified", "stopped")  # gradient flows of `chaosgym.functional.rollout`
 
@@ -63,9 +63,9 @@ CARTPOLE_PHYSICS = ("mjx", "equations")  # the cart pole's `physics` option (`ch
 def check_flow(flow: str, truncation: int | None, horizon: int) -> None:
     """Refuse a flow name that is not one of `FLOWS`, or a truncated flow without a window that fits."""
     if flow not in FLOWS:
-        raise ValueError(f"unknown gradient flow {flow!r}; valid flows: {', '.join(FLOWS)}")
+        raise UserError(f"unknown gradient flow {flow!r}; valid flows: {', '.join(FLOWS)}")
     if flow == "truncated" and (truncation is None or not 1 <= truncation <= horizon):
-        raise ValueError(f"the truncated flow needs 1 <= truncation <= horizon ({horizon}), got {truncation!r}")
+        raise UserError(f"the truncated flow needs 1 <= truncation <= horizon ({horizon}), got {truncation!r}")
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ class EstimatorConfig:
     def __post_init__(self):
         check_fields(self)
         if self.name not in ESTIMATOR_SPECS:
-            raise ValueError(f"unknown gradient estimator {self.name!r}; valid: {', '.join(ESTIMATOR_SPECS)}")
+            raise UserError(f"unknown gradient estimator {self.name!r}; valid: {', '.join(ESTIMATOR_SPECS)}")
         if self.name in FLOWS:
             check_flow(self.name, self.truncation, self.horizon)
 

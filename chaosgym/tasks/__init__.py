@@ -20,6 +20,7 @@ import gymnasium
 
 from chaosgym import presets
 from chaosgym.presets import PRESETS, Presets
+from chaosgym.validation import UserError
 
 
 class Builtin(NamedTuple):
@@ -81,7 +82,7 @@ def check_task_id(env_id: str) -> str:
     `chaosgym.register` call registers the task."""
     plain = resolve_task_id(env_id)
     if plain not in PRESETS:
-        raise ValueError(f"unknown task id {env_id!r}; valid ids: {', '.join(task_ids())}")
+        raise UserError(f"unknown task id {env_id!r}; valid ids: {', '.join(task_ids())}")
     return plain
 
 
@@ -95,7 +96,7 @@ def resolve_task_id(env_id: str) -> str:
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as error:
-            raise ValueError(f"task id {env_id!r}: cannot import its module {module!r} ({error})") from None
+            raise UserError(f"task id {env_id!r}: cannot import its module {module!r} ({error})") from None
     return plain
 
 
@@ -105,7 +106,7 @@ def parse_task_kwargs(text: str | None) -> dict:
     for item in filter(None, (text or "").split(",")):
         name, sep, value = item.partition("=")
         if not sep or not name.strip():
-            raise ValueError(f"malformed --task-kwargs item {item!r}; expected NAME=VALUE[,NAME=VALUE...]")
+            raise UserError(f"malformed --task-kwargs item {item!r}; expected NAME=VALUE[,NAME=VALUE...]")
         try:
             kwargs[name.strip()] = ast.literal_eval(value.strip())
         except (ValueError, SyntaxError):

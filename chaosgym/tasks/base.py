@@ -18,6 +18,7 @@ import mujoco
 
 from chaosgym._mjx import mjx
 from chaosgym.tasks.arrays import array_namespace
+from chaosgym.validation import UserError
 
 
 def asset_path(name: str):
@@ -57,7 +58,7 @@ class Task:
         """The MJCF file of `asset` (see the class)."""
         path = Path(self.asset)
         if not str(self.asset):
-            raise ValueError(f"{type(self).__name__} names no model: set its `asset` (an MJCF file) or `xml`")
+            raise UserError(f"{type(self).__name__} names no model: set its `asset` (an MJCF file) or `xml`")
         if path.is_absolute():
             return path
         module = sys.modules.get(type(self).__module__)
@@ -124,5 +125,5 @@ class Task:
         """The objective called `name` (see `objectives`)."""
         objectives = self.objectives()
         if name not in objectives:
-            raise ValueError(f"{type(self).__name__} has no objective {name!r}; its objectives: {', '.join(objectives)}")
+            raise UserError(f"{type(self).__name__} has no objective {name!r}; its objectives: {', '.join(objectives)}")
         return objectives[name]

@@ -6,6 +6,7 @@ import numpy as np
 
 from chaosgym.tasks.arrays import array_namespace
 from chaosgym.tasks.base import Task
+from chaosgym.validation import UserError
 
 MAX_LINKS = 4
 
@@ -28,7 +29,7 @@ class DoublePendulum(Task):
 
     def __init__(self, num_links: int = 2):
         if isinstance(num_links, bool) or not isinstance(num_links, (int, np.integer)) or not 1 <= num_links <= MAX_LINKS:
-            raise ValueError(f"num_links must be an integer in 1..{MAX_LINKS}, got {num_links!r}")
+            raise UserError(f"num_links must be an integer in 1..{MAX_LINKS}, got {num_links!r}")
         self.num_links = int(num_links)
 
     def edit_spec(self, spec):
