@@ -22,14 +22,15 @@ from tqdm.auto import tqdm
 import chaosgym  # noqa: F401  (registers the task ids with Gymnasium)
 from chaosgym.agents.commands import MAX_GIF_FPS
 from chaosgym.agents.run import Run
-
+from chaosgym.files import refuse_link, write_atomic
+from chaosgym.validation import UserError
 
 
 def load_run_policy(folder: Path) -> tuple[str, dict, Callable[[np.ndarray], np.ndarray]]:
     """`(env_id, task_kwargs, policy)` of a run folder's newest readable checkpoint."""
     run = Run(folder)
     if run.config is None:
-        raise ValueError(f"{folder} is not a run folder of `chaosgym train` (it has no config.json)")
+        raise UserError(f"{folder} is not a run folder of `chaosgym train` (it has no config.json)")
     return run.config.task, run.config.task_kwargs, run.policy()
 
 
@@ -58,13 +59,14 @@ def run(args: argparse.Namespace) -> int:
     env_id, task_kwargs, policy = load_run_policy(args.run)
     out = args.out or args.run / "episode.gif"
     if out.suffix.lower() != ".gif":
-        raise ValueError(f"--out must name a .gif file, got {out}")
+        raise UserError(f"--out must name a .gif file, got {out}")
+    refuse_link(out)  # before the episode is rendered, not after
     control_fps = 1.0 / chaosgym.make(env_id, **task_kwargs).dt
     every = max(1, math.ceil(control_fps / MAX_GIF_FPS))
     fps = args.fps or control_fps / every
     frames, total = render_episode(policy, env_id, task_kwargs, args.seed, args.max_steps, args.width,
                                    args.height, every)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    iio.imwrite(out, np.stack(frames), duration=1000.0 / fps, loop=0)
+    # encoded in memory, then written whole: a full disk keeps the previous GIF, a link is refused
+    write_atomic(out, iio.imwrite("<bytes>", np.stack(frames), extension=".gif", duration=1000.0 / fps, loop=0))
     print(f"wrote {out}: {len(frames)} frames at {fps:g} fps (every {every} step(s)), episode return {total:.2f}")
     return 0

@@ -10,7 +10,7 @@ compiled program through chaosgym's own entry points, without running it: `Env.j
 step, and the update of `chaosgym train --agent full --horizon 100` (BPTT gradient of the default
 MLP policy over 16 initial states, then Adam) for the gradient. Prints one markdown table.
 
-    python benchmarks/compile_time.py [--quick]
+    python benchmarks/compile_time.py [--quick] [--task ChaosAnt-v0 ...] [--horizon 100]
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def measure(env_id: str, options: dict, horizon: int) -> dict[str, float]:
     import chaosgym
     from chaosgym.functional.gradients import EstimatorConfig
     from chaosgym.functional.policies import init_policy
-    from chaosgym.agents.train import compiled_update
+    from chaosgym.agents.estimators import compiled_update
 
     env = chaosgym.make(env_id, **options)
     state = jax.eval_shape(env.reset, jax.random.key(0))
@@ -67,12 +67,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--horizon", type=int, default=100, help="rollout length of the gradient")
     parser.add_argument("--quick", action="store_true", help="the cart pole only, a 10-step gradient")
+    parser.add_argument("--task", action="append", choices=[env_id for env_id, _ in CASES],
+                        help="measure only this task (repeatable; default: all)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # [env_id, options, horizon]: measure, print JSON
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(measure(*json.loads(args.worker))))
         return
     cases, horizon = ([("ChaosCartPole-v0", {})], 10) if args.quick else (CASES, args.horizon)
+    if args.task:
+        cases = [case for case in CASES if case[0] in args.task]
 
     print(f"# compile time — fresh process each, load average {os.getloadavg()[0]:.1f} at the start\n")
     print("Warm (XLA): a second process with JAX's compilation cache only (`CHAOSGYM_TRACE_CACHE=0`, its own\n"

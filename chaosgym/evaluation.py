@@ -32,6 +32,7 @@ import chaosgym  # noqa: F401  (registers the task ids with Gymnasium)
 from chaosgym.functional.env import Env
 from chaosgym.functional.rollout import rollout
 from chaosgym.functional.trace_cache import cached_jit, keyed_by_arguments
+from chaosgym.validation import UserError
 
 # held-out initial states: far from the small seeds training runs use
 EVAL_SEED = 1_000_000
@@ -40,12 +41,15 @@ EVAL_EPISODES = 16
 
 def evaluate(policy_fn: Callable[[np.ndarray], np.ndarray], env_id: str, task_kwargs: dict | None = None,
              num_episodes: int = EVAL_EPISODES, seed: int = EVAL_SEED) -> dict:
-    """Score `policy_fn` (observation `(obs_dim,)` float32 -> action `(act_dim,)`) on the protocol.
+    """Score `policy_fn` (observation `(obs_dim,)` float32 -> action `(act_dim,)`) on the protocol,
+    over `num_episodes` (a positive integer) episodes.
 
     Returns `mean_return`, `std_return`, `mean_objective`, `std_objective`, `mean_length`,
     `failed_episodes` (non-finite actions), and the per-episode lists `returns`, `objectives` and
     `lengths`.
     """
+    if isinstance(num_episodes, bool) or not isinstance(num_episodes, (int, np.integer)) or num_episodes < 1:
+        raise UserError(f"num_episodes must be a positive integer, got {num_episodes!r}")
     # MJX: the physics the gradient agents train and evaluate on, so their scores are these exactly
     env = gymnasium.make(env_id, backend="mjx", **(task_kwargs or {}))
     task = env.unwrapped.env.task
@@ -98,11 +102,10 @@ def batched_evaluation(env: Env, policy: Callable, policy_name: str, *, key):
     def evaluate(params, keys):
         states = jax.vmap(env.reset)(keys)
         _, trajectory = rollout(env, policy, params, states, env.episode_length)
-        # actions after termination are never taken (the Gymnasium episode has ended)
-        ok = jnp.all(jnp.isfinite(trajectory.actions) | (trajectory.alive[..., None] == 0), axis=(0, 2))
-        returns = jnp.where(ok, trajectory.rewards.sum(axis=0), -jnp.inf)
-        objectives = jnp.where(ok, jax.vmap(objective, in_axes=(1, 0))(trajectory.rewards,
-                                                                        trajectory.final_state.data), jnp.nan)
+        failed = trajectory.failed  # a non-finite action while the episode was alive, as in `evaluate`
+        returns = jnp.where(failed, -jnp.inf, trajectory.rewards.sum(axis=0))
+        objectives = jnp.where(failed, jnp.nan, jax.vmap(objective, in_axes=(1, 0))(trajectory.rewards,
+                                                                                     trajectory.final_state.data))
         return jnp.mean(returns), jnp.mean(objectives)
 
     return cached_jit(evaluate, key)

@@ -5,6 +5,9 @@ of the tests before it (same shapes and settings), so keep their settings in ste
 """
 
 import pickle
+import subprocess
+import sys
+import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -261,3 +264,115 @@ def test_cli_rejects_a_policy_of_another_task(tmp_path):
     (tmp_path / "run" / "checkpoint.pkl").write_bytes(pickle.dumps({"params": []}))
     with pytest.raises(SystemExit):
         main(["diagnose", "--task", "ChaosCartPole-v0", "--policy", str(tmp_path / "run"), "--out", str(tmp_path)])
+
+
+# ---- what diagnose writes, and where -------------------------------------------------------------
+
+FAST = ["diagnose", "--task", "ChaosCartPole-v0", "--what", "lyapunov,gradvar"]
+
+
+def test_an_earlier_diagnose_a_training_run_and_a_link_are_refused_before_anything_runs(tmp_path, capsys):
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    (earlier / "weight_scales.csv").write_text("the earlier results")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    (run / "metrics.csv").write_text("update\n")
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "lyapunov.png").symlink_to(tmp_path / "important.png")
+    for out, extra, message in [(earlier, [], "holds results of an earlier diagnose (weight_scales.csv)"),
+                                (run, ["--overwrite"], "is the folder of a `chaosgym train` run"),
+                                (linked, ["--overwrite"], "symbolic link")]:
+        with pytest.raises(SystemExit) as exit_info:
+            main([*FAST, "--out", str(out), *extra])
+        error = capsys.readouterr().err
+        assert exit_info.value.code == 2 and message in error and error.count("\n") == 1, error
+    assert (earlier / "weight_scales.csv").read_text() == "the earlier results"
+    assert sorted(p.name for p in run.iterdir()) == ["config.json", "metrics.csv"]
+    assert not (tmp_path / "important.png").exists()
+
+
+# a file-size limit (RLIMIT_FSIZE, as a full disk) hit while diagnose writes a table and a figure
+LIMITED = textwrap.dedent("""
+    import resource, sys
+    from pathlib import Path
+    import matplotlib.pyplot as plt
+    from chaosgym.diagnostics import command, plots
+
+    folder = Path(sys.argv[1])
+    for name in ("gradvar.csv", "gradvar.png"):
+        (folder / name).write_bytes(b"previous")
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))
+    for name, write in [("gradvar.csv", lambda path: command._write_csv(path, ["a"], [[i] for i in range(1000)])),
+                        ("gradvar.png", lambda path: plots._save(plt.subplots(figsize=(4, 4))[0], path))]:
+        try:
+            write(folder / name)
+        except OSError as error:
+            print(error.filename, (folder / name).read_bytes().decode())
+    print(sorted(p.name for p in folder.iterdir()))
+""")
+
+
+def test_a_full_disk_keeps_diagnoses_previous_files_and_names_them(tmp_path):
+    result = subprocess.run([sys.executable, "-c", LIMITED, str(tmp_path)], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.splitlines() == [f"{tmp_path / 'gradvar.csv'} previous", f"{tmp_path / 'gradvar.png'} previous",
+                                          "['gradvar.csv', 'gradvar.png']"]
+
+
+def test_the_console_tables_and_legends_give_one_lyapunov_exponent_from_one_computation(tmp_path, capsys,
+                                                                                       monkeypatch):
+    """`--what lyapunov,gradvar` once printed 8.191 ± 0.043 for the policy's maximal exponent while
+    weight_scales.csv and the gradvar legend said 8.30 ± 0.06: two runs from different states."""
+    from chaosgym.diagnostics import plots
+
+    legends = []
+    drawn = plots.plot_gradient_variance
+    monkeypatch.setattr(plots, "plot_gradient_variance", lambda stats, exponents, *rest: legends.append(
+        {scale: plots.exponent_text(*values[:2]) for scale, values in exponents.items()}) or drawn(stats, exponents, *rest))
+    assert main([*FAST, "--task-kwargs", "physics=equations", "--out", str(tmp_path), "--hidden", "8",
+                 "--num-states", "3", "--lyapunov-steps", "40", "--transient", "10", "--horizons", "5,10",
+                 "--gradvar-samples", "3", "--es-pairs", "2", "--weight-scales", "0.5,1"]) == 0
+    out, err = capsys.readouterr()
+    lines = [line for line in out.splitlines() if line.startswith("maximal Lyapunov exponent")]
+    # each quantity once: the open loop, the policy (weights x1), and the policy with weights x0.5
+    assert len(lines) == 3 and sum("(policy)" in line for line in lines) == 1, out
+    console = next(line for line in lines if "(policy)" in line).split(": ", 1)[1]
+    scales = np.genfromtxt(tmp_path / "weight_scales.csv", delimiter=",", names=True)
+    summary = np.genfromtxt(tmp_path / "lyapunov_summary.csv", delimiter=",", names=True, dtype=None, encoding=None)
+    at_one = scales[scales["weight_scale"] == 1.0][0]
+    policy = summary[(summary["mode"] == "policy") & (summary["index"] == 1)][0]
+    assert (at_one["lyapunov"], at_one["lyapunov_stderr"]) == (policy["exponent"], policy["stderr"])
+    assert console == plots.exponent_text(at_one["lyapunov"], at_one["lyapunov_stderr"]) == legends[0][1.0]
+    # and it said what it computed before each part
+    for part in ("lyapunov (unforced): the top 2 exponent(s) from 3 states", "lyapunov (policy, weights ×0.5)",
+                 "gradvar (full, es, weights ×1): a gradient from each of 3 states at horizons 5, 10"):
+        assert part in err, err
+    with pytest.raises(SystemExit):  # a second diagnose into the same folder
+        main([*FAST, "--out", str(tmp_path)])
+    assert "--overwrite" in capsys.readouterr().err
+
+
+def test_runs_in_stretches_and_chunks_with_progress_give_the_numbers_of_one_run(capsys):
+    """The progress bars cost no accuracy: a Lyapunov run in stretches continues exactly, and
+    gradients in chunks of states (the last one padded) are those of all states at once."""
+    env = chaosgym.make("ChaosCartPole-v0", physics="equations")
+    params = init_policy(jax.random.key(0), env.observation_size, env.action_size, (8,))
+    states = jax.jit(jax.vmap(env.reset))(jax.random.split(jax.random.key(1), 3))
+    progress = diagnostics.Progress(bars=True, refresh_s=0.01)
+    whole = diagnostics.lyapunov_exponents(env, states, 45, 2, policy=mlp_policy, params=params, transient=5)
+    stretches = diagnostics.lyapunov_exponents(env, states, 45, 2, policy=mlp_policy, params=params, transient=5,
+                                               progress=progress, label="stretches")
+    for a, b in zip(whole, stretches, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+    at_once = diagnostics.gradient_samples(env, mlp_policy, params, states, "full", (4, 8), jax.random.key(2))
+    chunked = diagnostics.gradient_samples(env, mlp_policy, params, states, "full", (4, 8), jax.random.key(2),
+                                           chunk=2, progress=progress)
+    for h in (4, 8):
+        np.testing.assert_allclose(chunked[h].samples, at_once[h].samples, rtol=1e-5)
+        np.testing.assert_allclose(chunked[h].losses, at_once[h].losses, rtol=1e-6)
+    err = capsys.readouterr().err
+    assert "stretches: 100%" in err and "full: 100%" in err and "3/3" in err

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import chaosgym  # noqa: F401
+import chaosgym
 from chaosgym.evaluation import EVAL_EPISODES, EVAL_SEED, evaluate
 
 # evaluate() runs on MJX, the physics every agent trains on; the hand-made reference must too
@@ -81,3 +81,30 @@ def test_a_non_finite_action_fails_the_episode():
     result = evaluate(lambda obs: np.full(1, np.nan), "ChaosCartPole-v0", num_episodes=2, seed=0)
     assert result["mean_return"] == -np.inf and result["failed_episodes"] == 2
     assert np.isnan(result["mean_objective"])
+
+
+@pytest.mark.parametrize("count", [0, -3, 2.5, True, "4"])
+def test_the_number_of_episodes_must_be_a_positive_integer(count):
+    with pytest.raises(ValueError, match="num_episodes must be a positive integer"):
+        evaluate(zero_policy, "ChaosCartPole-v0", num_episodes=count)
+
+
+def nan_right_of_centre(params, obs):
+    """Fails (a NaN action) once the cart is right of the centre."""
+    return jnp.where(obs[0] > 0, jnp.nan, 0.0) * jnp.ones(1)
+
+
+def test_batched_evaluation_fails_the_episodes_evaluate_fails():
+    """A failed episode scores -inf (objective NaN) in both, episode by episode."""
+    from chaosgym.evaluation import batched_evaluation, held_out_keys
+
+    count, seed = 4, 3
+    result = evaluate(lambda obs: np.asarray(nan_right_of_centre(None, obs)), "ChaosCartPole-v0",
+                      num_episodes=count, seed=seed)
+    assert 0 < result["failed_episodes"] < count, result["returns"]  # the test needs both kinds
+    one = batched_evaluation(chaosgym.make("ChaosCartPole-v0"), nan_right_of_centre, "nan_right_of_centre")
+    keys = held_out_keys(seed, count)
+    for episode in range(count):
+        batched_return, batched_objective = map(float, one(None, keys[episode:episode + 1]))
+        assert batched_return == pytest.approx(result["returns"][episode], abs=1e-3)
+        assert np.isnan(batched_objective) == np.isnan(result["objectives"][episode])

@@ -1,5 +1,8 @@
 """`chaosgym render` writes an animated GIF of a run's policy, gradient-based or SB3."""
 
+import errno
+import os
+
 import imageio.v3 as iio
 import jax
 import numpy as np
@@ -10,20 +13,19 @@ import chaosgym
 from chaosgym.agents.cli import main
 from chaosgym.agents.config import for_task
 from chaosgym.agents.render import load_run_policy
+from chaosgym.agents.loop import core_of, encode_checkpoint
 from chaosgym.agents.run import Run
-from chaosgym.agents.train import encode_checkpoint
-from chaosgym.functional.policies import init_policy
 
 
 def gradient_run(folder):
     """A run folder as `chaosgym train` leaves it, with an untrained policy (nothing to compile)."""
     config = for_task("ChaosCartPole-v0", "full", task_kwargs={"num_poles": 2}, hidden=(8,))
-    env = chaosgym.make(config.task, **config.task_kwargs)
-    params = init_policy(jax.random.key(0), env.observation_size, env.action_size, config.hidden)
+    params, opt_state = core_of(config).init(jax.random.key(0))
     run, _ = Run.open(folder, config, False, decode=None)
     with run:
         run.start()
-        run.save_checkpoint(encode_checkpoint(config, {"update": 0, "params": params, "env_steps": 0}))
+        run.save_checkpoint(encode_checkpoint(config, {"update": 0, "params": params, "opt_state": opt_state,
+                                                       "env_steps": 0}))
     return folder
 
 
@@ -57,3 +59,36 @@ def test_render_rejects_a_folder_without_a_run(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["render", "--run", str(tmp_path), "--width", "-5"])
     assert exit_info.value.code == 2 and "positive number of pixels" in capsys.readouterr().err
+
+
+def test_render_refuses_a_link_in_place_of_its_gif_and_leaves_the_target_alone(tmp_path, capsys):
+    run = gradient_run(tmp_path / "run")
+    important = tmp_path / "important.txt"
+    important.write_text("keep me")
+    (run / "episode.gif").symlink_to(important)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["render", "--run", str(run), "--max-steps", "2"])
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "symbolic link" in error and str(run / "episode.gif") in error
+    assert important.read_text() == "keep me" and (run / "episode.gif").is_symlink()
+
+
+def test_a_full_disk_keeps_the_previous_gif_and_names_it(tmp_path, capsys, monkeypatch):
+    from chaosgym import files
+    from chaosgym.functional import trace_cache
+
+    run = gradient_run(tmp_path / "run")
+    out = tmp_path / "episode.gif"
+    out.write_bytes(b"the previous GIF")
+
+    def full_disk(descriptor, mode):
+        os.close(descriptor)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(files.os, "fdopen", full_disk)
+    monkeypatch.setattr(trace_cache, "_warned", set())  # a trace-cache entry's failed write is the test's own
+    with pytest.raises(SystemExit) as exit_info:
+        main(["render", "--run", str(run), "--out", str(out), "--max-steps", "2", "--width", "32", "--height", "32"])
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert exit_info.value.code == 2 and "No space left on device" in error and str(out) in error
+    assert out.read_bytes() == b"the previous GIF" and sorted(p.name for p in tmp_path.iterdir()) == ["episode.gif", "run"]

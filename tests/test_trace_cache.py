@@ -1,7 +1,10 @@
-"""The trace cache: a second process reads the traced program back instead of tracing again."""
+"""The trace cache: a second process reads the traced program back instead of tracing again, and
+reading an entry never runs code from it."""
 
 import json
 import os
+import pathlib
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -11,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from chaosgym.functional import trace_cache
 from chaosgym.functional.trace_cache import cached_jit
 
 # Runs in a fresh process: steps the cart pole through `Env.jit_step` and a pytree function, and
@@ -82,3 +86,69 @@ def test_cached_jit_matches_jax_jit_in_process():
     assert compiled is not None
     with pytest.raises(TypeError):
         g(x)  # a wrong call fails as jax.jit's would
+
+
+# Runs in a fresh process: what a user does first, a Gymnasium env's reset (the C engine's start
+# states come from a cached MJX program) and a functional env's jit_step; prints the step's state.
+USER = textwrap.dedent("""
+    import json, warnings
+    warnings.simplefilter("always")
+    import gymnasium, jax, jax.numpy as jnp
+    import chaosgym
+
+    obs, _ = gymnasium.make("ChaosCartPole-v0").reset(seed=0)
+    env = chaosgym.make("ChaosCartPole-v0")
+    state = env.jit_step(env.jit_reset(jax.random.key(0)), jnp.ones(1))
+    print(json.dumps({"obs": obs.tolist(), "qpos": state.data.qpos.tolist()}))
+""")
+
+
+class Planted:
+    """A pickle that, loaded, writes `marker`: what anyone who can write to a shared cache could plant."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return pathlib.Path.write_text, (pathlib.Path(self.marker), "code from the trace cache ran")
+
+
+def run_user(cache_dir):
+    env = {**os.environ, "CHAOSGYM_CACHE_DIR": str(cache_dir), "CHAOSGYM_COMPILATION_CACHE": "1",
+           "CHAOSGYM_TRACE_CACHE": "1", "JAX_PLATFORMS": "cpu"}
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    done = subprocess.run([sys.executable, "-c", USER], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr
+
+
+def test_a_planted_pickle_in_every_entry_runs_nothing_and_is_replaced(tmp_path):
+    first, _ = run_user(tmp_path / "cache")
+    entries = sorted((tmp_path / "cache" / "traces").iterdir())
+    assert len(entries) >= 3  # the C engine's start states, the MJX reset and step
+    marker = tmp_path / "marker"
+    for entry in entries:
+        entry.write_bytes(pickle.dumps(Planted(marker)))
+    second, warned = run_user(tmp_path / "cache")
+    assert not marker.exists(), "loading the trace cache ran code planted in it"
+    assert second == first
+    assert warned.count("trace cache cannot use the entry") == 1, warned[-3000:]
+    assert all(entry.read_bytes().startswith(trace_cache._FORMAT) for entry in entries)  # written anew
+
+
+def test_an_entry_names_only_classes_already_registered(cartpole):
+    state = jax.eval_shape(cartpole.reset, jax.random.key(0))
+    leaves, tree = jax.tree.flatten(state)
+    header = trace_cache._encode_tree(tree)
+    assert trace_cache._decode_tree(json.loads(json.dumps(header))) == tree  # MJX's static arrays included
+    program = trace_cache.export.export(jax.jit(lambda *x: list(x)))(*leaves)
+    entry = trace_cache._entry(program, tree)
+    assert trace_cache._read_entry(entry, leaves)[1] == tree
+    for kind in ("posix:system", "builtins:object", "builtins:type", "os:PathLike", "not.imported:Class"):
+        planted = entry.replace(b'"chaosgym.functional.env:State"', json.dumps(kind).encode(), 1)
+        with pytest.raises(ValueError, match="damaged"):
+            trace_cache._read_entry(planted, leaves)
+    with pytest.raises(ValueError, match="does not match the arguments"):
+        trace_cache._read_entry(entry, leaves[1:])
+    with pytest.raises(trace_cache._Unencodable):
+        trace_cache._encode_value(object())

@@ -64,7 +64,8 @@ class DiagnoseConfig:
         "pendulum", items="qpos values", example="1.5708,0")
     no_termination: bool = _setting(
         False, "episodes never end inside a rollout (the task's termination is ignored), as in Metz et al.")
-    no_progress: bool = _setting(False, "hide the progress bars")
+    no_progress: bool = _setting(False, "hide the progress bars (what runs and compiles is still said, one line each)")
+    overwrite: bool = _setting(False, "replace the files of an earlier diagnose in --out (refused without it)")
 
     modes: tuple[str, ...] = _setting(MODES, "unforced: zero actions (open loop); policy: the policy in closed loop",
                                       choices=MODES, items="modes", group=CHAOS)

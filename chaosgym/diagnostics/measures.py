@@ -15,15 +15,20 @@ every built-in task). The solver's warm start is carried along, not differentiat
 quaternion is renormalised every step, so its norm direction has an exponent of -inf; it sits at
 the bottom of the spectrum and leaves the top exponents alone.
 
-Everything here is pure JAX and batched with `vmap`/`lax.map`; only the loops over horizons and
-estimators (each a separate compile) are Python.
+Everything here is pure JAX and batched with `vmap`; the loops over estimators (each a separate
+compile) and over chunks of the work (states, parameter points, stretches of a Lyapunov run) are
+Python, so that a `Progress` can say what compiles and how far a long computation has got.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
-from typing import Any, Callable, NamedTuple, Sequence
+import sys
+import threading
+import time
+from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -71,6 +76,139 @@ def _control(env: Env, policy: Policy | None, params: Any, action: jax.Array | N
     return jnp.zeros(env.action_size) if action is None else jnp.asarray(action)
 
 
+# ---- telling the user what runs --------------------------------------------------------------
+
+
+ANNOUNCE_AFTER_S = 2.0  # a small program traced and read back from JAX's compilation cache takes about this long
+
+
+class Progress:
+    """What a long computation says on stderr while it runs, so that no stretch passes in silence:
+    a line when a compile has taken `ANNOUNCE_AFTER_S` (what compiles, how long it typically takes)
+    and one when it ends, and bars that count chunks of work. Bars, the compile's too, keep their
+    elapsed time moving (redrawn every `refresh_s`) while a chunk runs. `bars=False` keeps the lines
+    and drops the bars. The measures below take one as `progress`; None says nothing."""
+
+    def __init__(self, bars: bool = True, refresh_s: float | None = None):
+        self.bars = bars
+        self.refresh_s = refresh_s or (1.0 if sys.stderr.isatty() else 5.0)  # a log file gets fewer redraws
+
+    @staticmethod
+    def say(text: str) -> None:
+        tqdm.write(text, file=sys.stderr)  # above any bar, and out of piped tables on stdout
+
+    @contextlib.contextmanager
+    def _live(self, **bar) -> Iterator[tqdm]:
+        """A tqdm bar redrawn every `refresh_s` from another thread until the body ends."""
+        with tqdm(file=sys.stderr, disable=not self.bars, dynamic_ncols=True, **bar) as shown:
+            stop = threading.Event()
+
+            def redraw():
+                while not stop.wait(self.refresh_s):
+                    shown.refresh()
+
+            ticker = threading.Thread(target=redraw, daemon=True)
+            if self.bars:
+                ticker.start()
+            try:
+                yield shown
+            finally:
+                stop.set()
+                if self.bars:
+                    ticker.join()
+
+    @contextlib.contextmanager
+    def compiling(self, what: str, typical: str) -> Iterator[None]:
+        """Run the body, a compile of `what` that `typical`ly takes so long; said only if it takes
+        longer than a read from the compilation cache."""
+        start, done, announced = time.perf_counter(), threading.Event(), threading.Event()
+
+        def watch():
+            if done.wait(ANNOUNCE_AFTER_S):
+                return
+            announced.set()
+            self.say(f"compiling {what} (on a 2-core CPU typically {typical} the first time; later runs "
+                     "read XLA's part from the compilation cache, and only trace)")
+            with self._live(desc="compiling", bar_format="{desc}: {elapsed}"):
+                done.wait()
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        try:
+            yield
+        finally:
+            done.set()
+            watcher.join()
+            if announced.is_set():
+                self.say(f"compiled {what} in {time.perf_counter() - start:.0f} s")
+
+    def steps(self, total: int, desc: str, unit: str) -> contextlib.AbstractContextManager[tqdm]:
+        """A bar of `total` chunks of work (call `update(n)` after each)."""
+        return self._live(total=total, desc=desc, unit=unit)
+
+    _programs: dict = {}  # compiled programs by function and argument shapes, shared by every Progress
+
+    def compiled(self, jitted: Callable, args: tuple, what: str, typical: str) -> Callable:
+        """`jitted` compiled for the shapes of `args`, the compile announced (`compiling`); kept, so
+        that running it again (another weight scale, another mode) neither traces nor compiles."""
+        signature = (jitted, jax.tree.structure(args), tuple(map(jax.typeof, jax.tree.leaves(args))))
+        if signature not in self._programs:
+            with self.compiling(what, typical):
+                self._programs[signature] = jitted.lower(*args).compile()
+        return self._programs[signature]
+
+
+# How long each program took to compile with a cold cache on a shared 2-core CPU (`chaosgym diagnose`
+# of the cart pole and the Ant, small sizes), for the compile notices; every estimator but ES
+# backpropagates, and costs about what `full` does
+TYPICAL_COMPILE = {"lyapunov": "30-50 s for the cart pole, 2 min for the Ant",
+                   "jacobian": "20-30 s for the cart pole, 1 min for the Ant",
+                   "backprop": "1.5-2 min for the cart pole, 3 min for the Ant",
+                   "es": "20-40 s",
+                   "landscape": "30 s for the cart pole, 45 s for the Ant"}
+
+
+def _compiled(jitted: Callable, args: tuple, progress: Progress | None, what: str, kind: str) -> Callable:
+    if progress is None:
+        return jitted
+    return progress.compiled(jitted, args, what, TYPICAL_COMPILE.get(kind, TYPICAL_COMPILE["backprop"]))
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _padded_chunks(batched: Any, size: int) -> Any:
+    """`batched` (leading axis N) as (ceil(N / size), size, ...), the last chunk padded with copies
+    of the last item."""
+    def split(x):
+        chunks = -(-x.shape[0] // size)
+        x = jnp.concatenate([x, jnp.repeat(x[-1:], chunks * size - x.shape[0], axis=0)])
+        return x.reshape(chunks, size, *x.shape[1:])
+    return jax.tree.map(split, batched)
+
+
+_take = jax.jit(lambda tree, i: jax.tree.map(lambda x: x[i], tree))  # one program for every chunk's slices
+
+
+def _in_chunks(fn: Callable, shared: tuple, batched: Any, size: int, progress: Progress | None, desc: str,
+               unit: str, what: str, kind: str) -> Any:
+    """`fn(*shared, chunk)` for consecutive chunks of `size` along the leading axis of the pytree
+    `batched`, concatenated: one program for every chunk (the last is padded with copies of its
+    last item, whose results are dropped), one bar step per chunk."""
+    count = jax.tree.leaves(batched)[0].shape[0]
+    size = min(size, count)
+    chunks = -(-count // size)
+    # sliced by one compiled program each: op by op, the ~100 arrays of an `mjx.Data` took seconds
+    padded = _padded_chunks(batched, size) if chunks > 1 else None
+    piece = lambda i: _take(padded, i) if chunks > 1 else batched
+    run = _compiled(fn, (*shared, piece(0)), progress, what, kind)
+    outputs = []
+    with progress.steps(count, desc, unit) if progress else contextlib.nullcontext() as bar:
+        for i in range(chunks):
+            outputs.append(jax.block_until_ready(run(*shared, piece(i))))
+            if bar is not None:
+                bar.update(min(size, count - i * size))
+    return jax.tree.map(lambda *xs: jnp.concatenate(xs)[:count], *outputs) if chunks > 1 else outputs[0]
+
+
 # ---- Lyapunov exponents (Benettin's method) --------------------------------------------------
 
 
@@ -97,8 +235,19 @@ def map_lyapunov_exponents(transition: Transition, carry: Any, x: jax.Array, num
     the map's JVP and re-orthonormalise them by QR every step; the exponents are the time
     averages of log |diag R|. The first `transient` steps align the tangents and are discarded.
     """
+    tangents = _initial_tangents(key, x, k)
+    _, (logs, finite) = _benettin_steps(transition, (carry, x, tangents), transient + num_steps)
+    return _lyapunov_statistics(logs, finite, num_steps, dt, transient, blocks)
+
+
+def _initial_tangents(key: jax.Array | None, x: jax.Array, k: int) -> jax.Array:
     key = jax.random.key(0) if key is None else key
-    tangents, _ = jnp.linalg.qr(jax.random.normal(key, (x.shape[-1], k), x.dtype))
+    return jnp.linalg.qr(jax.random.normal(key, (x.shape[-1], k), x.dtype))[0]
+
+
+def _benettin_steps(transition: Transition, state: tuple, length: int):
+    """`length` steps of Benettin's method from `state` = (carry, x, orthonormal tangents):
+    (the state after them, (log |diag R| per step, whether each step's x is finite))."""
 
     def step(state, _):
         carry, x, tangents = state
@@ -106,7 +255,12 @@ def map_lyapunov_exponents(transition: Transition, carry: Any, x: jax.Array, num
         q, r = jnp.linalg.qr(push(tangents))
         return (carry, x_next, q), (jnp.log(jnp.abs(jnp.diagonal(r))), jnp.all(jnp.isfinite(x_next)))
 
-    _, (logs, finite) = jax.lax.scan(step, (carry, x, tangents), None, length=transient + num_steps)
+    return jax.lax.scan(step, state, None, length=length)
+
+
+def _lyapunov_statistics(logs: jax.Array, finite: jax.Array, num_steps: int, dt: float, transient: int,
+                         blocks: int) -> LyapunovResult:
+    """The `LyapunovResult` of the per-step logs of `transient + num_steps` Benettin steps."""
     valid = jnp.cumprod(finite)[transient:].astype(bool)  # once blown up, always blown up
     logs = jnp.where(valid[:, None], logs[transient:], 0.0) / dt
     counts = jnp.cumsum(valid)
@@ -137,27 +291,54 @@ def mean_and_stderr(values) -> tuple[float, float]:
 def lyapunov_exponents(env: Env, states: State, num_steps: int, k: int = 1,
                        policy: Policy | None = None, params: Any = None,
                        action: jax.Array | None = None, transient: int = 0, blocks: int = 10,
-                       key: jax.Array | None = None) -> LyapunovResult:
+                       key: jax.Array | None = None, progress: Progress | None = None,
+                       label: str = "lyapunov") -> LyapunovResult:
     """Top-k Lyapunov exponents (per second) of `env` from each of a batch of `states`.
 
     Closed loop under `policy(params, obs)` if given, else open loop with the fixed `action`
     (default zeros: unforced). Every field of the result has a leading batch axis.
+    With a `progress`, the run goes in about `LYAPUNOV_CHUNKS` stretches of steps on a bar named
+    `label` (the same numbers: each stretch continues the last exactly).
     """
     key = jax.random.key(0) if key is None else key
     keys = jax.random.split(key, states.reward.shape[0])
-    run = _compiled_lyapunov(env, policy, num_steps, k, transient, blocks)
-    return run(states.data, _control(env, policy, params, action), keys)
+    control = _control(env, policy, params, action)
+    total = transient + num_steps
+    length = total if progress is None else -(-total // min(total, LYAPUNOV_CHUNKS))
+    start, advance, statistics = _compiled_lyapunov(env, policy, k, length, num_steps, transient, blocks)
+    state = start(states.data, keys)
+    advance = _compiled(advance, (state, control), progress, f"{label}'s step", "lyapunov")
+    pieces = []
+    with progress.steps(total, label, "step") if progress else contextlib.nullcontext() as bar:
+        for done in range(0, total, length):
+            state, piece = advance(state, control)
+            pieces.append(jax.block_until_ready(piece))
+            if bar is not None:
+                bar.update(min(length, total - done))
+    logs, finite = (jnp.concatenate(parts, axis=1)[:, :total] for parts in zip(*pieces))
+    return statistics(logs, finite)
+
+
+LYAPUNOV_CHUNKS = 20  # stretches of a Lyapunov run shown on a bar
 
 
 @functools.lru_cache(maxsize=None)
-def _compiled_lyapunov(env, policy, num_steps, k, transient, blocks):
+def _compiled_lyapunov(env, policy, k, length, num_steps, transient, blocks):
+    """(start, advance, statistics) of a batch of Lyapunov runs in stretches of `length` steps."""
     transition = control_step_map(env, policy)
 
-    def one(data, control, key):
-        return map_lyapunov_exponents(transition, (data, control), state_vector(data), num_steps, k,
-                                      env.dt, transient, blocks, key)
+    def start(data, key):
+        x = state_vector(data)
+        return data, x, _initial_tangents(key, x, k)
 
-    return jax.jit(jax.vmap(one, in_axes=(0, None, 0)))
+    def advance(state, control):
+        data, x, tangents = state
+        ((data, _), x, tangents), out = _benettin_steps(transition, ((data, control), x, tangents), length)
+        return (data, x, tangents), out
+
+    statistics = functools.partial(_lyapunov_statistics, num_steps=num_steps, dt=env.dt, transient=transient,
+                                   blocks=blocks)
+    return jax.jit(jax.vmap(start)), jax.jit(jax.vmap(advance, in_axes=(0, None))), jax.jit(jax.vmap(statistics))
 
 
 # ---- Jacobian spectra along a trajectory -----------------------------------------------------
@@ -202,21 +383,23 @@ def map_jacobian_spectrum(transition: Transition, carry: Any, x: jax.Array, hori
 
 
 def jacobian_spectrum(env: Env, states: State, horizon: int, policy: Policy | None = None,
-                      params: Any = None, action: jax.Array | None = None) -> JacobianSpectrum:
+                      params: Any = None, action: jax.Array | None = None, progress: Progress | None = None,
+                      label: str = "jacobian") -> JacobianSpectrum:
     """`JacobianSpectrum` of `env`'s control step (closed or open loop, as in
-    `lyapunov_exponents`) along `horizon` steps from each of a batch of `states`."""
-    return _compiled_jacobian(env, policy, horizon)(states.data, _control(env, policy, params, action))
+    `lyapunov_exponents`) along `horizon` steps from each of a batch of `states`, one at a time
+    (on the Ant, vmap over states x all n tangents stalled XLA's CPU runtime); `progress` counts them."""
+    return _in_chunks(_compiled_jacobian(env, policy, horizon), (_control(env, policy, params, action),),
+                      states.data, 1, progress, label, "state", f"{label}'s spectrum", "jacobian")
 
 
 @functools.lru_cache(maxsize=None)
 def _compiled_jacobian(env, policy, horizon):
     transition = control_step_map(env, policy)
 
-    def one(data, control):
+    def one(control, data):
         return map_jacobian_spectrum(transition, (data, control), state_vector(data), horizon)
 
-    # one state at a time: on the Ant, vmap over states x all n tangents stalled XLA's CPU runtime
-    return jax.jit(lambda data, control: jax.lax.map(lambda d: one(d, control), data))
+    return jax.jit(jax.vmap(one, in_axes=(None, 0)))
 
 
 # ---- gradient variance against horizon -------------------------------------------------------
@@ -317,8 +500,8 @@ def prefix_masks(horizons: Sequence[int], dtype) -> jax.Array:
 
 def gradient_samples(env: Env, policy: Policy, params: Any, states: State, name: str, horizons: Sequence[int],
                      key: jax.Array, truncation: int | None = None, es_sigma: float = 0.05, es_pairs: int = 16,
-                     remat: bool = False, chunk: int | None = None,
-                     es_rank_shaping: bool = False) -> dict[int, GradientStats]:
+                     remat: bool = False, chunk: int | None = None, es_rank_shaping: bool = False,
+                     progress: Progress | None = None, label: str | None = None) -> dict[int, GradientStats]:
     """The gradient of estimator `name` (see `chaosgym.functional.gradients`) of the return loss (minus the
     rewards summed over the unroll) from each of a batch of N `states`, at every horizon in `horizons`.
 
@@ -327,20 +510,25 @@ def gradient_samples(env: Env, policy: Policy, params: Any, states: State, name:
     (one backward pass per horizon, or one ES population for all) is the same number a rollout of
     h steps gives, for one compile and one forward pass. The estimators are those of
     `chaosgym.functional.gradients` (`es_*` as in `EstimatorConfig`); the ES noise of state i comes from
-    `split(key, N)[i]`, as in `make_estimator`; `chunk` states run at once under `vmap` (default all).
+    `split(key, N)[i]`, as in `make_estimator`; `chunk` states run at once under `vmap` (default all),
+    one bar step of `progress` (named `label`, default the estimator's name) per chunk.
     """
+    label = label or name
     horizons = tuple(sorted(set(horizons)))
     config = EstimatorConfig(name=name, horizon=max(horizons), remat=remat, es_sigma=es_sigma, es_pairs=es_pairs,
                              es_rank_shaping=es_rank_shaping,
                              truncation=min(truncation, max(horizons)) if name == "truncated" else None)
-    grads, losses = _compiled_gradient_samples(env, policy, config, horizons, chunk)(
-        params, states, jax.random.split(key, states.reward.shape[0]))
+    count = states.reward.shape[0]
+    grads, losses = _in_chunks(_compiled_gradient_samples(env, policy, config, horizons), (params,),
+                               (states, jax.random.split(key, count)), chunk or count, progress, label, "state",
+                               f"{label}'s gradients", name)
     grads, losses = np.asarray(grads, np.float64), np.asarray(losses, np.float64)
     return {h: GradientStats(grads[:, i], losses[:, i]) for i, h in enumerate(horizons)}
 
 
 @functools.lru_cache(maxsize=None)
-def _compiled_gradient_samples(env, policy, config, horizons, chunk):
+def _compiled_gradient_samples(env, policy, config, horizons):
+    """`(params, (states, keys)) -> (gradients, losses)`, each (N, len(horizons), ...), of N states."""
     flow = "full" if config.name in ("es", "combined") else config.name
 
     def rewards(params, state, flow):
@@ -369,34 +557,31 @@ def _compiled_gradient_samples(env, policy, config, horizons, chunk):
             return combine(g_modified, g_full)[0], losses
         return backprop(params, state, flow)
 
-    @jax.jit
-    @highest_precision
-    def all_samples(params, states, keys):
-        return jax.lax.map(lambda s: one(params, *s), (states, keys), batch_size=chunk or keys.shape[0])
-
-    return all_samples
+    return jax.jit(highest_precision(jax.vmap(lambda params, batch: one(params, *batch), in_axes=(None, 0))))
 
 
 def gradient_variance(env: Env, policy: Policy, params: Any, states: State, horizons: Sequence[int],
                       estimators: Sequence[str] = ("full", "es"), key: jax.Array | None = None,
                       truncation: int = 10, es_sigma: float = 0.05, es_pairs: int = 16,
-                      remat: bool = False, chunk: int | None = None, progress: bool = False,
-                      es_rank_shaping: bool = False) -> dict[tuple[str, int], GradientStats]:
+                      remat: bool = False, chunk: int | None = None, progress: Progress | None = None,
+                      es_rank_shaping: bool = False, label: str = "gradvar") -> dict[tuple[str, int], GradientStats]:
     """`GradientStats` of every estimator at every horizon from the same N `states` (see
     `gradient_samples`): the loss is minus the rewards summed over the unroll, so it grows with the
     horizon, as in Metz et al. Wrap `env` in `without_termination` to keep episodes from ending
     inside the unroll.
 
     Estimator names are those of `chaosgym.functional.gradients` (full, truncated, modified, stopped, combined,
-    es); the truncated flow cuts every `min(truncation, max(horizons))` steps.
+    es); the truncated flow cuts every `min(truncation, max(horizons))` steps. `progress` shows
+    each estimator's bar, named `label (estimator)`.
     """
     key = jax.random.key(0) if key is None else key
     results = {}
-    for name in tqdm(estimators, desc="gradient variance", disable=not progress):
+    for name in estimators:
         if name not in ESTIMATORS:
             raise ValueError(f"unknown gradient estimator {name!r}; valid: {', '.join(ESTIMATORS)}")
+    for name in estimators:
         by_horizon = gradient_samples(env, policy, params, states, name, horizons, key, truncation, es_sigma,
-                                      es_pairs, remat, chunk, es_rank_shaping)
+                                      es_pairs, remat, chunk, es_rank_shaping, progress, f"{label} ({name})")
         results.update({(name, h): stats for h, stats in by_horizon.items()})
     return results
 
@@ -435,11 +620,12 @@ class LossLandscape(NamedTuple):
 
 def loss_landscape(env: Env, policy: Policy, params: Any, states: State, horizons: Sequence[int],
                    key: jax.Array | None = None, radius: float = 1.0, points: int = 41,
-                   plane_points: int = 11, chunk: int | None = None) -> LossLandscape:
+                   plane_points: int = 11, chunk: int | None = None,
+                   progress: Progress | None = None) -> LossLandscape:
     """1-D (`points` offsets) and 2-D (`plane_points`^2; 0 to skip) slices of the return loss
     (minus the summed rewards, averaged over the batch `states`) for each horizon, all horizons from
     one unroll of the longest, over offsets in [-radius, radius] times the filter-normalised
-    directions; `chunk` parameter points are evaluated at once."""
+    directions; `chunk` parameter points are evaluated at once (one bar step of `progress` each)."""
     key = jax.random.key(0) if key is None else key
     k1, k2 = jax.random.split(key)
     d1, d2 = filter_normalized_direction(k1, params), filter_normalized_direction(k2, params)
@@ -448,22 +634,21 @@ def loss_landscape(env: Env, policy: Policy, params: Any, states: State, horizon
     a, b = (x.ravel() for x in jnp.meshgrid(plane_offsets, plane_offsets, indexing="ij"))
     coefficients = jnp.concatenate([jnp.stack([offsets, jnp.zeros_like(offsets)], 1), jnp.stack([a, b], 1)])
     horizons = tuple(horizons)
-    losses = _compiled_losses(env, policy, horizons, chunk)(params, d1, d2, states, coefficients).T
+    losses = _in_chunks(_compiled_losses(env, policy, horizons), (params, d1, d2, states), coefficients,
+                        chunk or coefficients.shape[0], progress, "landscape", "point", "the landscape's losses",
+                        "landscape").T
     return LossLandscape(offsets, losses[:, :points], plane_offsets,
                          losses[:, points:].reshape(len(horizons), plane_points, plane_points))
 
 
 @functools.lru_cache(maxsize=None)
-def _compiled_losses(env, policy, horizons, chunk):
+def _compiled_losses(env, policy, horizons):
     """Return loss at every horizon (from one unroll of the longest, as in `gradient_samples`) at
     params + c[0] d1 + c[1] d2 for each row c of `coefficients`: shape (len(coefficients), len(horizons))."""
 
-    @jax.jit
-    def losses(params, d1, d2, states, coefficients):
-        def loss(c):
-            moved = jax.tree.map(lambda p, u, v: p + c[0] * u + c[1] * v, params, d1, d2)
-            rewards = rollout(env, policy, moved, states, max(horizons))[1].rewards
-            return prefix_masks(horizons, rewards.dtype) @ jnp.mean(rewards, axis=1)
-        return jax.lax.map(loss, coefficients, batch_size=chunk or coefficients.shape[0])
+    def loss(params, d1, d2, states, c):
+        moved = jax.tree.map(lambda p, u, v: p + c[0] * u + c[1] * v, params, d1, d2)
+        rewards = rollout(env, policy, moved, states, max(horizons))[1].rewards
+        return prefix_masks(horizons, rewards.dtype) @ jnp.mean(rewards, axis=1)
 
-    return losses
+    return jax.jit(jax.vmap(loss, in_axes=(None, None, None, None, 0)))

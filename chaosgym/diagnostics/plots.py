@@ -1,7 +1,12 @@
-"""Figures of `chaosgym.diagnostics.measures` results (matplotlib, Agg backend: files only, no display)."""
+"""Figures of `chaosgym.diagnostics.measures` results (matplotlib, Agg backend: files only, no display).
+
+A figure is drawn in memory and written whole (`chaosgym.files.write_atomic`): a full disk keeps the
+previous file, and a symbolic link in its place is refused.
+"""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Sequence
 
@@ -12,9 +17,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from chaosgym.diagnostics.measures import (GradientStats, JacobianSpectrum, LossLandscape, LyapunovResult,  # noqa: E402
-                                  mean_and_stderr)
+                                           mean_and_stderr)
+from chaosgym.files import write_atomic  # noqa: E402
 
 DPI = 90  # small files: the figures go into the docs
+
+
+def exponent_text(mean: float, stderr: float) -> str:
+    """A Lyapunov exponent as the console and every legend show it: mean ± standard error per second."""
+    return f"{mean:.3g} ± {stderr:.2g} /s"
 
 
 def _figure_legend(fig, axes, columns: int = 6) -> None:
@@ -30,8 +41,12 @@ def _figure_legend(fig, axes, columns: int = 6) -> None:
 
 
 def _save(fig, path: Path) -> Path:
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
+    image = io.BytesIO()
+    try:
+        fig.savefig(image, format="png", dpi=DPI)
+    finally:
+        plt.close(fig)
+    write_atomic(path, image.getvalue())
     return path
 
 
@@ -51,7 +66,7 @@ def plot_lyapunov(results: dict[str, LyapunovResult], dt: float, path: Path, tit
         steps = int(np.min(result.steps))
         blown = f"\n(physics blew up: as few as {steps} steps)" if steps < running.shape[-1] else ""
         ax.set(xscale="log", xlabel="time [s]", ylabel="running estimate of $\\lambda_1$ [1/s]",
-               title=f"{mode}: $\\lambda_1$ = {mean:.3g} ± {stderr:.2g} /s{blown}")
+               title=f"{mode}: $\\lambda_1$ = {exponent_text(mean, stderr)}{blown}")
     fig.suptitle(title, fontsize=10)
     _figure_legend(fig, axes, columns=5)
     return _save(fig, path)
@@ -111,7 +126,7 @@ def plot_gradient_variance(stats: dict[tuple[str, int, float], GradientStats],
         else:
             colour = f"C{list(MARKERS).index(name)}"
         mean, stderr, _ = exponents[scale]
-        label = f"{name}, weights ×{scale:g} ($\\lambda_1$ = {mean:.3g} ± {stderr:.2g} /s)"
+        label = f"{name}, weights ×{scale:g} ($\\lambda_1$ = {exponent_text(mean, stderr)})"
         style = dict(color=colour, marker=MARKERS[name], ls=LINESTYLES[name], label=label)
         finite = [stats[name, h, scale] for h in horizons]
         norms = [s.norms[s.finite] for s in finite]

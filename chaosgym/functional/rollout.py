@@ -35,6 +35,7 @@ class Trajectory(NamedTuple):
     """What a rollout saw, time-major: `obs`, `actions`, `rewards` have shape (horizon, batch, ...).
 
     `rewards` are zero after an episode terminates inside the horizon; `alive` is 1 until then.
+    `actions` are the policy's own, before the env clips them.
     """
 
     obs: jax.Array
@@ -42,6 +43,13 @@ class Trajectory(NamedTuple):
     rewards: jax.Array
     alive: jax.Array
     final_state: State
+
+    @property
+    def failed(self) -> jax.Array:
+        """Per trajectory (batch,): whether the policy gave a non-finite action while the episode
+        was alive. Actions after an episode ended are never taken, so they do not count."""
+        nonfinite = ~jnp.all(jnp.isfinite(self.actions), axis=-1)
+        return jnp.any(nonfinite & (self.alive > 0), axis=0)
 
 
 class Cuts(NamedTuple):
@@ -89,6 +97,9 @@ def rollout(
     `states` is a batch (leading axis) of `State`s, e.g. `jax.vmap(env.reset)(keys)`. The loss is
     the mean over the batch of the objective of each trajectory: one of the task's named
     objectives (`Task.objectives`; `return` by default) or a function `loss(rewards, final_data)`.
+    A trajectory whose policy gave a non-finite action (`Trajectory.failed`) has a NaN loss, so the
+    batch's loss and its gradient are NaN: the env ends such an episode with reward 0 (its rule for a
+    non-finite state), and without this a policy that outputs NaN would score better than any working one.
     `flow` is a name of `FLOWS` or `Cuts` (whose cuts may differ between vmapped runs). With
     `remat`, the scan is split into about sqrt(horizon) checkpointed chunks, so the backward pass
     stores O(sqrt(horizon)) states instead of every intermediate of every step.
@@ -143,5 +154,9 @@ def rollout(
         carry, outs = jax.lax.scan(one_step, (states, alive), steps)
     final_state, _ = carry
     obs, actions, rewards, alive = outs
+    trajectory = Trajectory(obs, actions, rewards, alive, final_state)
     losses = jax.vmap(objective, in_axes=(1, 0))(rewards, final_state.data)
-    return jnp.mean(losses), Trajectory(obs, actions, rewards, alive, final_state)
+    # multiplied, not selected: the backward pass carries the NaN too, so the gradient is NaN
+    # (an update skipped by `apply_if_finite`) instead of the other trajectories' alone
+    losses = losses * jnp.where(trajectory.failed, jnp.nan, 1.0).astype(losses.dtype)
+    return jnp.mean(losses), trajectory

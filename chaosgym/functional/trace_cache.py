@@ -16,6 +16,15 @@ holding `UNCACHED` (see `object_key`) is plain `jax.jit`, as is every key with m
 with the compilation cache turned off, or with `CHAOSGYM_TRACE_CACHE=0`. XLA's own compilation
 cache, keyed on the traced program itself, still serves all of them.
 
+An entry holds no code and reading one runs none: a version line, a JSON header with the output's
+tree structure (`_encode_tree`: node types named, their static data as JSON, resolved only among
+classes already imported and registered with JAX) and `jax.export`'s own serialisation of the
+program (flatbuffers). An entry that does not parse, or whose program does not match the
+arguments, is ignored with a one-time warning and written anew. A program whose output structure
+JSON cannot express (static data of an unknown kind) is never stored. Programs are still programs:
+share a cache folder only with people whose code you would run (JAX's compilation cache beside
+it holds compiled executables).
+
 A cache folder that cannot be read or written (read-only, another user's, not a folder) never
 stops the program: it warns once and traces as usual. Files are written with the permissions
 `open` would give them (the umask's), so a shared cache is readable by the other users.
@@ -26,10 +35,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import inspect
+import json
 import os
-import pickle
 import pkgutil
 import re
+import sys
 import types
 import warnings
 from importlib import metadata
@@ -39,6 +49,11 @@ from typing import Any, Callable
 import jax
 import numpy as np
 from jax import export
+
+try:  # the registry `PyTreeDef.from_node_data_and_children` needs, private to JAX
+    from jax._src.tree_util import default_registry
+except ImportError:  # a JAX without it: the trace cache is off (`_folder`)
+    default_registry = None
 
 from chaosgym._setup import compilation_cache_dir
 from chaosgym.files import write_atomic
@@ -146,7 +161,8 @@ def _settings() -> tuple:
 
 def _folder() -> Path | None:
     base = compilation_cache_dir()
-    if base is None or os.environ.get("CHAOSGYM_TRACE_CACHE", "1") == "0" or jax.device_count() > 1:
+    if (base is None or os.environ.get("CHAOSGYM_TRACE_CACHE", "1") == "0" or jax.device_count() > 1
+            or default_registry is None):
         return None  # off, or sharded programs: traced afresh for their mesh
     return base / "traces"
 
@@ -169,12 +185,116 @@ _PLAIN = object()  # a program traced by plain `jax.jit` (no cache)
 _warned: set[str] = set()
 
 
-def _warn_once(what: str, folder: Path, error: Exception) -> None:
+def _warn_once(what: str, where: Path, error: Exception) -> None:
     if what not in _warned:
         _warned.add(what)
-        warnings.warn(f"chaosgym's trace cache cannot {what} {folder} ({error}); tracing as usual instead. "
+        warnings.warn(f"chaosgym's trace cache cannot {what} {where} ({error}); tracing as usual instead. "
                       "Set CHAOSGYM_CACHE_DIR to a writable folder, or CHAOSGYM_TRACE_CACHE=0 to turn it off.",
                       RuntimeWarning, stacklevel=5)
+
+
+# ---- an entry: a version line, a JSON header, jax.export's flatbuffers -------------------------
+
+_FORMAT = b"chaosgym-trace 1\n"
+_LEAF = jax.tree.structure(0)
+# static node data that is an array wrapped to be hashable (MJX's contact arrays): rebuilt by the
+# wrapper's constructor, the only constructor an entry can name
+_ARRAY_WRAPPERS = ("mujoco.mjx._src.dataclasses:_NumPyArrayHashWrapper",)
+
+
+class _Unencodable(ValueError):
+    """A tree structure or static value JSON cannot express."""
+
+
+def _type_name(kind: type) -> str:
+    return f"{kind.__module__}:{kind.__qualname__}"
+
+
+def _resolve(name: str) -> type:
+    """The class `module:qualname` names, among the modules already imported; nothing is imported."""
+    if name == "builtins:NoneType":
+        return type(None)
+    module, _, qualname = name.partition(":")
+    found = sys.modules.get(module)
+    for part in qualname.split("."):  # attribute by attribute, from `__dict__`: no `__getattr__` runs
+        found = getattr(found, "__dict__", {}).get(part)
+    if not isinstance(found, type):
+        raise ValueError(f"no class {name} in the modules imported")
+    return found
+
+
+def _encode_value(value: Any) -> Any:
+    """Static node data as JSON: None, bool, int, float, str, tuples and lists of them, NumPy
+    scalars and numeric arrays, and arrays in `_ARRAY_WRAPPERS`."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (tuple, list)):
+        return {type(value).__name__: [_encode_value(v) for v in value]}
+    if isinstance(value, (np.generic, np.ndarray)) and np.dtype(value.dtype).kind in "biufc":
+        array = np.asarray(value)
+        return {"numpy" if isinstance(value, np.generic) else "ndarray":
+                [array.dtype.str, list(array.shape), array.tolist()]}
+    if _type_name(type(value)) in _ARRAY_WRAPPERS:
+        return {"wrapped": [_type_name(type(value)), _encode_value(value.array)]}
+    raise _Unencodable(f"static data of type {type(value).__qualname__}")
+
+
+def _decode_value(data: Any) -> Any:
+    if data is None or isinstance(data, (bool, int, float, str)):
+        return data
+    (tag, content), = data.items()
+    if tag in ("tuple", "list"):
+        return {"tuple": tuple, "list": list}[tag](map(_decode_value, content))
+    if tag in ("numpy", "ndarray"):
+        dtype, shape, values = content
+        if np.dtype(dtype).kind not in "biufc":
+            raise ValueError(f"dtype {dtype} in a trace entry")
+        array = np.array(values, np.dtype(dtype)).reshape(shape)
+        return array[()] if tag == "numpy" else array
+    if tag == "wrapped" and content[0] in _ARRAY_WRAPPERS:
+        return _resolve(content[0])(_decode_value(content[1]))
+    raise ValueError(f"unknown value {tag!r} in a trace entry")
+
+
+def _encode_tree(treedef) -> Any:
+    """A tree structure as JSON: None for a leaf, else [node type, static data, children]."""
+    if jax.tree_util.treedef_is_leaf(treedef) and treedef.num_leaves == 1:
+        return None
+    kind, data = treedef.node_data()
+    if "<locals>" in kind.__qualname__:
+        raise _Unencodable(f"the local class {kind.__qualname__}")
+    return [_type_name(kind), _encode_value(data), [_encode_tree(child) for child in treedef.children()]]
+
+
+def _decode_tree(data: Any):
+    """The tree structure `_encode_tree` wrote; a node type must be registered with JAX already."""
+    if data is None:
+        return _LEAF
+    kind, node_data, children = data
+    return jax.tree_util.PyTreeDef.from_node_data_and_children(
+        default_registry, (_resolve(kind), _decode_value(node_data)), [_decode_tree(c) for c in children])
+
+
+def _entry(exported: export.Exported, out_tree) -> bytes:
+    header = json.dumps({"out_tree": _encode_tree(out_tree)}, separators=(",", ":"))
+    return _FORMAT + header.encode() + b"\n" + bytes(exported.serialize())
+
+
+def _read_entry(payload: bytes, leaves) -> tuple[export.Exported, Any]:
+    """(program, output structure) of an entry for arguments `leaves`; ValueError if it is not one."""
+    if not payload.startswith(_FORMAT):
+        raise ValueError("not a trace entry of this version")
+    header, _, program = payload[len(_FORMAT):].partition(b"\n")
+    try:
+        out_tree = _decode_tree(json.loads(header)["out_tree"])
+        exported = export.deserialize(bytearray(program))
+    except Exception as error:  # noqa: BLE001  (whatever a damaged header or program raises)
+        raise ValueError(f"damaged ({type(error).__name__}: {error})") from None
+    # shapes and dtypes (jax.export keeps no weak types; the entry's name holds them)
+    if ([(a.shape, a.dtype) for a in exported.in_avals] != [signature[:2] for signature in _signature(leaves)]
+            or len(exported.out_avals) != out_tree.num_leaves):
+        raise ValueError("its program does not match the arguments")
+    return exported, out_tree
 
 
 class CachedJit:
@@ -230,24 +350,27 @@ class CachedJit:
         # arrays): those differ between processes and are covered by the key (the model)
         tree = re.sub(r" at 0x[0-9a-f]+", "", str(in_tree))
         name = hashlib.sha256(repr((self.key, tree, _signature(leaves), _settings(), _fingerprint())).encode())
-        path = folder / f"{name.hexdigest()}.bin"
+        path = folder / f"{name.hexdigest()}.trace"
         try:
-            serialized, out_tree = pickle.loads(path.read_bytes())
-            exported = export.deserialize(serialized)
-        except Exception as error:  # noqa: BLE001  (missing, partial or from an older format: trace anew)
-            if isinstance(error, PermissionError):
-                _warn_once("read", folder, error)
+            exported, out_tree = _read_entry(path.read_bytes(), leaves)
+            return exported.call, out_tree  # traced into the caller's jax.jit, which donates
+        except (FileNotFoundError, NotADirectoryError):
+            pass  # not stored yet (or no folder at all: the write will say so)
+        except OSError as error:
+            _warn_once("read", folder, error)
+        except ValueError as error:  # written by someone else, damaged, or planted: never run, replaced
+            _warn_once("use the entry", path, error)
+        try:
+            exported, out_tree = self._export(leaves, in_tree)
+            payload = _entry(exported, out_tree)
+        except Exception:  # noqa: BLE001  (what jax.export or the JSON header cannot express is traced as usual)
+            return _PLAIN
+        if "write" not in _warned:  # one failed write per process is enough to know
             try:
-                exported, out_tree = self._export(leaves, in_tree)
-                payload = pickle.dumps((exported.serialize(), out_tree))
-            except Exception:  # noqa: BLE001  (what jax.export cannot express is traced as usual)
-                return _PLAIN
-            if "write" not in _warned:  # one failed write per process is enough to know
-                try:
-                    write_atomic(path, payload)
-                except OSError as error:
-                    _warn_once("write", folder, error)
-        return exported.call, out_tree  # traced into the caller's jax.jit, which donates
+                write_atomic(path, payload)
+            except OSError as error:
+                _warn_once("write", folder, error)
+        return exported.call, out_tree
 
     def _export(self, leaves, in_tree):
         out_tree = None
