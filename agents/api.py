@@ -99,6 +99,19 @@ def load_policy(run: Path | str) -> Callable:
     return Run(run).policy()
 
 
+def jax_policy(run: Path | str) -> tuple[Callable, Any, TrainConfig]:
+    """`(apply(params, obs) -> action, params, config)` of a run folder's newest readable checkpoint:
+    the run's own deterministic policy, whatever its agent, as a differentiable JAX function."""
+    folder = Path(run)
+    if folder.is_file():  # its checkpoint named: the folder is what holds the config
+        folder = folder.parent
+    saved = Run(folder)
+    if saved.config is None:
+        raise UserError(f"{folder} is not a run folder of chaosgym train or compare (it has no config.json)")
+    apply, params = saved.config.spec.load().jax_policy(saved)
+    return apply, params, saved.config
+
+
 @functools.lru_cache(maxsize=None)
 def state_bytes(env: chaosgym.Env) -> int:
     """Bytes of one env state (traced once per env: compare checks every run of a task against it)."""

@@ -485,6 +485,13 @@ class BraxTrainer:
             return train_brax(run, folder, checkpoint, progress=progress, time_budget=time_budget,
                               announce=progress if announce is None else announce, progress_fn=progress_fn)
 
+    def jax_policy(self, folder) -> tuple[Callable, Any]:
+        """The run's deterministic policy as `(apply(params, obs), params)` in JAX."""
+        run = brax_run(folder.config)
+        make_policy, template = make_policy_fn(run, BraxEnv(run.task, **run.task_kwargs))
+        params, _ = folder.load_checkpoint(lambda b: decode_checkpoint(b, run, template))
+        return DeterministicPolicy(make_policy), params
+
     def policy(self, folder) -> Callable[[np.ndarray], np.ndarray]:
         run = brax_run(folder.config)
         make_policy, template = make_policy_fn(run, BraxEnv(run.task, **run.task_kwargs))

@@ -49,7 +49,7 @@ COMMANDS = {
     "convert-checkpoint": Command("chaosgym.agents.convert:add_arguments", "chaosgym.agents.convert:run",
                                   "convert a run folder of chaosgym 0.1 (pickled checkpoints) that you trust to "
                                   "this version's files"),
-    "diagnose": Command("chaosgym.diagnostics.config:add_arguments", "chaosgym.diagnostics.command:run",
+    "diagnose": Command("chaosgym.diagnostics.config:add_arguments", "chaosgym.agents.diagnose_command:run",
                         "Lyapunov exponents, Jacobian spectra, gradient variance and loss landscapes of a task",
                         check="chaosgym.diagnostics.config:config_from_args"),
 }

@@ -165,6 +165,11 @@ class GradientTrainer:
         checkpoint = run.load_checkpoint(lambda b: decode_checkpoint(b, run.config))
         return numpy_policy(run.config, checkpoint["params"])
 
+    def jax_policy(self, run: Run) -> tuple[Callable, object]:
+        """The run's deterministic policy as `(apply(params, obs), params)`, the function it was evaluated with."""
+        checkpoint = run.load_checkpoint(lambda b: decode_checkpoint(b, run.config))
+        return core_of(run.config).apply, checkpoint["params"]
+
 
 TRAINER = GradientTrainer()  # of every estimator and carried agent: the config names its algorithm
 

@@ -48,6 +48,10 @@ class Trainer(Protocol):
     def policy(self, run) -> Callable:
         """The deterministic numpy policy `obs -> action` of a run folder's newest readable checkpoint."""
 
+    def jax_policy(self, run) -> tuple[Callable, object]:
+        """The same policy as `(apply(params, obs) -> action, params)` in JAX, differentiable in the
+        observation (what `chaosgym diagnose --policy` studies)."""
+
 
 # ---- what a run holds in memory, in bytes (lower bounds) ---------------------------------------
 

@@ -34,9 +34,11 @@ import time
 import warnings
 import zipfile
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import torch
 from stable_baselines3 import PPO, SAC, TD3
@@ -273,6 +275,61 @@ def policy_fn(model: BaseAlgorithm):
     return act
 
 
+_JAX_ACTIVATIONS = {torch.nn.Tanh: "tanh", torch.nn.ReLU: "relu", torch.nn.ELU: "elu"}
+
+
+def _layers(modules) -> list:
+    """An SB3 network (nn.Sequential / nn.Linear pieces) as ("linear", w, b) and ("act", name) steps."""
+    steps = []
+    for module in modules:
+        if isinstance(module, torch.nn.Sequential):
+            steps += _layers(module)
+        elif isinstance(module, torch.nn.Linear):
+            steps.append(("linear", module.weight.detach().cpu().numpy().T, module.bias.detach().cpu().numpy()))
+        elif type(module) in _JAX_ACTIVATIONS:
+            steps.append(("act", _JAX_ACTIVATIONS[type(module)]))
+        elif not isinstance(module, (torch.nn.Identity, torch.nn.Flatten)):
+            raise UserError(f"cannot express SB3's {type(module).__name__} in JAX")
+    return steps
+
+
+def jax_policy_of(model: BaseAlgorithm) -> tuple[Callable, dict]:
+    """`(apply(params, obs) -> action, params)`: the model's deterministic policy as a JAX function of
+    its weights (differentiable, for `chaosgym diagnose`): VecNormalize's observation normalisation,
+    the actor network, and the action as SB3 acts on a [-1, 1] box (PPO's mean clipped, SAC's tanh,
+    TD3's network output)."""
+    policy = model.policy
+    if isinstance(model, PPO):
+        steps, squash = _layers([policy.mlp_extractor.policy_net, policy.action_net]), "clip"
+    elif isinstance(model, SAC):
+        steps, squash = _layers([policy.actor.latent_pi, policy.actor.mu]), "tanh"
+    else:
+        steps, squash = _layers([policy.actor.mu]), "none"
+    vec_normalize = model.get_vec_normalize_env()
+    params = {"layers": [(w, b) for kind, *wb in steps if kind == "linear" for w, b in [wb]]}
+    if vec_normalize is not None and vec_normalize.norm_obs:
+        params["obs"] = (vec_normalize.obs_rms.mean.astype(np.float32),
+                         np.sqrt(vec_normalize.obs_rms.var + vec_normalize.epsilon).astype(np.float32))
+    clip_obs = float(vec_normalize.clip_obs) if vec_normalize is not None else math.inf
+    activations = {"tanh": jnp.tanh, "relu": jax.nn.relu, "elu": jax.nn.elu}
+
+    def apply(params, obs):
+        x = obs
+        if "obs" in params:
+            mean, std = params["obs"]
+            x = jnp.clip((x - mean) / std, -clip_obs, clip_obs)
+        layers = iter(params["layers"])
+        for step in steps:
+            if step[0] == "linear":
+                w, b = next(layers)
+                x = x @ w + b
+            else:
+                x = activations[step[1]](x)
+        return {"clip": lambda a: jnp.clip(a, -1.0, 1.0), "tanh": jnp.tanh, "none": lambda a: a}[squash](x)
+
+    return apply, jax.tree.map(jnp.asarray, params)
+
+
 def load_policy(run: Run | Path | str):
     """The deterministic policy of an SB3 run folder's newest readable checkpoint."""
     run = run if isinstance(run, Run) else Run(run)
@@ -392,6 +449,12 @@ class SB3Trainer:
 
     def policy(self, run: Run):
         return load_policy(run)
+
+    def jax_policy(self, run: Run) -> tuple[Callable, Any]:
+        """The run's deterministic policy as `(apply(params, obs), params)` in JAX (`jax_policy_of`)."""
+        checkpoint = run.load_checkpoint(lambda b: decode_checkpoint(b, run.config))
+        venv = ChaosSB3VecEnv(run.config.task, 1, **run.config.task_kwargs)
+        return jax_policy_of(load_model(checkpoint, run.config, VecMonitor(venv)))
 
 
 def _finished(checkpoint: dict | None, config: TrainConfig, time_budget: float | None) -> bool:

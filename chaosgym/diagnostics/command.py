@@ -3,7 +3,8 @@
     chaosgym diagnose --task ChaosDoublePendulum-v0 --what lyapunov,gradvar --out runs/diag
 
 Without `--policy` the closed loop runs a randomly initialised MLP policy (`--hidden`, `--seed`);
-with `--policy RUN_DIR` (or its checkpoint.pkl) it runs a policy trained by `chaosgym train`.
+with `--policy RUN_DIR` it runs the run's own trained policy, whatever its agent (read by
+`chaosgym.agents.diagnose_command`, the command the CLI runs: the core reads no agent's files).
 Outputs in --out (`OUTPUTS`): lyapunov.csv, lyapunov_running.csv, lyapunov_summary.csv,
 jacobian.csv, gradvar.csv, weight_scales.csv, landscape_1d.csv, landscape_2d.csv and one PNG per
 diagnostic. A folder that holds what this run would write (an earlier diagnose's results) is
@@ -32,10 +33,10 @@ import argparse
 import csv
 import functools
 import io
-import json
-import pickle
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -50,41 +51,33 @@ from chaosgym.files import refuse_link, write_atomic
 from chaosgym.functional.policies import init_policy, mlp_policy
 from chaosgym.validation import UserError
 
-def load_policy(path: str) -> tuple[object, dict]:
-    """(params, training config) of a `chaosgym train` run folder or its checkpoint.pkl."""
-    path = Path(path)
-    checkpoint = path / "checkpoint.pkl" if path.is_dir() else path
-    if not checkpoint.exists():
-        raise ValueError(f"no checkpoint at {checkpoint}")
-    try:
-        with open(checkpoint, "rb") as f:
-            params = pickle.load(f)["params"]
-    # a truncated, empty or foreign file: any of these, depending on where its bytes stop making sense
-    except (pickle.UnpicklingError, EOFError, KeyError, TypeError, AttributeError, ImportError, IndexError) as error:
-        raise ValueError(f"{checkpoint} is not a readable checkpoint of `chaosgym train` "
-                         f"({type(error).__name__}: {error})") from None
-    config_path = checkpoint.parent / "config.json"
-    try:
-        config = json.loads(config_path.read_text()) if config_path.exists() else {}
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{config_path} is not valid JSON ({error})") from None
-    return jax.tree.map(jnp.asarray, params), config
+class TrainedPolicy(NamedTuple):
+    """A policy to study: `apply(params, obs) -> action` (differentiable, deterministic) with its
+    parameters, and the task it was trained on. `chaosgym diagnose --policy RUN` reads a run's own
+    (any agent's) through `chaosgym.agents.jax_policy`: the core reads no agent's files itself."""
+
+    apply: Callable
+    params: Any
+    task: str
+    task_kwargs: dict
 
 
-def _task_and_params(config: DiagnoseConfig):
-    trained, params = {}, None
-    if config.policy:
-        params, trained = load_policy(config.policy)
-    task = config.task or trained.get("task")
+def _task_and_policy(config: DiagnoseConfig, trained: TrainedPolicy | None):
+    """`(env, apply, params, task, kwargs)`: the trained policy's, or a random tanh MLP's."""
+    if config.policy and trained is None:
+        raise UserError(f"--policy {config.policy}: a trained policy is read by chaosgym.agents; run "
+                        "`chaosgym diagnose --policy RUN` or pass `trained=chaosgym.agents.jax_policy(RUN)`")
+    task = config.task or (trained.task if trained else None)
     if task is None:
-        raise ValueError("give --task (or a --policy whose config.json names it)")
-    if trained.get("task", task) != task:
-        raise ValueError(f"--task {task} differs from the policy's task {trained['task']}")
-    kwargs = config.task_kwargs if config.task_kwargs is not None else trained.get("task_kwargs", {})
+        raise UserError("give --task (or a --policy whose config.json names it)")
+    if trained is not None and trained.task != task:
+        raise UserError(f"--task {task} differs from the policy's task {trained.task}")
+    kwargs = config.task_kwargs if config.task_kwargs is not None else (trained.task_kwargs if trained else {})
     env = chaosgym.make(task, **kwargs)
-    if params is None:
-        params = init_policy(jax.random.key(config.seed), env.observation_size, env.action_size, config.hidden)
-    return env, params, task, kwargs
+    if trained is not None:
+        return env, trained.apply, trained.params, task, kwargs
+    params = init_policy(jax.random.key(config.seed), env.observation_size, env.action_size, config.hidden)
+    return env, mlp_policy, params, task, kwargs
 
 
 def describe(task: str, kwargs: dict, config: DiagnoseConfig) -> str:
@@ -162,6 +155,7 @@ class Diagnosis:
     None) and of the closed loop (by weight scale), reported with the same numbers everywhere."""
 
     env: chaosgym.Env
+    policy: Callable
     params: object
     config: DiagnoseConfig
     title: str
@@ -187,7 +181,7 @@ class Diagnosis:
             c = self.config
             name = "unforced" if scale is None else "policy" if scale == 1 else f"policy, weights ×{scale:g}"
             control = {} if scale is None else {
-                "policy": mlp_policy, "params": self.params if scale == 1 else diagnostics.scale_weights(self.params, scale)}
+                "policy": self.policy, "params": self.params if scale == 1 else diagnostics.scale_weights(self.params, scale)}
             self.progress.say(f"lyapunov ({name}): the top {c.lyapunov_k} exponent(s) from {self.count('lyapunov')} "
                               f"states, {c.transient} + {c.lyapunov_steps} control steps each")
             result = jax.device_get(diagnostics.lyapunov_exponents(
@@ -228,7 +222,7 @@ def run_jacobian(d: Diagnosis) -> dict:
     for mode in config.modes:
         d.progress.say(f"jacobian ({mode}): one-step Jacobians and their products along {config.jacobian_horizon} "
                        f"control steps from {d.count('jacobian')} states")
-        control = {"policy": mlp_policy, "params": d.params} if mode == "policy" else {}
+        control = {"policy": d.policy, "params": d.params} if mode == "policy" else {}
         results[mode] = jax.device_get(diagnostics.jacobian_spectrum(
             d.env, d.states("jacobian"), config.jacobian_horizon, progress=d.progress, label=f"jacobian ({mode})",
             **control))
@@ -258,7 +252,7 @@ def run_gradvar(d: Diagnosis) -> dict:
                        f"{d.count('gradvar')} states at horizons {', '.join(map(str, config.horizons))}"
                        + (f", ES with {e.es_pairs} antithetic pairs" if "es" in config.estimators else ""))
         results = diagnostics.gradient_variance(
-            d.env, mlp_policy, diagnostics.scale_weights(d.params, scale), d.states("gradvar"), config.horizons,
+            d.env, d.policy, diagnostics.scale_weights(d.params, scale), d.states("gradvar"), config.horizons,
             config.estimators, jax.random.key(config.seed), truncation=e.truncation, es_sigma=e.es_sigma,
             es_pairs=e.es_pairs, remat=e.remat, chunk=config.chunk, progress=d.progress, label=f"gradvar{at}")
         stats.update({(name, horizon, scale): s for (name, horizon), s in results.items()})
@@ -278,7 +272,7 @@ def run_landscape(d: Diagnosis):
     d.progress.say(f"landscape: the loss at {config.landscape_points} + {config.landscape_plane}² parameter points "
                    f"around the policy, horizons {', '.join(map(str, horizons))}, {d.count('landscape')} states")
     landscape = jax.device_get(diagnostics.loss_landscape(
-        d.env, mlp_policy, d.params, d.states("landscape"), horizons, jax.random.key(config.seed),
+        d.env, d.policy, d.params, d.states("landscape"), horizons, jax.random.key(config.seed),
         radius=config.landscape_radius, points=config.landscape_points, plane_points=config.landscape_plane,
         chunk=config.landscape_chunk, progress=d.progress))
     _write_csv(config.out / "landscape_1d.csv", ["horizon", "offset", "loss"],
@@ -294,17 +288,19 @@ def run_landscape(d: Diagnosis):
 RUNNERS = {"lyapunov": run_lyapunov, "jacobian": run_jacobian, "gradvar": run_gradvar, "landscape": run_landscape}
 
 
-def diagnose(config: DiagnoseConfig) -> dict:
-    """Run the diagnostics of `config.what`, writing into `config.out`; return their results by name."""
+def diagnose(config: DiagnoseConfig, trained: TrainedPolicy | None = None) -> dict:
+    """Run the diagnostics of `config.what`, writing into `config.out`; return their results by name.
+    The closed loop runs `trained` (a run's own policy, `chaosgym.agents.jax_policy`) or, without
+    one, a random tanh MLP (`--hidden`, `--seed`)."""
     check_out(config)  # before anything is computed
     progress = diagnostics.Progress(not config.no_progress)
     progress.say(f"diagnose: {', '.join(config.what)} of {config.task or config.policy}, into {config.out}")
-    env, params, task, kwargs = _task_and_params(config)
+    env, policy, params, task, kwargs = _task_and_policy(config, trained)
     if config.no_termination:
         env = diagnostics.without_termination(env)
     check_start_qpos(env, config.start_qpos)  # before anything is written
     config.out.mkdir(parents=True, exist_ok=True)
-    d = Diagnosis(env, params, config, describe(task, kwargs, config), progress)
+    d = Diagnosis(env, policy, params, config, describe(task, kwargs, config), progress)
     return {name: RUNNERS[name](d) for name in config.what}
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from chaosgym import flags
 from chaosgym.functional.settings import ESTIMATORS, EstimatorConfig
-from chaosgym.tasks import task_ids
+from chaosgym.tasks import check_task_id, task_ids
 
 DIAGNOSTICS = ("lyapunov", "jacobian", "gradvar", "landscape")
 MODES = ("unforced", "policy")
@@ -49,13 +49,15 @@ class DiagnoseConfig:
     which estimators run is `estimators`, and their horizons are `horizons`.
     """
 
-    task: str | None = _setting(None, "task id; if omitted, the task of --policy", choices=tuple(task_ids()))
+    task: str | None = _setting(None, f"task id ({', '.join(task_ids())}, or module:TaskId of your own); if omitted, "
+                                      "the task of --policy")
     task_kwargs: dict | None = _setting(
         None, "task options, e.g. num_links=3; if omitted, those of --policy (or none)")
     what: tuple[str, ...] = _setting(DIAGNOSTICS, f"comma-separated diagnostics out of {','.join(DIAGNOSTICS)}",
                                      choices=DIAGNOSTICS, items="diagnostics")
     policy: str | None = _setting(
-        None, "run folder of `chaosgym train` or its checkpoint.pkl; if omitted, a random MLP policy")
+        None, "run folder of `chaosgym train` or `compare` (any agent): its own trained policy; if omitted, a "
+              "random MLP policy")
     hidden: tuple[int, ...] = _setting((100, 100), "hidden layer sizes of the random policy", items="layer sizes")
     seed: int = _setting(0, "seed of the random policy, initial states and directions")
     out: Path = field(metadata={"help": "output folder for CSV files and plots"})
@@ -100,6 +102,8 @@ class DiagnoseConfig:
         None, "parameter points evaluated at once under vmap (default: all)", group=LANDSCAPE)
 
     def __post_init__(self):
+        if self.task is not None:
+            check_task_id(self.task)
         object.__setattr__(self, "out", Path(self.out))
         for name, valid in (("what", DIAGNOSTICS), ("modes", MODES), ("estimators", ESTIMATORS)):
             _require(name, getattr(self, name), valid.__contains__, f"one or more of {', '.join(valid)}")
