@@ -25,8 +25,11 @@ import jax.numpy as jnp
 import numpy as np
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvStepReturn
 
-from chaosgym.faces.gym_env import (SceneRenderer, SeedStreams, spaces_of, check_actions, check_batch_fits,
-                                   vector_functions)
+from chaosgym.faces.boundary import (check_actions, check_batch_fits, check_num_envs, refuse_if_closed,
+                                     refuse_if_forked_after_jax, spaces_of)
+from chaosgym.faces.rendering import SceneRenderer
+from chaosgym.faces.seeding import ResetSeeds, batch_key, episode_seed
+from chaosgym.faces.vector import vector_functions
 from chaosgym.registry import make
 
 
@@ -38,83 +41,87 @@ def _item_dicts(info: dict[str, np.ndarray], indices) -> list[dict[str, Any]]:
 class ChaosSB3VecEnv(VecEnv):
     """`num_envs` copies of a chaosgym task as one SB3 `VecEnv`, stepped by one jitted, vmapped call.
 
-    The device calls are those of Gymnasium's vector env (`chaosgym.faces.gym_env.VectorFunctions`,
-    in same-step autoreset mode): one per step, resetting only the environments that finished.
-    `step_async` dispatches it (JAX dispatch is asynchronous) and `step_wait` collects it. The
+    The device calls are those of Gymnasium's vector env (`chaosgym.faces.vector.VectorFunctions`,
+    in same-step autoreset mode): one per step, and one more per `chunk` of environments that
+    finished there. `step_async` dispatches the step (JAX dispatch is asynchronous) and `step_wait`
+    collects it. An environment never seeded draws its episodes on the device, as the vector env's
+    do. The time limit is `episode_length` (SB3 has no wrapper of its own for it). The
     environments share one set of attributes (there are no per-environment Python objects):
     `get_attr` returns one entry per index from this object itself (e.g. `render_mode`, `spec`,
     `env` (the functional `chaosgym.Env`)), `env_method` calls this object's method once and
     repeats its result per index, `set_attr` changes the shared attribute and so must address
     every environment, and `env_is_wrapped` is always False. `get_state`/`set_state` carry the
     environments mid-episode to a twin (SB3 checkpoints, `chaosgym.agents.sb3.continuation`).
+    A closed VecEnv refuses `reset` and `step` (`gymnasium.error.ClosedEnvironmentError`).
     """
 
     def __init__(self, env_id: str, num_envs: int = 1, episode_length: int | None = None,
                  render_mode: str | None = None, width: int = 480, height: int = 480, **task_kwargs):
-        if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
-            raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
+        refuse_if_forked_after_jax()
+        num_envs = check_num_envs(num_envs)
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         self.env = make(env_id, episode_length=episode_length, **task_kwargs)
-        check_batch_fits(self.env, int(num_envs))  # before anything of the batch is allocated
+        check_batch_fits(self.env, num_envs)  # before anything of the batch is allocated
         self._scene = SceneRenderer(self.env.mj_model, width, height, self.env.task.render_camera)
         # the spec of one sub-environment: `gymnasium.make(vec_env.spec)` builds its single twin
         self.spec = dataclasses.replace(gymnasium.spec(env_id), max_episode_steps=self.env.episode_length,
                                         kwargs={"env_id": env_id, "backend": "mjx", **task_kwargs})
         self.render_mode = render_mode
         observation_space, action_space = spaces_of(self.env)
-        super().__init__(int(num_envs), observation_space, action_space)
+        super().__init__(num_envs, observation_space, action_space)
         self.metadata = {**self.metadata, "render_fps": int(round(1.0 / self.env.dt))}
         self._fns = vector_functions(self.env, self.num_envs)
-        self._streams = SeedStreams(self.num_envs)  # each environment's seed stream, as the vector env's
-        self._leaves = None  # the batched `State`, flattened (see `VectorFunctions`)
+        self._streams = ResetSeeds(self.num_envs)  # each environment's seed stream, as the vector env's
+        self._key = jnp.asarray(batch_key(episode_seed(np.random.default_rng())))  # of the unseeded environments
+        self._leaves = None  # the batched state, flattened (see `VectorFunctions`)
         self._pending = None
+        self.closed = False
 
     def reset(self) -> np.ndarray:
+        refuse_if_closed(self, "reset")
         self._streams.seed(self._seeds)  # those of `seed()`, or all None: every stream goes on
         # options are accepted for SB3's contract; chaosgym tasks take none
         self._reset_seeds()
         self._reset_options()
-        self._leaves, outputs = self._fns.reset(self._streams.next)
-        self._streams.advance(range(self.num_envs))
+        episodes = np.zeros(self.num_envs, np.int32) if self._leaves is None else self._fns.episodes(self._leaves)
+        self._leaves, outputs = self._fns.reset_all(episodes, self._streams, self._key)
         self._pending = None
-        obs, _, _, _, info = self._fns.unpack(np.asarray(outputs))
-        self.reset_infos = _item_dicts(info, range(self.num_envs))
-        return obs  # a fresh, writable array, as DummyVecEnv returns
+        out = self._fns.unpack(np.asarray(outputs))
+        self.reset_infos = _item_dicts(out.info, range(self.num_envs))
+        return out.obs  # a fresh, writable array, as DummyVecEnv returns
 
     def step_async(self, actions: np.ndarray) -> None:
+        refuse_if_closed(self, "step")
         if self._leaves is None:
             raise gymnasium.error.ResetNeeded("call reset() before step()")
         if self._pending is not None:
             raise RuntimeError("step_async() was called again before step_wait() collected the previous step")
         actions = check_actions(actions, (self.num_envs, *self.action_space.shape))
-        self._leaves, self._pending = self._fns.step_same(self._leaves, actions, self._streams.next)
+        self._leaves, self._pending = self._fns.step(self._leaves, actions)
 
     def step_wait(self) -> VecEnvStepReturn:
+        refuse_if_closed(self, "step")
         if self._pending is None:
             raise RuntimeError("step_wait() needs a step_async(actions) before it (or call step(actions))")
-        final, after_reset = np.asarray(self._pending)
+        self._leaves, final, after, finished = self._fns.same_step(self._leaves, self._pending, self._streams,
+                                                                   self._key)
         self._pending = None
-        terminal_obs, reward, terminated, truncated, info = self._fns.unpack(final)
-        dones = terminated | truncated
-        infos = _item_dicts(info, range(self.num_envs))
+        infos = _item_dicts(final.info, range(self.num_envs))
         for i, info in enumerate(infos):
-            info["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
-        finished = np.flatnonzero(dones)
-        if finished.size:
-            obs, _, _, _, reset_info = self._fns.unpack(after_reset)
-            for i, reset_info_i in zip(finished, _item_dicts(reset_info, finished)):
-                infos[i]["terminal_observation"] = terminal_obs[i]
-                self.reset_infos[i] = reset_info_i
-            self._streams.advance(finished)
-        else:
-            obs = terminal_obs
-        return obs, reward.astype(np.float32), dones, infos
+            info["TimeLimit.truncated"] = bool(final.truncated[i] and not final.terminated[i])
+        if after is None:
+            return final.obs, final.reward.astype(np.float32), final.terminated | final.truncated, infos
+        for i, reset_info in zip(finished, _item_dicts(after.info, finished)):
+            infos[i]["terminal_observation"] = final.obs[i]
+            self.reset_infos[i] = reset_info
+        return after.obs, final.reward.astype(np.float32), final.terminated | final.truncated, infos
 
     def get_state(self) -> dict[str, Any]:
         """Everything the environments' continuation depends on, as picklable numpy data: the
-        batched simulator state (mid-episode, step counters included), each environment's seed
-        stream and drawn next reset seed, the pending `seed()` seeds and `reset_infos`.
+        batched simulator state (mid-episode, step and episode counters included), each
+        environment's seed stream with the seeds it drew ahead, the key of the unseeded ones, the
+        pending `seed()` seeds and `reset_infos`.
         `set_state` on a twin (same task, options and `num_envs`) continues exactly from here."""
         if self._leaves is None:
             raise gymnasium.error.ResetNeeded("call reset() before get_state(): there is no state yet")
@@ -122,34 +129,31 @@ class ChaosSB3VecEnv(VecEnv):
             raise RuntimeError("get_state() between step_async() and step_wait(): collect the step first")
         return {"num_envs": self.num_envs,
                 "leaves": [np.array(leaf) for leaf in jax.device_get(self._leaves)],
-                "streams": [g.bit_generator.state for g in self._streams.generators],
-                "next_seeds": self._streams.next.copy(),
+                "streams": self._streams.snapshot(),
+                "key": np.array(self._key),
                 "seeds": list(self._seeds),
                 "reset_infos": copy.deepcopy(self.reset_infos)}
 
     def set_state(self, state: dict[str, Any]) -> None:
         """Continue from a `get_state()` of a twin of this VecEnv; no reset is needed, nor done."""
-        if not isinstance(state, dict) or state.keys() != {"num_envs", "leaves", "streams", "next_seeds",
-                                                           "seeds", "reset_infos"}:
+        if not isinstance(state, dict) or state.keys() != {"num_envs", "leaves", "streams", "key", "seeds",
+                                                           "reset_infos"}:
             raise ValueError("set_state expects a dict from ChaosSB3VecEnv.get_state()")
-        if (state["num_envs"] != self.num_envs or len(state["streams"]) != self.num_envs
-                or np.shape(state["next_seeds"]) != (self.num_envs,)):
+        if state["num_envs"] != self.num_envs:
             raise ValueError(f"the state is of {state['num_envs']} environments, this VecEnv has {self.num_envs}")
-        seeds = jax.ShapeDtypeStruct((self.num_envs,), jnp.uint32)
-        expected = jax.tree.leaves(jax.eval_shape(self._fns._reset_all, seeds))
+        expected = self._fns.leaf_specs
         found = [(np.shape(leaf), np.asarray(leaf).dtype) for leaf in state["leaves"]]
-        if found != [(leaf.shape, leaf.dtype) for leaf in expected]:
+        if found != expected:
             raise ValueError(f"the state does not fit {self.spec.id} with these options (shapes and dtypes "
-                             f"{found}, expected {[(leaf.shape, leaf.dtype) for leaf in expected]})")
-        generators = [np.random.Generator(np.random.PCG64()) for _ in range(self.num_envs)]
-        for generator, stream in zip(generators, state["streams"]):
-            generator.bit_generator.state = stream
-        self._streams.generators, self._streams.next = generators, np.array(state["next_seeds"], np.uint32)
+                             f"{found}, expected {expected})")
+        self._streams.restore(state["streams"])
+        self._key = jnp.asarray(state["key"], jnp.uint32)
         self._seeds, self.reset_infos = list(state["seeds"]), copy.deepcopy(state["reset_infos"])
         self._leaves, self._pending = [jnp.array(leaf) for leaf in state["leaves"]], None
 
     def close(self) -> None:
         self._scene.close()
+        self.closed = True
 
     def get_images(self) -> Sequence[np.ndarray | None]:
         if self.render_mode != "rgb_array":

@@ -4,7 +4,8 @@ This module imports neither (`import chaosgym` stays fast): both read what is se
 environment when they are first imported.
 
 * Headless rendering: with no display and no `MUJOCO_GL` set, MuJoCo renders through EGL (or
-  OSMesa) where that library is installed.
+  OSMesa) where that library is installed (`HEADLESS_GL`). A MuJoCo imported before chaosgym has
+  bound its default, GLFW, already; `chaosgym.faces.rendering` then gives its renderer this choice.
 * JAX's persistent compilation cache is on by default in `~/.cache/chaosgym/jax` (XLA compiles
   MJX gradients for a minute or more on CPU; the cache makes the second start fast). Override the
   folder with `CHAOSGYM_CACHE_DIR`, or turn the cache off with `CHAOSGYM_COMPILATION_CACHE=0`.
@@ -32,9 +33,11 @@ def _headless_gl() -> str | None:
     return next((name for name, lib in (("egl", "EGL"), ("osmesa", "OSMesa")) if find_library(lib)), None)
 
 
-# Only a library that is there: MuJoCo fails on import when MUJOCO_GL names a missing one.
-if "MUJOCO_GL" not in os.environ and not os.environ.get("DISPLAY") and (_gl := _headless_gl()):
-    os.environ["MUJOCO_GL"] = _gl
+# The GL backend chaosgym chose for MuJoCo ("egl", "osmesa"), or None where a display exists or the
+# user set MUJOCO_GL. Only a library that is there: MuJoCo fails on import when MUJOCO_GL names a missing one.
+HEADLESS_GL = None
+if "MUJOCO_GL" not in os.environ and not os.environ.get("DISPLAY") and (HEADLESS_GL := _headless_gl()):
+    os.environ["MUJOCO_GL"] = HEADLESS_GL
 
 # before jax is imported: jax itself sets a default of 1, which shows the slow-compile alarm
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

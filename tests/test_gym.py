@@ -244,3 +244,56 @@ def test_invalid_kwargs_through_gymnasium_say_what_is_valid():
         gymnasium.make(CARTPOLE, poles=2)
     with pytest.raises(ValueError, match=r"1\.\.4"):
         gymnasium.make_vec(CARTPOLE, num_envs=2, vectorization_mode="vector_entry_point", num_poles=7)
+
+
+# ---- Gymnasium's conventions ---------------------------------------------------------------------
+
+
+def test_episode_length_is_refused_naming_gymnasiums_own_keyword():
+    """`gymnasium.make(id, episode_length=5)` once ran 100-step episodes, and `make_vec` raised a
+    TypeError about a duplicate keyword: the time limit of a Gymnasium env is `max_episode_steps`."""
+    message = r"^episode_length=5 is not an option of a Gymnasium env; .* max_episode_steps=5$"
+    with pytest.raises(ValueError, match=message):
+        gymnasium.make(CARTPOLE, episode_length=5)
+    with pytest.raises(ValueError, match=message):
+        gymnasium.make_vec(CARTPOLE, num_envs=2, vectorization_mode="vector_entry_point", episode_length=5)
+    env = gymnasium.make(CARTPOLE, max_episode_steps=5)  # Gymnasium's way
+    env.reset(seed=0)
+    assert [env.step(np.zeros(1, np.float32))[3] for _ in range(5)] == [False] * 4 + [True]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_unwrapped_env_has_mujocos_dt_model_and_data(backend):
+    """As Gymnasium's MuJoCo envs: `dt`, `model` (MjModel) and `data` (MjData) of the current state."""
+    import mujoco
+
+    env = gymnasium.make(CARTPOLE, backend=backend).unwrapped
+    assert env.dt == pytest.approx(0.01) and isinstance(env.model, mujoco.MjModel)
+    assert env.model.nq == 3
+    env.reset(seed=0)
+    for _ in range(3):
+        env.step(np.ones(1, np.float32))
+    assert isinstance(env.data, mujoco.MjData)
+    state = env.state.data
+    np.testing.assert_allclose(env.data.qpos, np.asarray(state.qpos), rtol=1e-6)
+    np.testing.assert_allclose(env.data.qvel, np.asarray(state.qvel), rtol=1e-6)
+    assert env.data.time == pytest.approx(0.03)
+    assert env.data.xpos.any()  # MuJoCo's derived quantities, computed for that state
+
+
+def test_ant_info_has_ant_v5s_keys_and_the_old_names_as_aliases():
+    ours = gymnasium.make("ChaosAnt-v0")
+    ours.reset(seed=0)
+    action = np.full(8, 0.5, np.float32)
+    _, reward, _, _, info = ours.step(action)
+    theirs = gymnasium.make("Ant-v5")
+    theirs.reset(seed=0)
+    # all of Ant-v5's but its contact cost, a term this Ant's reward (Brax's) does not have
+    assert set(theirs.step(action)[4]) - {"reward_contact"} <= set(info)
+    assert info["reward_forward"] + info["reward_survive"] + info["reward_ctrl"] == pytest.approx(reward, abs=1e-5)
+    assert info["reward_ctrl"] == pytest.approx(-0.5 * 8 * 0.25, rel=1e-6)
+    assert info["distance_from_origin"] == pytest.approx(np.hypot(info["x_position"], info["y_position"]), rel=1e-5)
+    assert info["x_velocity"] == info["reward_forward"]
+    # chaosgym 0.1's names, for one release
+    assert (info["forward_reward"], info["healthy_reward"], info["ctrl_cost"]) == (
+        info["reward_forward"], info["reward_survive"], -info["reward_ctrl"])

@@ -167,7 +167,7 @@ def test_a_batch_larger_than_the_machine_is_refused_before_anything_is_allocated
         raise AssertionError("allocated a batch before checking its size")
 
     monkeypatch.setattr(gym_adapters, "batch_space", allocated)
-    monkeypatch.setattr(gym_adapters, "SeedStreams", allocated)
+    monkeypatch.setattr(gym_adapters, "ResetSeeds", allocated)
     with pytest.raises(ValueError, match=r"num_envs=1,000,000,000 needs at least [\d,.]+ GiB of host memory "
                                          r"\(.* per environment.*\), more than the [\d,.]+ GiB available"):
         gymnasium.make_vec(CARTPOLE, num_envs=10**9, vectorization_mode="vector_entry_point")
@@ -212,3 +212,52 @@ def test_sb3s_vector_env_refuses_a_batch_that_cannot_fit_before_allocating():
 
     with pytest.raises(ValueError, match="GiB of host memory"):
         ChaosSB3VecEnv("ChaosCartPole-v0", num_envs=10**9)
+
+
+# ---- float64 and subprocesses --------------------------------------------------------------------
+
+FLOAT64 = textwrap.dedent("""
+    import numpy as np, gymnasium, chaosgym
+    vector = gymnasium.make_vec("ChaosCartPole-v0", num_envs=2, vectorization_mode="vector_entry_point")
+    vector.reset(seed=0)
+    obs = vector.step(np.zeros((2, 1), np.float32))[0]
+    single = gymnasium.make("ChaosCartPole-v0")
+    first, _ = single.reset(seed=0)
+    stepped = single.step(np.zeros(1, np.float32))[0]
+    print(obs.dtype, first.dtype, single.observation_space.contains(first), stepped.dtype)
+""")
+
+
+def test_with_float64_on_the_vector_env_steps_and_observations_stay_float32():
+    """With JAX_ENABLE_X64 the vector step failed (a scan carry of int32 against MJX's int64), and the C
+    engine's reset returned float64 observations, outside its float32 observation space."""
+    done = subprocess.run([sys.executable, "-c", FLOAT64], capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "JAX_ENABLE_X64": "1", "JAX_PLATFORMS": "cpu"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split("\n")[-2] == "float32 float32 True float32"
+
+
+ASYNC = textwrap.dedent("""
+    import sys, numpy as np, gymnasium, chaosgym
+    kwargs = {"vector_kwargs": {"context": sys.argv[1]}} if len(sys.argv) > 1 else {}
+    env = gymnasium.make_vec("ChaosCartPole-v0", num_envs=2, vectorization_mode="async", **kwargs)
+    env.reset(seed=0)
+    print(env.step(np.zeros((2, 1), np.float32))[0].shape)
+    env.close()
+""")
+
+
+def test_gymnasiums_async_mode_with_its_default_fork_is_refused_naming_the_fix_instead_of_hanging():
+    """Its subprocesses, forked after JAX started, hung at their first JAX call."""
+    done = subprocess.run([sys.executable, "-c", ASYNC], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert done.returncode != 0
+    assert "forked after JAX started" in done.stderr and "vector_kwargs={'context': 'spawn'}" in done.stderr
+
+
+@pytest.mark.slow  # three fresh processes import JAX and compile
+def test_gymnasiums_async_mode_runs_with_spawned_subprocesses():
+    done = subprocess.run([sys.executable, "-c", ASYNC, "spawn"], capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split("\n")[-2] == "(2, 4)"

@@ -123,11 +123,8 @@ class MujocoBackend:
 
     @state.setter
     def state(self, state: State) -> None:
-        """Set the simulation to `state.data`'s time, qpos, qvel, act and ctrl (what MuJoCo steps from)."""
-        self.data.time = float(state.data.time)
-        for name in ("qpos", "qvel", "act", "ctrl"):
-            getattr(self.data, name)[:] = np.asarray(getattr(state.data, name))
-        mujoco.mj_forward(self.model, self.data)
+        """Set the simulation to `state.data`'s (see `set_simulation`)."""
+        set_simulation(self.model, self.data, state.data)
         self._read_fields()
 
     def _read_fields(self) -> None:
@@ -150,7 +147,7 @@ class MujocoBackend:
         self._served += 1
         qpos, qvel, obs = start
         self._start(qpos, qvel)
-        obs = obs.copy()
+        obs = obs.astype(np.float32)  # a copy; float64 under jax_enable_x64, as `step`'s never is
         info = dict(self._task.zero_info)
         self._last = (obs, 0.0, False, info)
         return obs, info
@@ -172,7 +169,9 @@ class MujocoBackend:
         self._steps = 0
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, dict]:
+        """One control step under `action` (float32), clipped to [-1, 1] as `Env.step` clips it."""
         model, data, task = self.model, self.data, self.env.task
+        action = np.minimum(np.maximum(action, -1.0), 1.0)  # the ufuncs: np.clip's Python layers cost twice as much
         mujoco.mj_getState(model, data, self._saved, _STATE)
         warnings = data.warning.number
         warnings[_BLOW_UP_WARNINGS] = 0
@@ -208,3 +207,12 @@ class MujocoBackend:
         mujoco.mj_setState(self.model, self.data, snapshot["physics"], _STATE)
         mujoco.mj_forward(self.model, self.data)
         self._fields, self._steps, self._last = snapshot["fields"], snapshot["steps"], snapshot["last"]
+
+
+def set_simulation(model: mujoco.MjModel, data: mujoco.MjData, state_data) -> None:
+    """Set `data` to the simulation of a `State`'s `data` (either backend's): its time, qpos, qvel,
+    act and ctrl, what MuJoCo steps from; `mj_forward` computes the rest."""
+    data.time = float(state_data.time)
+    for name in ("qpos", "qvel", "act", "ctrl"):
+        getattr(data, name)[:] = np.asarray(getattr(state_data, name))
+    mujoco.mj_forward(model, data)

@@ -18,6 +18,12 @@ class Ant(Task):
     Observation (27): qpos without the torso's x, y (13) and qvel (14). The episode terminates when
     the torso height leaves [0.2, 1.0]. Reset: the standing pose (torso at 0.55 m, ankles bent 1 rad)
     + U(-0.1, 0.1), qvel = 0.1 N(0, 1), as Brax's Ant.
+
+    Info, under Gymnasium's `Ant-v5` names: `reward_forward` (the x-velocity), `reward_ctrl` (minus
+    the control cost), `reward_survive`, `x_position`, `y_position`, `distance_from_origin` (of the
+    torso's x, y from the standing pose's), `x_velocity` and `y_velocity`; the reward has no contact
+    cost, so there is no `reward_contact`. chaosgym 0.1's names `forward_reward`, `healthy_reward`
+    and `ctrl_cost` (the cost itself) stay for this release as aliases, and go in the next.
     """
 
     asset = "ant.xml"
@@ -30,6 +36,7 @@ class Ant(Task):
 
     def bind(self, model: mujoco.MjModel) -> None:
         self._torso = model.body("torso").id
+        self._home_xy = tuple(float(v) for v in model.key("home").qpos[:2])
 
     def initial_state(self, key, model):
         kq, kv = jax.random.split(key)
@@ -48,15 +55,26 @@ class Ant(Task):
     def reward(self, data, action, next_data):
         xp = array_namespace(next_data)
         dt = next_data.time - data.time
-        x_velocity = (next_data.xpos[self._torso, 0] - data.xpos[self._torso, 0]) / xp.maximum(dt, 1e-9)
+        x, y = next_data.xpos[self._torso, 0], next_data.xpos[self._torso, 1]
+        x_velocity = (x - data.xpos[self._torso, 0]) / xp.maximum(dt, 1e-9)
+        y_velocity = (y - data.xpos[self._torso, 1]) / xp.maximum(dt, 1e-9)
         healthy = self._healthy(next_data).astype(x_velocity.dtype)
         ctrl_cost = self.ctrl_cost_weight * xp.sum(xp.square(action))
         reward = x_velocity + healthy - ctrl_cost
+        home_x, home_y = self._home_xy
         return reward, {
+            "reward_forward": x_velocity,
+            "reward_ctrl": -ctrl_cost,
+            "reward_survive": healthy,
+            "x_position": x,
+            "y_position": y,
+            "distance_from_origin": xp.sqrt(xp.square(x - home_x) + xp.square(y - home_y)),
+            "x_velocity": x_velocity,
+            "y_velocity": y_velocity,
+            # chaosgym 0.1's names, for this release
             "forward_reward": x_velocity,
             "healthy_reward": healthy,
             "ctrl_cost": ctrl_cost,
-            "x_position": next_data.xpos[self._torso, 0],
         }
 
     def terminated(self, data):
