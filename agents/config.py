@@ -21,6 +21,7 @@ from typing import Any
 
 from chaosgym import flags
 from chaosgym.agents.registry import AGENTS, Agent, agent as agent_named
+from chaosgym.functional.settings import COMMON_SETTINGS, ESTIMATOR_SPECS
 from chaosgym.presets import presets
 from chaosgym.validation import POSITIVE_INT, SEED, InvalidSetting, UserError, check_fields, setting
 
@@ -139,7 +140,7 @@ def split_changes(agent: str, changes: dict[str, Any]) -> tuple[dict[str, Any], 
     """`(run settings, agent settings)` of `changes` (paths); a path that is neither is refused,
     naming what the agent takes."""
     run_names = {f.name for f in dataclasses.fields(RunSettings)}
-    settings_paths = {path for path, _, _ in flags.fields(AGENTS[agent].settings_class())}
+    settings_paths = settings_read(agent)
     run, own = {}, {}
     for path, value in changes.items():
         if path in run_names:
@@ -150,6 +151,18 @@ def split_changes(agent: str, changes: dict[str, Any]) -> tuple[dict[str, Any], 
             raise UserError(f"{flags.flag_name(path)}: not a setting of {agent}; it takes "
                             f"{', '.join(sorted(flags.flag_name(p) for p in settings_paths))} besides the run's")
     return run, own
+
+
+def settings_read(agent: str) -> set[str]:
+    """The paths of the settings `agent` reads: its settings class's, and of an estimator's own only
+    those its spec reads (`ESTIMATOR_SPECS`: `es` takes no truncation window, `full` no ES sigma)."""
+    spec = AGENTS[agent]
+    paths = {path for path, _, _ in flags.fields(spec.settings_class())}
+    if spec.kind == "estimator":
+        own = ESTIMATOR_SPECS[agent]
+        paths = {p for p in paths if not p.startswith("estimator.")
+                 or p.removeprefix("estimator.") in COMMON_SETTINGS | own.reads}
+    return paths
 
 
 def check_run_fields(agent: str, run: dict[str, Any]) -> None:
@@ -170,7 +183,8 @@ def for_task(task: str, agent: str, **changes) -> TrainConfig:
     run, own = split_changes(agent, changes)
     check_run_fields(agent, run)
     preset = presets(task).of(agent).settings
-    settings = flags.build(spec.settings_class(), {**preset, **own})
+    defaults = {f"estimator.{k}": v for k, v in ESTIMATOR_SPECS[agent].defaults} if spec.kind == "estimator" else {}
+    settings = flags.build(spec.settings_class(), {**defaults, **preset, **own})
     config = TrainConfig(task=task, agent=agent, settings=settings, **run)
     if spec.budget == "updates" and "updates" not in run and config.env_steps is not None:
         config = dataclasses.replace(config, updates=max(1, config.env_steps // config.steps_per_update()))

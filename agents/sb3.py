@@ -47,6 +47,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import KVWriter, Logger
 from stable_baselines3.common.noise import NormalActionNoise
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.vec_env import VecEnv, VecMonitor, VecNormalize, unwrap_vec_wrapper
 from tqdm.auto import tqdm
 
@@ -74,8 +75,9 @@ def sb3_kwargs(settings: SB3Settings, env_steps: int) -> dict[str, Any]:
         kwargs |= {name: getattr(settings, name) for name in ("n_steps", "batch_size", "n_epochs", "gae_lambda",
                                                               "clip_range", "ent_coef", "vf_coef", "max_grad_norm")}
     elif isinstance(settings, OffPolicySettings):
-        # a buffer larger than the run only costs memory and checkpoint size
-        kwargs |= {"buffer_size": min(settings.buffer_size, env_steps),
+        # the buffer at its size (a checkpoint holds only its filled rows); learning never waits
+        # for more than a tenth of the run
+        kwargs |= {"buffer_size": settings.buffer_size,
                    "learning_starts": min(settings.learning_starts, env_steps // 10),
                    **{name: getattr(settings, name) for name in ("batch_size", "tau", "train_freq", "gradient_steps")}}
     extra = dict(settings.extra)
@@ -142,8 +144,9 @@ def continuation(model: BaseAlgorithm) -> dict:
             "returns": vec_normalize.returns}}
     if isinstance(model, OffPolicyAlgorithm):
         buffer = model.replay_buffer
-        state["replay"] = {"pos": buffer.pos, "full": buffer.full,
-                           **{name: getattr(buffer, name) for name in _REPLAY if getattr(buffer, name, None) is not None}}
+        filled = buffer.buffer_size if buffer.full else buffer.pos
+        state["replay"] = {"pos": buffer.pos, "full": buffer.full, "rows": {
+            name: getattr(buffer, name)[:filled] for name in _REPLAY if getattr(buffer, name, None) is not None}}
     return state
 
 
@@ -170,8 +173,12 @@ def restore_continuation(model: BaseAlgorithm, state: dict) -> None:
     for name, value in {**state["counters"], **state["last"]}.items():
         setattr(model, name, value)
     if "replay" in state:
-        for name, value in state["replay"].items():
-            setattr(model.replay_buffer, name, value)
+        buffer, replay = model.replay_buffer, state["replay"]
+        for name, rows in replay["rows"].items():
+            if len(rows) > buffer.buffer_size:
+                raise CheckpointError(f"its replay buffer holds {len(rows)} rows, more than this run's {buffer.buffer_size}")
+            getattr(buffer, name)[:len(rows)] = rows
+        buffer.pos, buffer.full = replay["pos"], replay["full"]
     model.action_space.np_random.bit_generator.state = state["action_space"]
     np.random.set_state(state["rng"]["numpy"])
     version, internal, gauss = state["rng"]["python"]
@@ -218,7 +225,7 @@ def decode_checkpoint(payload: bytes, config: TrainConfig) -> dict:
                                       "longer reads: they could run code" if "model.zip" in names
                                       else "not a whole SB3 checkpoint")
             progress = json.loads(z.read("progress.json"))
-            if progress.get("format") != FORMAT:
+            if progress.pop("format", None) != FORMAT:
                 raise CheckpointError(f"not a checkpoint of format {FORMAT}")
             checkpoints.check_identity(progress.pop("config", None), config)
             tensors = torch.load(io.BytesIO(z.read("tensors.pt")), weights_only=True)
@@ -376,9 +383,18 @@ class TrainingMonitor(BaseCallback):
 
     def _on_step(self) -> bool:
         self.bar.update(self.training_env.num_envs)
-        # False stops learn(): at the budget (a rollout it ends inside is not trained on) or the time budget
-        return self.num_timesteps < self.config.env_steps and (
-            self.time_budget is None or self.wall_time() < self.time_budget)
+        out_of_time = self.time_budget is not None and self.wall_time() >= self.time_budget
+        # PPO collects whole rollouts: at the budget it stops inside one, not trained on (SAC and TD3
+        # stop there by themselves). SB3 returns before it keeps the step's observation: kept here,
+        # so that a checkpoint continues from where the envs are.
+        at_budget = isinstance(self.model, OnPolicyAlgorithm) and self.num_timesteps >= self.config.env_steps
+        if at_budget or out_of_time:
+            self.model._last_obs = self.locals["new_obs"]
+            self.model._last_episode_starts = self.locals["dones"]
+            if self.model.get_vec_normalize_env() is not None:
+                self.model._last_original_obs = self.model.get_vec_normalize_env().get_original_obs()
+            return False
+        return True
 
     def _on_training_end(self) -> None:
         if self.progress["env_steps"] != self.num_timesteps or self.num_timesteps == 0:

@@ -148,8 +148,8 @@ def add_arguments(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = 
     `default_texts` (path -> text) describes defaults the command fills in itself, e.g. each task's
     preset; `group` titles the flags' group (a setting's own `group` metadata comes first);
     `choices` (path -> values) lists a setting's valid values. A boolean setting is a pair of
-    switches (`--layer-norm`, `--no-layer-norm`). Only given flags reach the namespace, each under
-    its path."""
+    switches (`--layer-norm`, `--no-layer-norm`), one switch where its name is itself a negation
+    (`no_termination`). Only given flags reach the namespace, each under its path."""
     groups = {}
     for s in _settings(cls):
         if s.path in skip or (only is not None and s.path not in only):
@@ -168,9 +168,9 @@ def add_arguments(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = 
             groups[s.group] = parser.add_argument_group(s.group)
         target = groups.get(s.group, parser)
         flag = "--" + name.replace("_", "-")
-        if switch:
-            target.add_argument(flag, dest=s.path, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                                help=text)
+        if switch:  # a pair (--layer-norm, --no-layer-norm), or one switch for a setting that is a negation
+            action = "store_true" if name.startswith("no_") else argparse.BooleanOptionalAction
+            target.add_argument(flag, dest=s.path, action=action, default=argparse.SUPPRESS, help=text)
             continue
         valid = (choices or {}).get(s.path) or s.field.metadata.get("choices")
         choices_ = valid if typing.get_origin(s.hint) is not tuple else None

@@ -1,8 +1,7 @@
 """AHAC: its critic targets and horizon rule against hand computations, determinism, a checkpoint
-round trip through `train`, and that it learns the 1-pole cart pole."""
+round trip through the training loop, and that it learns the 1-pole cart pole."""
 
 import dataclasses
-import pickle
 from typing import NamedTuple
 
 import jax
@@ -12,10 +11,13 @@ import numpy as np
 import pytest
 
 import chaosgym
-from chaosgym.agents import ahac, apg
+from chaosgym.agents import ahac, carried, checkpoints, shac
+from chaosgym.agents.api import train_config
 from chaosgym.agents.config import for_task
+from chaosgym.agents.loop import load_checkpoint
 from chaosgym.agents.run import Run
-from chaosgym.agents.train import load_checkpoint, train
+from chaosgym.agents.settings import AHACSettings
+from chaosgym.validation import InvalidSetting
 from chaosgym.evaluation import batched_evaluation, held_out_keys
 from jaxpr_checks import HIGHEST, dot_precisions
 
@@ -34,7 +36,7 @@ def _window():
     rewards = jnp.asarray(REWARDS, jnp.float32)[:, None]
     flag = lambda x: jnp.asarray(x, bool)[:, None]
     obs = jnp.zeros(rewards.shape + (1,))
-    return apg.Window(obs, rewards, flag(TERMINATED), flag(TRUNCATED), obs), flag(CUTS)
+    return carried.Window(obs, rewards, flag(TERMINATED), flag(TRUNCATED), obs), flag(CUTS)
 
 
 @pytest.mark.parametrize("lam", [0.0, 0.5, 1.0])
@@ -74,8 +76,8 @@ def _published_horizon(horizon, stiffness_windows, config):
 
 
 def test_the_horizon_follows_the_published_dual_rule():
-    config = ahac.AHACConfig(num_envs=3, window=12, min_window=3, contact_threshold=1.0, dual_learning_rate=0.3,
-                             critic_minibatches=1)
+    config = AHACSettings(num_envs=3, window=12, min_window=3, contact_threshold=1.0, dual_learning_rate=0.3,
+                          critic_minibatches=1)
     rng = np.random.default_rng(0)
     # stiff for a while (the horizon grows to the window), then soft: the dual unwinds, and the
     # horizon falls back to min_window
@@ -98,23 +100,24 @@ def test_stiffness_is_the_constraint_force_per_unit_of_acceleration():
     np.testing.assert_allclose(ahac.stiffness(data), [np.hypot(3.0, 2.0), 0.0], rtol=1e-6)
 
 
-def test_config_refuses_bad_settings():
-    with pytest.raises(ValueError, match="min_window \\(9\\) must not exceed window \\(8\\)"):
-        ahac.AHACConfig(window=8, min_window=9)
-    with pytest.raises(ValueError, match="critic_iterations must be a positive integer or None"):
-        ahac.AHACConfig(critic_iterations=0)
-    with pytest.raises(ValueError, match="critic_minibatches"):
-        ahac.AHACConfig(num_envs=3, window=5, min_window=2, critic_minibatches=4)
-    with pytest.raises(ValueError, match="contact_threshold must be >= 0"):
-        ahac.AHACConfig(contact_threshold=-1.0)
-    assert ahac.make_config(16, 4, 3e-3, (8,)) == ahac.AHACConfig(
-        16, 4, min_window=4, actor_learning_rate=3e-3, critic_learning_rate=3e-3, hidden=(8,))
+def test_settings_refuse_bad_values_naming_the_setting():
+    with pytest.raises(InvalidSetting, match="min_window \\(9\\) must not exceed window \\(8\\)"):
+        AHACSettings(window=8, min_window=9)
+    with pytest.raises(InvalidSetting, match="critic_iterations must be a positive integer, or None"):
+        AHACSettings(critic_iterations=0)
+    with pytest.raises(InvalidSetting, match="critic_minibatches"):
+        AHACSettings(num_envs=3, window=5, min_window=2, critic_minibatches=4)
+    with pytest.raises(InvalidSetting, match="contact_threshold must be a finite number >= 0"):
+        AHACSettings(contact_threshold=-1.0)
+    # the cart pole's preset: apg's and shac's, the critic at the actor's rate, the published maximum horizon
+    assert for_task("ChaosCartPole-v0", "ahac").settings == AHACSettings(
+        num_envs=16, window=64, learning_rate=3e-3, critic_learning_rate=3e-3, hidden=(100, 100))
 
 
 # ---- the agent on the 1-pole cart pole ------------------------------------------------------------
 
 # the paper's equations instead of mjx.step: the same system, compiled in seconds
-TINY = ahac.AHACConfig(num_envs=2, window=4, min_window=2, hidden=(8,), critic_hidden=(8,), critic_minibatches=2)
+TINY = AHACSettings(num_envs=2, window=4, min_window=2, hidden=(8,), critic_hidden=(8,), critic_minibatches=2)
 
 
 @pytest.fixture(scope="module")
@@ -127,8 +130,9 @@ def test_update_is_deterministic_cuts_its_pieces_and_resumes_exactly(equations_c
     state = jax.jit(ahac.init, static_argnums=(0, 1))(equations_cartpole, TINY, jax.random.key(0))
     state, metrics = update(state, jax.random.key(1))
     assert int(metrics["horizon"]) == TINY.min_window and int(metrics["horizon_cuts"]) == 2 * TINY.num_envs
-    # a checkpoint round trip (host arrays, pickled) continues exactly as the live state does
-    restored = jax.tree.map(jnp.asarray, pickle.loads(pickle.dumps(jax.device_get(state))))
+    # a checkpoint round trip (arrays and JSON, read against the init's shapes) continues exactly as the live state
+    template = jax.eval_shape(lambda key: ahac.init(equations_cartpole, TINY, key), jax.random.key(0))
+    restored = jax.tree.map(jnp.asarray, checkpoints.decode(checkpoints.encode(state, {}), template)[0])
     runs = [update(s, jax.random.key(2)) for s in (state, state, restored)]
     for other in runs[1:]:
         jax.tree.map(np.testing.assert_array_equal, runs[0], other)
@@ -138,7 +142,7 @@ def test_update_is_deterministic_cuts_its_pieces_and_resumes_exactly(equations_c
     # no contacts on the cart pole: the dual falls by beta C each update, the horizon stays at its minimum
     assert float(final.dual) == pytest.approx(-2 * TINY.dual_learning_rate * TINY.contact_threshold, rel=1e-6)
     assert float(final.horizon) == TINY.min_window
-    assert 1 <= int(runs[0][1]["critic_epochs"]) <= ahac.CRITIC_MAX_ITERATIONS
+    assert 1 <= int(runs[0][1]["critic_epochs"]) <= shac.CRITIC_MAX_ITERATIONS
 
 
 def test_update_multiplies_at_highest_precision(equations_cartpole):
@@ -166,13 +170,15 @@ class LineEnv:
 
 
 def test_a_horizon_cut_stops_the_gradient_of_the_state():
-    params = {"policy": apg.init_mlp(jax.random.key(0), (1, 8, 1), 1.0), "normalizer": apg.normalizer_init(1)}
+    params = {"policy": carried.network_init(jax.random.key(0), (1, 8, 1), 1.0), "normalizer": carried.normalizer_init(1)}
+    sample = carried.policy_functions(TINY)[1]  # deterministic: the actions need no noise
     n, zeros, false = 2, jnp.zeros((2, 1)), jnp.zeros(2, bool)
     start = chaosgym.State(Line(zeros, zeros, zeros), zeros, jnp.zeros(n), false, false, jnp.zeros(n, jnp.int32), {})
 
     def rewards(x, piece, steps):  # the rewards of the chosen steps, from these starting positions
         states = start.replace(data=start.data._replace(qpos=x), obs=x)
-        _, window, cuts, _ = ahac.unroll_with_cuts(LineEnv(), params, states, start, 4, piece)
+        _, window, cuts, _ = ahac.unroll_with_cuts(LineEnv(), sample, params, states, start, 4, piece,
+                                                   jax.random.key(0))
         return jnp.sum(window.rewards * steps[:, None]), cuts
 
     grad = jax.jit(jax.grad(rewards, has_aux=True))
@@ -186,12 +192,12 @@ def test_a_horizon_cut_stops_the_gradient_of_the_state():
 
 
 def test_a_run_resumed_from_its_checkpoint_gives_the_uninterrupted_one(tmp_path):
-    config = for_task("ChaosCartPole-v0", "ahac", updates=4, batch_size=2, hidden=(8,), eval_every=2,
-                      checkpoint_every=2, eval_episodes=2, task_kwargs={"physics": "equations"},
-                      **{"estimator.horizon": 4})
-    train(config, tmp_path / "whole", progress=False)
-    train(dataclasses.replace(config, updates=2), tmp_path / "split", progress=False)
-    train(config, tmp_path / "split", resume=True, progress=False)
+    config = for_task("ChaosCartPole-v0", "ahac", updates=4, num_envs=2, window=4, min_window=4, hidden=(8,),
+                      critic_hidden=(8,), eval_every=2, checkpoint_every=2, eval_episodes=2,
+                      task_kwargs={"physics": "equations"})
+    train_config(config, tmp_path / "whole", progress=False)
+    train_config(dataclasses.replace(config, updates=2), tmp_path / "split", progress=False)
+    train_config(config, tmp_path / "split", resume=True, progress=False)
     whole, split = load_checkpoint(tmp_path / "whole"), load_checkpoint(tmp_path / "split")
     # the whole train state: policy, critics, optimisers, carried envs, horizon and dual
     for a, b in zip(jax.tree.leaves(whole["opt_state"]), jax.tree.leaves(split["opt_state"])):
@@ -206,9 +212,10 @@ def test_a_run_resumed_from_its_checkpoint_gives_the_uninterrupted_one(tmp_path)
 
 @pytest.mark.slow  # compiles an MJX cart-pole update (1-4 min cold on a busy 2-core CPU)
 def test_ahac_improves_the_held_out_return(cartpole):
-    config = ahac.make_config(32, 32, 2e-3, (64, 64))
+    config = AHACSettings(num_envs=32, window=32, learning_rate=2e-3, critic_learning_rate=2e-3, hidden=(64, 64))
     update = jax.jit(ahac.make_update(cartpole, config))
-    evaluate = batched_evaluation(cartpole, ahac.policy, "ahac")
+    agent = ahac.carried(config)
+    evaluate = batched_evaluation(cartpole, agent.policy, agent.name)
     keys = held_out_keys(1_000_000, 16)
     state = jax.jit(ahac.init, static_argnums=(0, 1))(cartpole, config, jax.random.key(0))
     before = float(evaluate(ahac.inference_params(state), keys)[0])

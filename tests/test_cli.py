@@ -1,6 +1,7 @@
 """The `chaosgym` command line: flags that never mislead, bad input as one line naming the flag or
 the path, and an interrupted command's exit status. Arguments only: nothing here compiles."""
 
+import json
 import os
 import signal
 import subprocess
@@ -9,7 +10,9 @@ import time
 
 import pytest
 
-from chaosgym.agents import announce, cli, train
+from chaosgym.agents import announce, cli, train_command
+from chaosgym.agents.config import for_task
+from chaosgym.validation import UserError
 from chaosgym.agents.cli import main
 
 
@@ -39,8 +42,8 @@ def test_no_prefix_matching_and_a_misspelled_flag_gets_the_commands_usage_and_th
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--updates", "-1"], "argument --updates: must be a positive integer, got -1"),
-    (["--eval-seed", "-1"], "argument --eval-seed: must be an integer >= 0"),
+    (["--updates", "-1"], "argument --updates: must be a positive integer, or None, got -1"),
+    (["--eval-seed", "-1"], "argument --eval-seed: must be an integer in [0, 2**63) (a Gymnasium seed), got -1"),
     (["--learning-rate", "inf"], "argument --learning-rate: expected a finite number; got 'inf'"),
     (["--clip-value", "nan"], "argument --clip-value: expected a finite number; got 'nan'"),
     (["--hidden", "8,,8"], "argument --hidden: expected comma-separated layer sizes"),
@@ -62,27 +65,46 @@ def test_sizes_the_machine_cannot_hold_are_refused_with_the_estimate(extra, part
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("agent, extra", [
-    ("full", ["--sb3", "gamma=0.9"]),
-    ("full", ["--es-sigma", "0.1"]),
-    ("full", ["--truncation", "3"]),
-    ("apg", ["--policy", "paper"]),
-    ("ppo", ["--env-steps", "100", "--truncation", "3"]),
+@pytest.mark.parametrize("agent, extra, message", [
+    # an agent's flags are its own settings': another agent's are unknown to it
+    ("full", ["--num-envs", "4"], "unrecognized arguments: --num-envs"),
+    ("apg", ["--batch-size", "4"], "unrecognized arguments: --batch-size"),
+    ("apg", ["--horizon", "4"], "unrecognized arguments: --horizon"),
+    ("ppo", ["--env-steps", "100", "--truncation", "3"], "unrecognized arguments: --truncation"),
+    ("ppo", ["--env-steps", "100", "--sb3", "gamma=0.9"], "unrecognized arguments: --sb3"),
+    # a flag of the run that the agent's budget does not read
+    ("ppo", ["--env-steps", "100", "--eval-every", "3"], "--eval-every: not read by --agent ppo, whose budget is env steps"),
+    ("sac", ["--env-steps", "100", "--checkpoint-every", "3"], "--checkpoint-every: not read by --agent sac"),
+    # a flag both agents have, with the values of each
+    ("apg", ["--policy", "paper"], "argument --policy: invalid choice: 'paper' (choose from 'deterministic', "),
 ])
-def test_flags_the_agent_does_not_read_are_refused_alike_for_every_agent(agent, extra, tmp_path, capsys):
-    flag = [word for word in extra if word.startswith("--") and word != "--env-steps"][0]
-    assert f"{flag}: not read by --agent {agent}, which takes " in train_error(extra, tmp_path, capsys, agent)
+def test_flags_the_agent_does_not_take_are_refused_alike_for_every_agent(agent, extra, message, tmp_path, capsys):
+    assert message in train_error(extra, tmp_path, capsys, agent)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.xfail(strict=True, reason="an estimator takes every EstimatorConfig field as a flag and silently drops "
+                                       "the ones it does not read (config.json does not record them)")
+@pytest.mark.parametrize("agent, setting", [("full", "estimator.es_sigma"), ("full", "estimator.truncation"),
+                                            ("es", "estimator.remat")])
+def test_estimator_settings_the_estimator_does_not_read_are_refused(agent, setting):
+    value = {"estimator.es_sigma": 0.1, "estimator.truncation": 3, "estimator.remat": True}[setting]
+    flag = "--" + setting.partition(".")[2].replace("_", "-")
+    with pytest.raises(UserError, match=f"{flag}: not read by --agent {agent}"):
+        for_task("ChaosCartPole-v0", agent, **{setting: value})
 
 
 @pytest.mark.parametrize("agent, extra, message", [
     ("sac", ["--batch-size", "0"], "argument --batch-size: must be a positive integer, got 0"),
-    ("ppo", ["--sb3", "gamma=2"], "--sb3 gamma=2: expected a number in [0, 1]"),
-    ("ppo", ["--sb3", "n_steps=-1"], "--sb3 n_steps=-1: expected an integer >= 1"),
-    ("ppo", ["--sb3", "gama=0.9"], "--sb3 gama: not a hyperparameter of ppo; valid: "),
-    ("sac", ["--sb3", "tau=0"], "--sb3 tau=0: expected a number in (0, 1]"),
+    ("ppo", ["--gamma", "2"], "argument --gamma: must be a number in [0, 1], got 2.0"),
+    ("ppo", ["--n-steps", "-1"], "argument --n-steps: must be a positive integer, or None, got -1"),
+    ("ppo", ["--extra", "gama=0.9"], "--extra gama: not a keyword of SB3's PPO; valid: "),
+    ("sac", ["--tau", "0"], "argument --tau: must be in (0, 1], got 0.0"),
+    ("td3", ["--gradient-steps", "0"], "argument --gradient-steps: must be an integer >= 1, or -1, got 0"),
 ])
 def test_sb3_hyperparameters_are_checked(agent, extra, message, tmp_path, capsys):
     assert message in train_error(["--env-steps", "100", *extra], tmp_path, capsys, agent)
+    assert not (tmp_path / "run").exists()
 
 
 def test_resume_of_a_folder_that_does_not_exist_is_refused(tmp_path, capsys):
@@ -98,13 +120,21 @@ def test_an_unusable_out_is_one_line_naming_the_path(tmp_path, capsys):
     assert error.startswith("chaosgym train: error: ") and str(out) in error
 
 
-def test_train_help_shows_the_presets_values_and_no_default_beside_a_required_flag(capsys):
+def test_train_help_shows_each_agents_own_flags_and_no_default_beside_a_required_flag(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "--task TASK task id --task-kwargs" in text  # no "(default: ChaosCartPole-v0)"
-    assert "--agent {" in text and "gradient estimator, carried-state agent or SB3 baseline (chaosgym.agents.AGENTS) --policy" in text
-    assert "(default: the task's preset: 50 on ChaosAnt-v0, 100 on ChaosCartPole-v0" in text
+    assert "--task TASK task id (or module:TaskId of your own) --agent {" in text  # no "(default: ...)"
+    assert "gradient estimator, carried-state agent, SB3 or Brax baseline (chaosgym.agents.AGENTS) --task-kwargs" in text
+    assert "Each agent has its own settings: chaosgym train --agent NAME --help lists them." in text
+    assert "--batch-size" not in text and "--num-envs" not in text
+    with pytest.raises(SystemExit):
+        main(["train", "--agent", "apg", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "apg's own settings (defaults: its own, then the task's presets: chaosgym.presets):" in text
+    assert "--num-envs NUM_ENVS environments, each carrying one trajectory (default: 64)" in text
+    assert "--layer-norm, --no-layer-norm" in text and "--batch-size" not in text and "--horizon" not in text
+    assert "(none: no clipping) (default: 1.0)" in text  # an optional number says how to give none
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -116,12 +146,14 @@ def test_demo_and_diagnose_refuse_bad_counts(argv, message, capsys):
     assert message in error_of(argv, capsys)
 
 
-@pytest.mark.parametrize("content", [b"", b"\x80\x04garbage", b"not a pickle at all"])
+@pytest.mark.parametrize("content", [b"", b"\x80\x04garbage", b"not a checkpoint at all"])
 def test_diagnose_with_an_unreadable_checkpoint_is_one_line(content, tmp_path, capsys):
-    checkpoint = tmp_path / "checkpoint.pkl"
-    checkpoint.write_bytes(content)
-    error = error_of(["diagnose", "--policy", str(checkpoint), "--out", str(tmp_path / "out")], capsys)
-    assert error.startswith(f"chaosgym diagnose: error: {checkpoint} is not a readable checkpoint")
+    run = tmp_path / "run"  # a run folder whose checkpoints cannot be read
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(for_task("ChaosCartPole-v0", "full", updates=2).to_json()))
+    (run / "checkpoint.npz").write_bytes(content)
+    error = error_of(["diagnose", "--policy", str(run), "--out", str(tmp_path / "out")], capsys)
+    assert error.startswith("chaosgym diagnose: error: ") and str(run / "checkpoint.npz") in error, error
     assert not (tmp_path / "out").exists()
 
 
@@ -131,7 +163,7 @@ def test_a_signal_ends_the_command_with_a_nonzero_status(signum, monkeypatch, tm
         os.kill(os.getpid(), signum)
         time.sleep(30)  # the handler raises before this ends
 
-    monkeypatch.setattr(train, "run", killed)
+    monkeypatch.setattr(train_command, "run", killed)
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "--task", "ChaosCartPole-v0", "--agent", "full", "--out", str(tmp_path)])

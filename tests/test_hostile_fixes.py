@@ -29,7 +29,7 @@ LIMITED = textwrap.dedent("""
     from chaosgym.files import write_atomic
 
     resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))
-    target = Path(sys.argv[1]) / "checkpoint.pkl"
+    target = Path(sys.argv[1]) / "checkpoint.npz"
     target.write_bytes(b"previous")
     try:
         write_atomic(target, bytes(5000))
@@ -44,8 +44,8 @@ def test_a_write_that_hits_a_file_size_limit_names_the_file_and_keeps_the_previo
                             timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     filename, left = result.stdout.splitlines()
-    assert filename == str(tmp_path / "checkpoint.pkl")
-    assert left == "['checkpoint.pkl'] previous"  # no temporary left, the previous content whole
+    assert filename == str(tmp_path / "checkpoint.npz")
+    assert left == "['checkpoint.npz'] previous"  # no temporary left, the previous content whole
 
 
 # ---- the rest of the recount's unhandled cases, mended -------------------------------------------
@@ -57,11 +57,11 @@ def test_resuming_a_run_whose_config_is_gone_is_refused_and_keeps_its_checkpoint
     folder = tmp_path / "run"
     folder.mkdir()
     (folder / "metrics.csv").write_text("update\n0\n")
-    (folder / "checkpoint.pkl").write_bytes(b"the only copy")
+    (folder / "checkpoint.npz").write_bytes(b"the only copy")
     for resume in (True, False):
         with pytest.raises(FileExistsError, match="no config.json"):
             Run.open(folder, for_task("ChaosCartPole-v0", "full"), resume, lambda b: b)
-    assert (folder / "checkpoint.pkl").read_bytes() == b"the only copy"
+    assert (folder / "checkpoint.npz").read_bytes() == b"the only copy"
 
 
 def _cli(argv, capsys) -> str:
@@ -75,7 +75,7 @@ def _cli(argv, capsys) -> str:
 
 @pytest.mark.parametrize("argv, message", [
     (["train", "--task", "ChaosCartPole-v0", "--agent", "ppo", "--env-steps", "100", "--seed", "-1"],
-     "argument --seed: must be an integer >= 0"),
+     "argument --seed: must be an integer in [0, 2**63) (a Gymnasium seed), got -1"),
     (["render", "--run", "x", "--fps", "0"], "finite number of frames per second > 0, got '0'"),
     (["render", "--run", "x", "--fps", "nan"], "finite number of frames per second > 0, got 'nan'"),
     (["render", "--run", "x", "--max-steps", "0"], "a number of steps (a whole number >= 1), got '0'"),
@@ -87,15 +87,17 @@ def test_bad_seeds_rates_and_step_counts_are_refused_before_anything_runs(argv, 
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("command", [
-    ["train", "--task", "ChaosCartPole-v0", "--agent", "ppo", "--env-steps", "100"],
-    ["compare", "--agents", "full,ppo", "--seeds", "1", "--env-steps", "1000"],
+@pytest.mark.parametrize("command, part", [
+    (["train", "--task", "ChaosCartPole-v0", "--agent", "ppo", "--env-steps", "100", "--hidden", "100000000,100000000"],
+     "policy and optimiser"),
+    (["compare", "--agents", "full,ppo", "--seeds", "1", "--env-steps", "1000", "--set", "ppo.batch_size=1000000000"],
+     "minibatch"),
 ])
-def test_a_network_too_large_for_the_machine_is_refused_with_its_estimate_before_any_folder(command, capsys,
+def test_a_network_too_large_for_the_machine_is_refused_with_its_estimate_before_any_folder(command, part, capsys,
                                                                                           tmp_path):
     """SB3's network comes from --hidden too; compare checks every run before its first folder."""
-    error = _cli([*command, "--hidden", "100000000,100000000", "--out", str(tmp_path / "out")], capsys)
-    assert "this run needs at least" in error and "policy and optimiser" in error
+    error = _cli([*command, "--out", str(tmp_path / "out")], capsys)
+    assert "this run needs at least" in error and f"({part} " in error
     assert not (tmp_path / "out").exists()
 
 

@@ -7,7 +7,9 @@ import pytest
 
 import chaosgym
 from chaosgym.agents import apg, shac
-from chaosgym.agents.train import carried_core, compiled_update
+from chaosgym.agents.estimators import compiled_update
+from chaosgym.agents.loop import carried_core
+from chaosgym.agents.settings import SHACSettings
 from chaosgym.functional.gradients import EstimatorConfig
 from chaosgym.functional.trace_cache import UNCACHED, argument_key, keyed_by_arguments
 
@@ -33,18 +35,21 @@ def test_an_env_argument_is_keyed_by_its_task_options_and_model(cartpole):
     assert argument_key(lambda x: x) == UNCACHED  # not chaosgym's code: never stored
 
 
-# the module functions of two carried-state agents (`chaosgym.agents.train.Carried`)
-CARRIED = {"apg": apg.CARRIED, "shac": shac.CARRIED}
+# two carried-state agents as the loop drives them (`chaosgym.agents.interfaces.Carried`), of one settings object
+SETTINGS = SHACSettings(num_envs=4, window=5, learning_rate=1e-2, hidden=(8,))
+CARRIED = {"shac": shac.carried(SETTINGS), "apg": apg.carried(SETTINGS)}
 
 
 def changed(value):
     """Another value of the same kind as `value`."""
     if isinstance(value, EstimatorConfig):
         return dataclasses.replace(value, horizon=value.horizon + 1)
+    if isinstance(value, SHACSettings):
+        return dataclasses.replace(value, window=value.window + 1)
     if isinstance(value, str):
         return {"tanh": "paper"}[value]
-    if value is CARRIED["apg"]:
-        return CARRIED["shac"]
+    if value is CARRIED["shac"]:
+        return CARRIED["apg"]
     if isinstance(value, tuple):
         return value + (4,)
     return value * 2
@@ -53,7 +58,7 @@ def changed(value):
 @pytest.mark.parametrize("build, arguments", [
     (compiled_update, {"estimator": EstimatorConfig("full", horizon=5), "batch_size": 4, "learning_rate": 1e-2,
                        "policy": "tanh"}),
-    (carried_core, {"agent": CARRIED["apg"], "batch_size": 4, "horizon": 5, "learning_rate": 1e-2, "hidden": (8,)}),
+    (carried_core, {"agent": CARRIED["shac"], "settings": SETTINGS}),
 ], ids=["compiled_update", "carried_core"])
 def test_changing_any_argument_of_a_training_factory_changes_its_key(build, arguments, cartpole):
     """Every parameter of the factory is changed in turn (a parameter added later must be too)."""

@@ -1,9 +1,11 @@
 """The gradient-agent training loop: learning, exact resume, protected run folders, skipped
-non-finite updates, failed evaluations, the config and its generated CLI flags."""
+non-finite updates, failed evaluations, weights-only checkpoints, the config and its generated
+CLI flags, and the Python API."""
 
 import argparse
 import csv
 import dataclasses
+import pickle
 
 import jax
 import jax.numpy as jnp
@@ -11,19 +13,28 @@ import numpy as np
 import pytest
 
 import chaosgym
-from chaosgym.agents import config as config_module
+from chaosgym import flags
+from chaosgym.agents import checkpoints, commands
+from chaosgym.agents import train as train_api
+from chaosgym.agents.api import train_config
 from chaosgym.agents.cli import main
-from chaosgym.agents.config import TrainConfig, for_task
+from chaosgym.agents.config import RunSettings, TrainConfig, for_task, with_changes
+from chaosgym.agents.estimators import make_optimizer
+from chaosgym.agents.loop import core_of, evaluate_params, load_checkpoint, skipped_updates
 from chaosgym.agents.run import CheckpointError, Run
-from chaosgym.agents.train import (compiled_update, evaluate_params, load_checkpoint, make_optimizer,
-                                   skipped_updates, train)
+from chaosgym.agents.settings import EstimatorSettings
 from chaosgym.functional.gradients import EstimatorConfig
-from chaosgym.functional.policies import init_policy
 from chaosgym.functional.sharding import replicated
+from chaosgym.validation import UserError
 
 # small enough to compile and run in seconds; every fast test shares its compiled update
 SMALL = for_task("ChaosCartPole-v0", "full", updates=6, batch_size=4, hidden=(8,), eval_every=3,
                  checkpoint_every=3, eval_episodes=4, **{"estimator.horizon": 20})
+
+
+def train(config, out, **run) -> dict:
+    """The final progress of a run trained (or resumed) through the Python API."""
+    return train_config(config, out, **run).final
 
 
 def read_metrics(folder):
@@ -33,9 +44,9 @@ def read_metrics(folder):
 
 @pytest.mark.slow
 def test_training_the_one_pole_cart_pole_raises_the_held_out_return(tmp_path):
-    # APG through `train`: plain BPTT over the paper's chaotic 100-step cart pole gains only ~5 in
+    # APG through the loop: plain BPTT over the paper's chaotic 100-step cart pole gains only ~5 in
     # 60 updates (-3.6 -> 1.9 measured), short carried windows swing the pole up
-    config = for_task("ChaosCartPole-v0", "apg", updates=30, batch_size=32, learning_rate=1e-3, eval_every=10)
+    config = for_task("ChaosCartPole-v0", "apg", updates=30, num_envs=32, learning_rate=1e-3, eval_every=10)
     train(config, tmp_path, progress=False)
     rows = [r for r in read_metrics(tmp_path) if r["eval_score"]]
     first, last = float(rows[0]["eval_score"]), float(rows[-1]["eval_score"])
@@ -49,8 +60,10 @@ def test_resumed_run_gives_the_parameters_of_an_uninterrupted_one(tmp_path):
     train(dataclasses.replace(config, updates=6), tmp_path / "split", progress=False)
     assert load_checkpoint(tmp_path / "split")["update"] == 6
     # a crash after the checkpoint: rows of updates 7 and 8 were written, their parameters lost
+    header = (tmp_path / "split" / "metrics.csv").read_text().splitlines()[0].split(",")
     with open(tmp_path / "split" / "metrics.csv", "a") as f:
-        f.write("7,0,0,0,,,0,0,,\n8,0,0,0,,,0,0,,\n")
+        for update in (7, 8):
+            f.write(",".join([str(update), *["0"] * (len(header) - 1)]) + "\n")
     train(config, tmp_path / "split", resume=True, progress=False)  # a larger budget extends it
     whole, split = load_checkpoint(tmp_path / "whole"), load_checkpoint(tmp_path / "split")
     for a, b in zip(jax.tree.leaves(whole["params"]), jax.tree.leaves(split["params"])):
@@ -65,8 +78,18 @@ def test_run_folders_are_protected(tmp_path):
     train(SMALL, run, progress=False)
     with pytest.raises(FileExistsError, match="already holds a run"):
         train(SMALL, run, progress=False)
-    with pytest.raises(ValueError, match="learning_rate"):
-        train(dataclasses.replace(SMALL, learning_rate=0.5), run, resume=True, progress=False)
+    # an agent setting is not a budget: a resumed run may not change it
+    with pytest.raises(ValueError, match=r"cannot resume .*differs in \['settings'\]"):
+        train(with_changes(SMALL, {"learning_rate": 0.5}), run, resume=True, progress=False)
+    # a budget below what the run has done, and a metrics.csv edited by hand, are refused untouched
+    with pytest.raises(UserError, match="has run 6 updates; a budget of 3 cannot undo them"):
+        train(dataclasses.replace(SMALL, updates=3), run, resume=True, progress=False)
+    lines = (run / "metrics.csv").read_text().splitlines(keepends=True)
+    (run / "metrics.csv").write_text("".join(lines[:3] + lines[4:]))  # the row of update 2 deleted
+    edited = (run / "metrics.csv").read_bytes()
+    with pytest.raises(UserError, match="row 3 has '3': a row was deleted, repeated or edited"):
+        train(SMALL, run, resume=True, progress=False)
+    assert (run / "metrics.csv").read_bytes() == edited and Run(run).config == SMALL
     other = tmp_path / "other"
     other.mkdir()
     (other / "notes.txt").write_text("mine")
@@ -84,37 +107,76 @@ def test_run_folders_are_protected(tmp_path):
 def test_a_corrupt_checkpoint_falls_back_to_the_previous_one_or_fails_naming_it(tmp_path):
     run = tmp_path / "run"
     train(SMALL, run, progress=False)
-    newest = run / "checkpoint.pkl"
+    assert sorted(p.name for p in run.iterdir()) == [".lock", "checkpoint.npz", "checkpoint.prev.npz", "config.json",
+                                                     "metrics.csv"]
+    newest = run / "checkpoint.npz"
     newest.write_bytes(newest.read_bytes()[:50])  # truncated, as by a full disk
-    with pytest.warns(UserWarning, match="checkpoint.pkl"):
+    with pytest.warns(UserWarning, match="checkpoint.npz"):
         assert load_checkpoint(run)["update"] == 3  # the previous checkpoint
-    (run / "checkpoint.prev.pkl").write_bytes(b"garbage")
+    (run / "checkpoint.prev.npz").write_bytes(b"garbage")
     before = {p.name: p.read_bytes() for p in run.iterdir()}
-    with pytest.raises(CheckpointError, match="checkpoint.pkl.*checkpoint.prev.pkl"):
+    with pytest.raises(CheckpointError, match="checkpoint.npz.*checkpoint.prev.npz"):
         train(dataclasses.replace(SMALL, updates=9), run, resume=True, progress=False)
     assert {p.name: p.read_bytes() for p in run.iterdir()} == before  # nothing changed
+
+
+def test_a_pickled_checkpoint_is_refused_unread_naming_the_conversion(tmp_path):
+    """A pickle could run code when read: chaosgym never unpickles one, it says how to convert it."""
+    run = tmp_path / "run"
+    train(SMALL, run, progress=False)
+    ran = tmp_path / "ran"
+    exploit = pickle.dumps(Exploit(str(ran)))
+    for name in ("checkpoint.npz", "checkpoint.prev.npz"):
+        (run / name).write_bytes(exploit)
+    with pytest.raises(CheckpointError, match="pickle.*chaosgym convert-checkpoint"):
+        load_checkpoint(run)
+    assert not ran.exists()
+
+
+class Exploit:
+    """Unpickling it creates a file: what a hostile pickle would do worse."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __reduce__(self):
+        return open, (self.path, "w")
+
+
+def test_a_checkpoints_arrays_must_fill_the_template_exactly():
+    tree = {"w": np.ones((2, 3), np.float32), "b": [np.zeros(3, np.float32)]}
+    payload = checkpoints.encode(tree, {"update": 4})
+    assert checkpoints.read_meta(payload) == {"update": 4}
+    restored, meta = checkpoints.decode(payload, jax.eval_shape(lambda: tree))
+    jax.tree.map(np.testing.assert_array_equal, restored, tree)
+    assert meta == {"update": 4}
+    with pytest.raises(CheckpointError, match=r"\['w'\] is float32\[2, 3\], this config needs float32\[3, 3\]"):
+        checkpoints.decode(payload, {**tree, "w": jax.ShapeDtypeStruct((3, 3), jnp.float32)})
+    with pytest.raises(CheckpointError, match="float64.*JAX_ENABLE_X64"):
+        checkpoints.decode(payload, {**tree, "w": jax.ShapeDtypeStruct((2, 3), np.float64)})
+    with pytest.raises(CheckpointError, match="not this config's"):
+        checkpoints.decode(payload, {"w": tree["w"]})
 
 
 def test_a_checkpoint_of_another_config_is_refused(tmp_path):
     run = tmp_path / "run"
     train(SMALL, run, progress=False)
-    saved = (run / "checkpoint.pkl").read_bytes()
+    saved = (run / "checkpoint.npz").read_bytes()
     other = tmp_path / "other"
     train(dataclasses.replace(SMALL, seed=1), other, progress=False)
-    (other / "checkpoint.pkl").write_bytes(saved)
-    (other / "checkpoint.prev.pkl").unlink()
+    (other / "checkpoint.npz").write_bytes(saved)
+    (other / "checkpoint.prev.npz").unlink()
     with pytest.raises(CheckpointError, match="another config.*seed"):
         load_checkpoint(other)
 
 
 def test_non_finite_gradients_are_skipped_and_counted_by_the_optimiser():
-    env = chaosgym.make("ChaosCartPole-v0")
-    # the arguments train passes, so the compiled update of the other tests is reused
-    optimizer, update = compiled_update(env, SMALL.estimator, SMALL.batch_size, SMALL.learning_rate, SMALL.policy)
-    params = init_policy(jax.random.key(0), env.observation_size, env.action_size, SMALL.hidden)
+    # the core the loop trains SMALL with, so the compiled update of the other tests is reused
+    core = core_of(SMALL)
+    params, opt_state = core.init(jax.random.key(0))
     params[-1] = (params[-1][0], params[-1][1].at[0].set(jnp.nan))  # NaN action: NaN loss and gradient
-    params, opt_state = replicated((params, optimizer.init(params)))  # placed as train places them
-    new_params, new_opt_state, _ = update(params, opt_state, jax.random.key(0), 0)
+    params, opt_state = replicated((params, opt_state))  # placed as the loop places them
+    new_params, new_opt_state, _ = core.update(params, opt_state, jax.random.key(0), 0)
     for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(new_params)):
         np.testing.assert_array_equal(a, b)
     assert skipped_updates(new_opt_state) == 1
@@ -122,53 +184,92 @@ def test_non_finite_gradients_are_skipped_and_counted_by_the_optimiser():
     assert evaluate_params(SMALL, params)["eval_score"] == -np.inf
 
 
-def test_cli_reports_bad_input_clearly(tmp_path, capsys):
-    cases = [
-        (["--task-kwargs", "num_poles=7"], "num_poles must be an integer in 1..4"),
-        (["--task-kwargs", "colour=red"], "valid options"),
-        (["--task-kwargs", "num_poles"], "NAME=VALUE"),
-        (["--agent", "truncated", "--truncation", "500"], "truncation"),
-        (["--learning-rate", "nan"], "argument --learning-rate: expected a finite number"),
-        (["--updates", "-5"], "argument --updates: must be a positive integer"),
-        (["--horizon", "0"], "argument --horizon: must be a positive integer"),
-        (["--batch-size", "0"], "argument --batch-size: must be a positive integer"),
-        (["--eval-every", "0"], "argument --eval-every: must be a positive integer"),
-        (["--eval-episodes", "0"], "argument --eval-episodes: must be a positive integer"),
-        (["--hidden", "0"], "argument --hidden: must be one or more positive layer sizes"),
-        (["--hidden", "a,b"], "comma-separated layer sizes"),
-        (["--clip-norm", "-1"], "argument --clip-norm: must be a finite number > 0"),
-        (["--objective", "speed"], "speed"),
-        (["--agent", "ppo", "--env-steps", "0"], "argument --env-steps: must be a positive integer"),
-        (["--agent", "ppo"], "ppo needs --env-steps"),
-        (["--agent", "ppo", "--env-steps", "100", "--horizon", "5"], "--horizon: not read by --agent ppo"),
-        (["--agent", "magic"], "invalid choice"),
-    ]
-    for extra, message in cases:
-        args = ["train", "--task", "ChaosCartPole-v0", "--agent", "full", "--out", str(tmp_path / "x"), *extra]
-        with pytest.raises(SystemExit) as exit_info:
-            main(args)
-        assert exit_info.value.code == 2, extra
-        assert message in capsys.readouterr().err, extra
+# Each case names its own agent: an agent's flags are its settings' (train --agent X --help)
+@pytest.mark.parametrize("extra, message", [
+    (["--agent", "full", "--task-kwargs", "num_poles=7"], "num_poles must be an integer in 1..4"),
+    (["--agent", "full", "--task-kwargs", "colour=red"], "valid options"),
+    (["--agent", "full", "--task-kwargs", "num_poles"], "NAME=VALUE"),
+    (["--agent", "truncated", "--truncation", "500"], "truncation"),
+    (["--agent", "full", "--learning-rate", "nan"], "argument --learning-rate: expected a finite number"),
+    (["--agent", "full", "--updates", "-5"], "argument --updates: must be a positive integer"),
+    (["--agent", "full", "--horizon", "0"], "argument --horizon: must be a positive integer"),
+    (["--agent", "full", "--batch-size", "0"], "argument --batch-size: must be a positive integer"),
+    (["--agent", "full", "--eval-every", "0"], "argument --eval-every: must be a positive integer"),
+    (["--agent", "full", "--eval-episodes", "0"], "argument --eval-episodes: must be a positive integer"),
+    (["--agent", "full", "--hidden", "0"], "argument --hidden: must be one or more of a positive integer"),
+    (["--agent", "full", "--hidden", "a,b"], "comma-separated layer sizes"),
+    (["--agent", "full", "--clip-norm", "-1"], "argument --clip-norm: must be a finite number > 0"),
+    (["--agent", "full", "--objective", "speed"], "speed"),
+    (["--agent", "apg", "--num-envs", "0"], "argument --num-envs: must be a positive integer"),
+    (["--agent", "apg", "--max-grad-norm", "-1"], "argument --max-grad-norm: must be a finite number > 0, or None"),
+    (["--agent", "apg", "--batch-size", "4"], "unrecognized arguments: --batch-size"),
+    (["--agent", "apg", "--horizon", "4"], "unrecognized arguments: --horizon"),
+    (["--agent", "ppo", "--env-steps", "0"], "argument --env-steps: must be a positive integer"),
+    (["--agent", "ppo"], "ppo needs --env-steps"),
+    (["--agent", "ppo", "--env-steps", "100", "--updates", "5"], "--updates: not read by --agent ppo"),
+    (["--agent", "ppo", "--env-steps", "100", "--horizon", "5"], "unrecognized arguments: --horizon"),
+    (["--agent", "magic"], "invalid choice"),
+])
+def test_cli_reports_bad_input_clearly(extra, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--task", "ChaosCartPole-v0", "--out", str(tmp_path / "x"), *extra])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
 
 
-def test_every_setting_is_a_flag_with_help_and_presets_fill_what_is_not_given():
+def _train_parser(agent: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser()
-    config_module.add_arguments(parser)
-    flags = {a.dest: a for a in parser._actions if a.dest != "help"}
-    paths = {path for path, _, _ in config_module.fields(TrainConfig)} - {"estimator.name"}
-    assert set(flags) == paths
-    assert all(a.help for a in flags.values())
-    args = parser.parse_args(["--learning-rate", "0.01", "--horizon", "30", "--hidden", "4,4", "--remat"])
-    changes = config_module.given(args)
-    assert changes == {"learning_rate": 0.01, "estimator.horizon": 30, "hidden": (4, 4), "estimator.remat": True}
-    config = for_task("ChaosAnt-v0", "truncated", **changes)
-    preset = chaosgym.presets.presets("ChaosAnt-v0")
-    assert (config.learning_rate, config.estimator.horizon, config.estimator.truncation) == (0.01, 30, preset.truncation)
-    assert config.estimator.name == "truncated" and config.estimator.objective == "return"
+    commands.train_arguments(parser, ["--agent", agent])
+    return parser
+
+
+@pytest.mark.parametrize("agent", ["truncated", "apg", "ahac", "ppo"])
+def test_every_setting_of_the_run_and_of_the_agent_is_a_flag_with_help(agent):
+    flags_ = {a.dest: a for a in _train_parser(agent)._actions if a.dest != "help"}
+    settings = {path for path, _, _ in flags.fields(RunSettings)} | {
+        path for path, _, _ in flags.fields(for_task("ChaosCartPole-v0", agent, env_steps=1).spec.settings_class())}
+    assert set(flags_) == settings - {"estimator.name"} | {"out", "resume", "no_progress"}
+    assert all(a.help for a in flags_.values())
+
+
+def test_given_flags_change_the_presets_and_presets_fill_what_is_not_given():
+    args = _train_parser("truncated").parse_args([
+        "--task", "ChaosCartPole-v0", "--agent", "truncated", "--out", "x", "--learning-rate", "0.01",
+        "--horizon", "30", "--hidden", "4,4", "--remat"])
+    changes = commands.given_settings(args)
+    assert changes == {"task": "ChaosCartPole-v0", "agent": "truncated", "learning_rate": 0.01,
+                       "estimator.horizon": 30, "hidden": (4, 4), "estimator.remat": True}
+    commands.train_check(args)
+    config = args.config  # built once, by the check
+    assert config == for_task(**changes)
+    preset = chaosgym.presets.presets("ChaosCartPole-v0").of("truncated").settings
+    assert (config.settings.learning_rate, config.settings.estimator.horizon, config.settings.estimator.truncation) == (
+        0.01, 30, preset["estimator.truncation"])
+    assert config.settings.estimator.name == "truncated" and config.settings.estimator.objective == "return"
     assert TrainConfig.from_json(config.to_json()) == config
-    # a budget in env steps sets the updates: 1 rollout x batch 16 x horizon 50 per update
-    assert for_task("ChaosAnt-v0", "full", env_steps=8000).updates == 10
+    # a budget in env steps sets the updates: 1 rollout x batch 16 x horizon 100 per update
+    assert for_task("ChaosCartPole-v0", "full", env_steps=8000).updates == 5
+    # booleans are switches both ways, and an optional number takes none
+    args = _train_parser("apg").parse_args(["--task", "ChaosCartPole-v0", "--agent", "apg", "--out", "x",
+                                            "--no-normalize-observations", "--layer-norm", "--max-grad-norm", "none"])
+    assert commands.given_settings(args) == {"task": "ChaosCartPole-v0", "agent": "apg",
+                                             "normalize_observations": False, "layer_norm": True,
+                                             "max_grad_norm": None}
+
+
+def test_config_json_records_the_settings_the_run_reads():
+    saved = SMALL.to_json()
+    assert set(saved) == {"task", "agent", "task_kwargs", "dtype", "seed", "updates", "env_steps", "eval_every",
+                          "eval_episodes", "eval_seed", "checkpoint_every", "settings"}
+    assert saved["dtype"] == "float32"  # a resume in the other precision is refused
+    assert set(saved["settings"]) == {f.name for f in dataclasses.fields(EstimatorSettings)}
+    # of the estimator's settings, only those `full` reads
+    assert set(saved["settings"]["estimator"]) == {"name", "horizon", "objective", "clip_norm", "clip_value", "remat"}
+    ppo = for_task("ChaosCartPole-v0", "ppo", env_steps=1000).to_json()
+    assert not {"updates", "eval_every", "checkpoint_every"} & set(ppo)  # not read by an env-step budget
+    with pytest.raises(UserError, match="a run of chaosgym 0.1 converts with `chaosgym convert-checkpoint"):
+        TrainConfig.from_json({k: v for k, v in saved.items() if k != "settings"})
 
 
 def test_a_run_stopped_before_its_first_checkpoint_starts_again_on_resume(tmp_path):
@@ -199,6 +300,25 @@ def test_a_wall_clock_budget_evaluates_every_tenth_of_itself(tmp_path, monkeypat
     assert load_checkpoint(tmp_path / "run")["update"] == progress["update"]
     again = train(config, tmp_path / "run", resume=True, progress=False, time_budget=1.5)
     assert again["update"] == progress["update"] and len(Run(tmp_path / "run").metrics()) == progress["update"] + 1
+
+
+def test_the_python_api_trains_with_the_command_lines_settings_and_reports_progress(tmp_path):
+    reported = []
+    result = train_api("ChaosCartPole-v0", "full", tmp_path / "run", updates=6, batch_size=4, hidden=(8,),
+                       eval_every=3, checkpoint_every=3, eval_episodes=4, horizon=20, progress=False,
+                       progress_fn=lambda steps, metrics: reported.append((steps, metrics["eval_score"])))
+    assert result.config == SMALL and result.run == tmp_path / "run"  # `horizon` is the estimator's
+    rows = Run(result.run).evaluated_metrics()
+    # after every evaluation but the untrained policy's, at its env steps
+    assert reported == [(int(r["env_steps"]), pytest.approx(float(r["eval_score"]))) for r in rows[1:]]
+    assert [steps for steps, _ in reported] == [3 * 4 * 20, 6 * 4 * 20]
+    assert result.final["update"] == 6 and result.final["eval_score"] == pytest.approx(float(rows[-1]["eval_score"]))
+    env = chaosgym.make("ChaosCartPole-v0")
+    action = result.policy(np.zeros(env.observation_size, np.float32))
+    assert action.shape == (env.action_size,) and np.all(np.abs(action) <= 1)
+    with pytest.raises(UserError, match="apg has no setting.*batch_size.*its settings: .*num_envs"):
+        train_api("ChaosCartPole-v0", "apg", tmp_path / "apg", batch_size=4)
+    assert not (tmp_path / "apg").exists()
 
 
 @pytest.mark.parametrize("clip", [{"clip_norm": 1.0}, {"clip_value": 1.0}])

@@ -35,6 +35,8 @@ class EstimatorSpec:
     metrics: tuple[str, ...] = ()
     # rollouts of batch x horizon steps it simulates per gradient
     rollouts: Callable[[EstimatorConfig], int] = lambda config: 1
+    # its own settings' defaults where `EstimatorConfig`'s do not serve it (the truncated flow's window)
+    defaults: tuple[tuple[str, object], ...] = ()
 
 
 # every estimator reads these settings of `EstimatorConfig`
@@ -42,7 +44,7 @@ COMMON_SETTINGS = frozenset({"horizon", "objective", "clip_norm", "clip_value"})
 ESTIMATOR_SPECS: dict[str, EstimatorSpec] = {spec.name: spec for spec in (
     EstimatorSpec("full", "backpropagation through the whole rollout", ("full",), frozenset({"remat"})),
     EstimatorSpec("truncated", "backpropagation through windows of --truncation steps", ("truncated",),
-                  frozenset({"remat", "truncation"})),
+                  frozenset({"remat", "truncation"}), defaults=(("truncation", 20),)),
     EstimatorSpec("modified", "Stable BPTT's modified flow: the state's path through the policy cut", ("modified",),
                   frozenset({"remat"})),
     EstimatorSpec("stopped", "the sum of one-step gradients: every state a constant", ("stopped",),
