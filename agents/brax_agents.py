@@ -106,7 +106,7 @@ class BraxRun:
 
     @property
     def ppo(self) -> bool:
-        return self.agent == "brax-ppo"
+        return isinstance(self.settings, BraxPPOConfig)
 
     @property
     def steps_per_update(self) -> int:

@@ -36,7 +36,7 @@ COMMANDS = {
     "demo": Command("chaosgym.demo:add_arguments", "chaosgym.demo:run",
                     "step every task with a random policy and print a table"),
     "train": Command("chaosgym.agents.commands:train_arguments", "chaosgym.agents.train_command:run",
-                     "train a gradient-based agent or an SB3 baseline on a task",
+                     "train an agent (gradient-based, SB3 or Brax) on a task",
                      check="chaosgym.agents.commands:train_check"),
     "compare": Command("chaosgym.agents.commands:compare_arguments", "chaosgym.agents.compare:run",
                        "train tasks x agents x seeds under one budget; write a table and plots",
@@ -46,7 +46,7 @@ COMMANDS = {
                          check="chaosgym.agents.reproduce_config:from_args"),
     "render": Command("chaosgym.agents.commands:render_arguments", "chaosgym.agents.render:run",
                       "write an animated GIF of a trained policy's episode from a run folder"),
-    "convert-checkpoint": Command("chaosgym.agents.convert:add_arguments", "chaosgym.agents.convert:run",
+    "convert-checkpoint": Command("chaosgym.agents.commands:convert_arguments", "chaosgym.agents.convert:run",
                                   "convert a run folder of chaosgym 0.1 (pickled checkpoints) that you trust to "
                                   "this version's files"),
     "diagnose": Command("chaosgym.diagnostics.config:add_arguments", "chaosgym.agents.diagnose_command:run",

@@ -38,12 +38,6 @@ from chaosgym.validation import UserError
 OLD = ".v0.1"
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run", type=Path, help="the run folder (of chaosgym train, compare or reproduce) to convert")
-    parser.add_argument("--i-trust-this-folder", dest="trust", action="store_true", required=True,
-                        help="required: the old files are unpickled, which runs any code they hold")
-
-
 def config_from_v01(saved: dict) -> TrainConfig:
     """This version's config of a chaosgym 0.1 `TrainConfig`: the shared settings it had, mapped
     onto the agent's own (a carried agent's envs were --batch-size, its window --horizon)."""
@@ -57,9 +51,10 @@ def config_from_v01(saved: dict) -> TrainConfig:
     elif spec.kind == "carried":
         changes = {"num_envs": saved["batch_size"], "window": e["horizon"], "learning_rate": saved["learning_rate"],
                    "hidden": tuple(saved["hidden"])}
-        if agent in ("shac", "ahac"):
+        fields = spec.settings_class().__dataclass_fields__
+        if "critic_learning_rate" in fields:  # 0.1's critics stepped at the actor's rate
             changes["critic_learning_rate"] = saved["learning_rate"]
-        if agent == "ahac":
+        if "min_window" in fields:
             changes["min_window"] = min(8, e["horizon"])
     elif spec.kind == "sb3":
         sb3 = dict(saved.get("sb3") or {})

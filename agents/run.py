@@ -55,6 +55,19 @@ def _is_run_file(name: str) -> bool:
     return name in RUN_FILES or name.startswith("tmp") or name.endswith(".v0.1")
 
 
+def _differences(saved: dict, new: dict, keys: list[str]) -> str:
+    """The differing settings, nested ones by their own name: "learning_rate (saved 0.001, now 0.002)"."""
+    parts = []
+    for key in keys:
+        old, now = saved.get(key), new.get(key)
+        if isinstance(old, dict) and isinstance(now, dict):
+            inner = sorted(k for k in set(old) | set(now) if old.get(k) != now.get(k))
+            parts += [f"{k} (saved {old.get(k)!r}, now {now.get(k)!r})" for k in inner]
+        else:
+            parts.append(f"{key} (saved {old!r}, now {now!r})")
+    return ", ".join(parts)
+
+
 class RunFolder:
     """A run folder: its config, metrics and checkpoints. Open one with `open` to write (it holds
     the folder's lock until `close`), or `cls(folder)` to read one.
@@ -132,8 +145,8 @@ class RunFolder:
                 mismatched = sorted(k for k in set(new) | set(saved)
                                     if k not in cls.budget_fields and saved.get(k) != new.get(k))
                 if mismatched:
-                    raise UserError(f"cannot resume {folder}: its config differs in {mismatched} "
-                                     f"(saved: {', '.join(f'{k}={saved.get(k)!r}' for k in mismatched)})")
+                    raise UserError(f"cannot resume {folder}: its config differs in "
+                                    f"{_differences(saved, new, mismatched)}")
                 run.config = config  # checks that `config` names the same kind of checkpoint
                 if run.checkpoint_path.exists() or run.previous_checkpoint_path.exists():
                     checkpoint = run.load_checkpoint(decode)  # else it stopped before its first: start again

@@ -387,7 +387,8 @@ class TrainingMonitor(BaseCallback):
         # PPO collects whole rollouts: at the budget it stops inside one, not trained on (SAC and TD3
         # stop there by themselves). SB3 returns before it keeps the step's observation: kept here,
         # so that a checkpoint continues from where the envs are.
-        at_budget = isinstance(self.model, OnPolicyAlgorithm) and self.num_timesteps >= self.config.env_steps
+        at_budget = (isinstance(self.model, OnPolicyAlgorithm) and self.num_timesteps >= self.config.env_steps
+                     and self.locals["n_steps"] + 1 < self.locals["n_rollout_steps"])  # a rollout that ends here trains
         if at_budget or out_of_time:
             self.model._last_obs = self.locals["new_obs"]
             self.model._last_episode_starts = self.locals["dones"]

@@ -179,8 +179,9 @@ class AHACSettings(CriticSettings):
     ascent on contact stiffness; a double critic and no target critic."""
 
     window: int = field(default=64, metadata=setting("steps per update: the maximum horizon (steps_max)", POSITIVE_INT))
-    min_window: int = field(default=8, metadata=setting("the minimum horizon (steps_min), where it starts",
-                                                        POSITIVE_INT))
+    min_window: int | None = field(default=None, metadata=setting(
+        "the minimum horizon (steps_min), where it starts (default: 8, as published, or the window if shorter)",
+        POSITIVE_INT.optional()))
     contact_threshold: float = field(default=500.0, metadata=setting(
         "C: the stiffness the horizon's dual ascent holds the pieces under", NON_NEGATIVE))
     dual_learning_rate: float = field(default=5e-4, metadata=setting("beta: step of the dual and the horizon",
@@ -193,6 +194,11 @@ class AHACSettings(CriticSettings):
         POSITIVE_INT.optional()))
     critic_max_grad_norm: float | None = field(default=None, metadata=setting(
         "clip the critic's gradient to this global norm (none, as published)", OPTIONAL_POSITIVE))
+
+    def __post_init__(self):
+        if self.min_window is None:
+            object.__setattr__(self, "min_window", min(8, self.window))
+        super().__post_init__()
 
     def check(self) -> None:
         super().check()

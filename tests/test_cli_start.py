@@ -55,12 +55,7 @@ def test_the_console_script_prints_its_help_without_importing_jax():
     assert not imported & set(HEAVY)
 
 
-CONVERT_IMPORTS_JAX = pytest.mark.xfail(strict=True, reason="convert-checkpoint's add_arguments lives in "
-                                        "chaosgym.agents.convert, which imports JAX (and the loop) at module level")
-
-
-@pytest.mark.parametrize("command", [pytest.param(c, marks=CONVERT_IMPORTS_JAX) if c == "convert-checkpoint" else c
-                                     for c in COMMANDS])
+@pytest.mark.parametrize("command", COMMANDS)
 def test_every_commands_help_imports_no_jax(command):
     code, out, _, heavy = run_cli([command, "--help"])
     assert code == 0 and out.startswith(f"usage: chaosgym {command} ")

@@ -101,9 +101,7 @@ def test_every_gradient_agent_optimises_the_return_it_is_ranked_by():
     assert "estimator.objective" not in {a.dest for a in parser._actions}
 
 
-@pytest.mark.parametrize("agent", ["full", pytest.param("truncated", marks=pytest.mark.xfail(
-    strict=True, reason="EstimatorConfig.truncation defaults to None, so truncated's own defaults are invalid on a "
-                        "task without a truncation preset (ChaosAnt-v0's included)")), "apg", "ppo"])
+@pytest.mark.parametrize("agent", ["full", "truncated", "apg", "ppo"])
 def test_a_task_registered_without_presets_gets_each_agents_defaults(agent):
     class Pole(CartPole):
         pass
@@ -208,8 +206,6 @@ def test_set_changes_one_agents_setting_or_every_agents_that_has_it():
     assert config.updates == 4096 // (8 * 16)
 
 
-@pytest.mark.xfail(strict=True, reason="--set splits its value at commas (parse_task_kwargs), so a tuple such as "
-                                       "hidden layer sizes cannot be given")
 @pytest.mark.parametrize("item", ["shac.hidden=(16,16)", "hidden=(16,)"])
 def test_set_takes_layer_sizes(item):
     args = _compare_args("--agents", "shac", "--set", item)
@@ -232,9 +228,7 @@ def test_set_takes_layer_sizes(item):
     (["--set", "apg.num_envs=4"], "--set apg.num_envs=4: apg is not among --agents (full)"),
     (["--agents", "full,apg", "--set", "full.window=4"], "--set full.window=4: full has no setting 'window'"),
     (["--set", "batch_size=0"], "argument --batch-size: must be a positive integer, got 0"),
-    pytest.param(["--set", "estimator.objective=final_state"], "estimator.objective", marks=pytest.mark.xfail(
-        strict=True, reason="compare.run_config passes estimator.objective twice to for_task: a TypeError traceback, "
-                            "not a one-line refusal (every agent is ranked by the return)")),
+    (["--set", "estimator.objective=final_state"], "every agent of a comparison optimises, and is ranked by, the return"),
 ])
 def test_bad_budgets_and_names_are_refused_in_one_line_before_any_folder_exists(flags, message, tmp_path, capsys):
     out = tmp_path / "cmp"
