@@ -87,8 +87,11 @@ class TrainConfig(RunSettings):
         elif not isinstance(self.settings, spec.settings_class()):
             raise UserError(f"{self.agent} takes {spec.settings_class().__name__}, got {type(self.settings).__name__}")
         if spec.kind == "estimator" and self.settings.estimator.name != self.agent:
-            # the agent names the estimator: one setting, kept in the nested config
-            estimator = dataclasses.replace(self.settings.estimator, name=self.agent)
+            # the agent names the estimator: one setting, kept in the nested config, with the
+            # estimator's own defaults where the config leaves them unset (the truncated flow's window)
+            unset = {k: v for k, v in ESTIMATOR_SPECS[self.agent].defaults
+                     if getattr(self.settings.estimator, k) is None}
+            estimator = dataclasses.replace(self.settings.estimator, name=self.agent, **unset)
             object.__setattr__(self, "settings", dataclasses.replace(self.settings, estimator=estimator))
         if spec.budget == "updates" and self.updates is None:
             object.__setattr__(self, "updates", DEFAULT_UPDATES)
