@@ -55,18 +55,18 @@ def make_env(config: TrainConfig) -> chaosgym.Env:
 @keyed_by_arguments
 def carried_core(agent: Carried, env, settings, *, key) -> Core:
     """`agent` on `env` with its `settings`: its init and update jitted once per configuration."""
-    update = agent.make_update(env, settings)
+    step = agent.make_update(env, settings)
 
     def init(key_):
         state = agent.init(env, settings, key_)
         return agent.inference_params(state), state
 
-    def update_(params, state, seed_key, index):
+    def update(params, state, seed_key, index):
         del params  # the state holds them
-        state, metrics = update(state, jax.random.fold_in(seed_key, index))
+        state, metrics = step(state, jax.random.fold_in(seed_key, index))
         return agent.inference_params(state), state, metrics
 
-    return Core(cached_jit(init, (key, "init")), cached_jit(update_, (key, "update")), agent.policy, agent.name)
+    return Core(cached_jit(init, (key, "init")), cached_jit(update, (key, "update")), agent.policy, agent.name)
 
 
 def core_of(config: TrainConfig) -> Core:

@@ -311,7 +311,12 @@ class CachedJit:
         self.fn, self.donate_argnums = fn, tuple(donate_argnums)
         self.key = None if _holds_uncached(key) else repr(key)
         self._plain = jax.jit(fn, donate_argnums=self.donate_argnums)
-        self._jitted = jax.jit(self._stored_or_traced, donate_argnums=self.donate_argnums)
+
+        def traced(*args):  # named as `fn`, so that JAX's and XLA's logs name the program after it
+            return self._stored_or_traced(*args)
+
+        traced.__name__ = traced.__qualname__ = getattr(fn, "__name__", "cached")
+        self._jitted = jax.jit(traced, donate_argnums=self.donate_argnums)
         self._programs: dict[tuple, Any] = {}
         functools.update_wrapper(self, fn)
 
