@@ -31,7 +31,7 @@ WORKER = textwrap.dedent("""
     import chaosgym
     from chaosgym.tasks import DoublePendulum
 
-    DoublePendulum.ctrl_cost_weight = float(sys.argv[1])
+    DoublePendulum.link_length = float(sys.argv[1])
     sys.path.insert(0, os.path.dirname(sys.argv[2]))
     from user_task import UserPendulum
 
@@ -54,12 +54,12 @@ USER_TASK = textwrap.dedent("""
 """)
 
 
-def run_worker(cache_dir, module, weight: float, offset: float) -> dict:
+def run_worker(cache_dir, module, link_length: float, offset: float) -> dict:
     module.write_text(USER_TASK.format(offset=offset))
     env = {**os.environ, "CHAOSGYM_CACHE_DIR": str(cache_dir), "CHAOSGYM_COMPILATION_CACHE": "1",
            "CHAOSGYM_TRACE_CACHE": "1", "JAX_PLATFORMS": "cpu"}
     env.pop("JAX_COMPILATION_CACHE_DIR", None)
-    done = subprocess.run([sys.executable, "-c", WORKER, str(weight), str(module)], env=env, capture_output=True,
+    done = subprocess.run([sys.executable, "-c", WORKER, str(link_length), str(module)], env=env, capture_output=True,
                           text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -69,11 +69,12 @@ def run_worker(cache_dir, module, weight: float, offset: float) -> dict:
 def test_changed_class_attributes_and_edited_user_tasks_are_never_replayed(tmp_path):
     module = tmp_path / "user" / "user_task.py"
     module.parent.mkdir()
-    first = run_worker(tmp_path / "cache", module, weight=0.01, offset=0.0)
-    second = run_worker(tmp_path / "cache", module, weight=5.0, offset=3.0)
-    # a full-torque step costs ctrl_cost_weight * |a|^2 = weight (one actuator): 5.0 - 0.01 more
-    assert second["rewards"][0] == pytest.approx(first["rewards"][0] - 4.99, abs=1e-4)
-    assert second["rewards"][1] == pytest.approx(first["rewards"][1] - 3.0 - 4.99, abs=1e-4)
+    first = run_worker(tmp_path / "cache", module, link_length=0.5, offset=0.0)
+    second = run_worker(tmp_path / "cache", module, link_length=0.25, offset=3.0)
+    # the reward is the tip's height over the chain's length minus 0.01 |a|^2 (one actuator): halving
+    # the class's link_length doubles the first term, h = reward + 0.01
+    assert second["rewards"][0] == pytest.approx(2 * first["rewards"][0] + 0.01, abs=1e-4)
+    assert second["rewards"][1] == pytest.approx(2 * first["rewards"][1] + 0.01 - 3.0, abs=1e-4)
     # the chaosgym task is cached under both settings; the user's task (code the cache cannot
     # fingerprint) is never stored: reset and step of the pendulum per run, nothing more
     assert len(first["files"]) == 2 and len(second["files"]) == 4 and set(first["files"]) < set(second["files"])
@@ -87,7 +88,7 @@ def test_object_key_sees_class_attributes_and_refuses_foreign_code(monkeypatch):
 
     task = DoublePendulum()
     key = trace_cache.object_key(task)
-    monkeypatch.setattr(DoublePendulum, "ctrl_cost_weight", 5.0)
+    monkeypatch.setattr(DoublePendulum, "link_length", 0.25)
     assert trace_cache.object_key(task) != key
     monkeypatch.setattr(DoublePendulum, "reward", lambda self, data, action, next_data: (0.0, {}))
     assert trace_cache.object_key(task) == trace_cache.UNCACHED

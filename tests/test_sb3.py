@@ -86,7 +86,7 @@ def test_ant_termination_matches_dummy_vec_env():
     theirs = DummyVecEnv([lambda: gymnasium.make("ChaosAnt-v0", **MJX)] * 4)
     ours.seed(3), theirs.seed(3)
     np.testing.assert_array_equal(ours.reset(), theirs.reset())
-    low, high = chaosgym.TASKS["ChaosAnt-v0"].healthy_z
+    low, high = chaosgym.make("ChaosAnt-v0").task.healthy_z_range
     terminated = 0
     for actions in random_actions(ours, 20):
         obs, rewards, dones, infos = ours.step(actions)

@@ -109,7 +109,7 @@ def _value_key(value: Any) -> Any:
 
 def object_key(obj: Any) -> tuple | str:
     """What a traced program that calls `obj`'s methods depends on beyond chaosgym's own files: the
-    class attributes of every class of its MRO (changed at run time, e.g. `Task.ctrl_cost_weight`)
+    class attributes of every class of its MRO (changed at run time, e.g. `DoublePendulum.link_length`)
     and its instance attributes. `UNCACHED` when any class, method or attribute holds code that is
     not chaosgym's (a user's own subclass, a function assigned to an attribute)."""
     classes = [cls for cls in type(obj).__mro__ if cls is not object]

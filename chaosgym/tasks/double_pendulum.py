@@ -6,7 +6,7 @@ import numpy as np
 
 from chaosgym.tasks.arrays import array_namespace
 from chaosgym.tasks.base import Task
-from chaosgym.validation import UserError
+from chaosgym.validation import NON_NEGATIVE, UserError
 
 MAX_LINKS = 4
 
@@ -25,12 +25,12 @@ class DoublePendulum(Task):
     episode_length = 500
     render_camera = "front"
     link_length = 0.5
-    ctrl_cost_weight = 0.01
 
-    def __init__(self, num_links: int = 2):
+    def __init__(self, num_links: int = 2, ctrl_cost_weight: float = 0.01):
         if isinstance(num_links, bool) or not isinstance(num_links, (int, np.integer)) or not 1 <= num_links <= MAX_LINKS:
             raise UserError(f"num_links must be an integer in 1..{MAX_LINKS}, got {num_links!r}")
-        self.num_links = int(num_links)
+        NON_NEGATIVE("ctrl_cost_weight", ctrl_cost_weight)
+        self.num_links, self.ctrl_cost_weight = int(num_links), float(ctrl_cost_weight)
 
     def edit_spec(self, spec):
         if self.num_links < MAX_LINKS:
