@@ -94,8 +94,9 @@ ANT_THRESHOLD = 1500.0
 # over the envs has median 29, 10th and 90th percentiles 23 and 37 (zero actions: 9; uniform random
 # actions: 54). C is that median, so the dual ascent moves the horizon up when the policy's contacts
 # grow stiffer and down when they soften; beta is set so that a stiffness the 10-90 % width (14)
-# away from C carries H across [8, 64] in about 250 updates (half of a 4.1 M-step run of 128 envs x
-# 64 steps): H ~ 8 exp(beta^2 (s - C) n^2 / 2) gives beta = 2.2e-3, rounded to 2e-3.
+# away from C carries H across [8, 64] in about half of a 4.1 M-step run of 128 envs x 64 steps (500
+# updates): H ~ 8 exp(beta^2 (s - C) n^2 / 2) at n = 250 gives beta = 2.2e-3, rounded to 2e-3, with
+# which the rule itself reaches 64 after about 270 updates (tests/test_ahac.py).
 ANT_CONTACT_THRESHOLD = 30.0
 ANT_DUAL_LEARNING_RATE = 2e-3
 

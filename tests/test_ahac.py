@@ -228,3 +228,58 @@ def test_ahac_improves_the_held_out_return(cartpole):
     assert after > before + 100, (before, after)
     assert all(m["skipped_updates"] == 0 for m in history)
     assert all(m["horizon"] == config.min_window for m in history)  # no contacts: the horizon stays short
+
+
+# ---- the contact threshold in MJX's units (chaosgym.presets.ANT_CONTACT_THRESHOLD) -------------------
+
+def _horizons(settings: AHACSettings, stiffness: float, updates: int) -> list[float]:
+    """H over `updates` windows whose every step has this mean stiffness."""
+    horizon, dual, out = jnp.asarray(float(settings.min_window)), jnp.asarray(0.0), []
+    window = jnp.full((settings.window, 4), stiffness)
+    for _ in range(updates):
+        horizon, dual = ahac.adapt_horizon(horizon, dual, window, settings)
+        out.append(float(horizon))
+    return out
+
+
+def test_on_the_ants_measured_stiffness_the_calibrated_horizon_adapts_within_8_to_64_and_the_published_one_never():
+    """The Ant's stiffness under AHAC's initial policy (docs/data/ahac_stiffness.json: median 29,
+    10-90 % from 23 to 37): with the Ant preset's C and beta, a policy whose contacts run the
+    10-90 % width stiffer than C carries H from 8 to 64 within 300 updates (a 4.1 M-step run has 500),
+    one that softens leaves it at 8; with the published C = 500 (dflex's units) H never leaves 8 on any
+    of those stiffnesses."""
+    import json
+    from pathlib import Path
+
+    from chaosgym.presets import ANT
+
+    measured = json.loads((Path(__file__).resolve().parents[1] / "docs/data/ahac_stiffness.json").read_text())
+    initial = measured["policies"]["ahac_initial"]["per_step_mean"]
+    calibrated = for_task("ChaosAnt-v0", "ahac", env_steps=4_096_000).settings
+    assert calibrated.contact_threshold == ANT.agents["ahac"].settings["contact_threshold"]
+    assert abs(calibrated.contact_threshold - initial["median"]) < 2
+    width = initial["p90"] - initial["p10"]
+    stiffer = _horizons(calibrated, calibrated.contact_threshold + width, 300)
+    assert stiffer[-1] == calibrated.window and stiffer[0] < 9  # it grows, from 8 to the window's 64
+    assert 8 < stiffer[len(stiffer) // 2] < 64  # through the range, not in one jump
+    assert _horizons(calibrated, calibrated.contact_threshold - width, 300)[-1] == 8
+    published = dataclasses.replace(calibrated, contact_threshold=500.0, dual_learning_rate=5e-4)
+    uniform = measured["policies"]["uniform"]["per_step_mean"]["p90"]  # the stiffest measured
+    assert set(_horizons(published, uniform, 500)) == {8.0}
+
+
+@pytest.mark.slow  # compiles an AHAC update on the Ant
+def test_on_the_ant_the_horizon_moves_under_training(tmp_path):
+    """A few AHAC updates on the Ant itself, tiny networks: with C below the Ant's stiffness the
+    horizon grows from 8; with the published C = 500 it stays at 8."""
+    small = {"num_envs": 4, "window": 16, "hidden": (8,), "critic_hidden": (8,), "critic_iterations": 1,
+             "dual_learning_rate": 2e-2}
+    moved = {}
+    for threshold in (5.0, 500.0):
+        config = for_task("ChaosAnt-v0", "ahac", updates=4, eval_every=4, checkpoint_every=4, eval_episodes=1,
+                          contact_threshold=threshold, **small)
+        train_config(config, tmp_path / f"c{threshold:g}", progress=False)
+        rows = Run(tmp_path / f"c{threshold:g}").metrics()
+        moved[threshold] = [float(r["next_horizon"]) for r in rows if r["next_horizon"]]
+    assert moved[5.0][-1] > 8 and moved[5.0] == sorted(moved[5.0])
+    assert set(moved[500.0]) == {8.0}

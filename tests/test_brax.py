@@ -368,3 +368,21 @@ def test_brax_ppo_learns_the_cart_pole_swing_up(trainer, tmp_path):
     untrained = float(read_rows(tmp_path)[0]["eval_score"])
     # the return is the sum of cos(angle) over 100 steps: 100 is upright throughout, -100 hanging still
     assert untrained < 0 and final["eval_score"] > 70 and final["eval_objective"] < 0.1, (untrained, final)
+
+
+@pytest.mark.slow
+def test_a_comparison_with_brax_ppo_runs_end_to_end(tmp_path):
+    """`chaosgym compare` with Brax's PPO beside apg on the 1-pole cart pole, tiny: both trained,
+    evaluated by the one protocol and in the table."""
+    from chaosgym.agents.cli import main
+
+    out = tmp_path / "cmp"
+    assert main(["compare", "--tasks", "ChaosCartPole-v0:physics=equations", "--agents", "brax-ppo,apg", "--seeds", "1",
+                 "--env-steps", "2048", "--eval-episodes", "2", "--set", "brax-ppo.num_envs=8",
+                 "--set", "brax-ppo.batch_size=8", "--set", "brax-ppo.num_minibatches=2",
+                 "--set", "brax-ppo.unroll_length=4", "--set", "brax-ppo.num_evals=3",
+                 "--set", "brax-ppo.policy_hidden_layer_sizes=(8,)", "--set", "brax-ppo.value_hidden_layer_sizes=(8,)",
+                 "--set", "apg.num_envs=4", "--set", "apg.hidden=(8,)", "--out", str(out)]) == 0
+    summary = (out / "summary.md").read_text()
+    assert "| brax-ppo |" in summary and "| apg |" in summary
+    assert (out / "runs" / "ChaosCartPole-v0-physicsequations-brax-ppo-seed0" / "checkpoint.npz").exists()

@@ -415,3 +415,21 @@ def test_train_cli_maps_ppos_flags_stops_at_its_budget_and_prints_the_final_scor
         0.001, 32, 16, 1, 0.5)
     assert model.policy.net_arch == {"pi": [16], "vf": [16]} or model.policy.net_arch == [16]
     assert isinstance(model.policy.activation_fn(), torch.nn.Tanh)
+
+
+def test_ppo_runs_its_networks_where_torch_sees_an_accelerator():
+    """`device="auto"` (the default): the GPU where torch sees one, else the CPU; an explicit device
+    is kept."""
+    import torch
+
+    from chaosgym.agents.sb3 import build_model
+    from chaosgym.agents.sb3_vec_env import ChaosSB3VecEnv
+
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    for device, wanted in (("auto", expected), ("cpu", "cpu")):
+        config = for_task("ChaosCartPole-v0", "ppo", env_steps=1000, num_envs=2, device=device)
+        venv = ChaosSB3VecEnv("ChaosCartPole-v0", 2)
+        try:
+            assert build_model(config, venv).device.type == wanted
+        finally:
+            venv.close()
