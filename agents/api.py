@@ -130,9 +130,9 @@ class _TensorBoard:
 
     def __init__(self, folder: Path | str, then: Callable[[int, dict], None] | None, config: TrainConfig):
         try:
-            from torch.utils.tensorboard import SummaryWriter
+            from tensorboardX import SummaryWriter  # TensorBoard's event files without TensorFlow or torch
         except ImportError as error:
-            raise UserError(f"tensorboard logging needs the tensorboard package: pip install chaosgym[tensorboard] "
+            raise UserError(f"tensorboard logging needs tensorboardX: pip install 'chaosgym[tensorboard]' "
                             f"({error})") from None
         self.writer, self.then = SummaryWriter(str(folder)), then
         self.writer.add_text("config", str(config.to_json()))

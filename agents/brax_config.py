@@ -25,8 +25,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from chaosgym.validation import (UserError, ADAM_BETA, BOOL, FRACTION, LAYERS, NON_NEGATIVE, POSITIVE, POSITIVE_INT, Check,
-                                 InvalidSetting, check_fields, int_at_least, setting, tuple_of)
+from chaosgym.validation import (ADAM_BETA, BOOL, FRACTION, LAYERS, NON_NEGATIVE, POSITIVE, POSITIVE_INT, Check,
+                                 InvalidSetting, UserError, check_fields, int_at_least, number_in, setting, tuple_of)
 
 EVALUATION_POINTS = setting(
     "evaluation points, the untrained policy's included (Brax's num_evals): 11 scores every tenth of the budget",
@@ -136,7 +136,7 @@ class BraxAPGConfig(_BraxSettings):
         "decay the learning rate by schedule_decay every update", BOOL))
     # BX:brax/training/agents/apg/train.py L73
     schedule_decay: float = field(default=0.997, metadata=setting(
-        "factor on the learning rate per update", Check(lambda v: POSITIVE.test(v) and v <= 1, "in (0, 1]")))
+        "factor on the learning rate per update", number_in(0, 1, low_open=True)))
     # BX:brax/training/agents/apg/train.py L75
     max_gradient_norm: float = field(default=1e9, metadata=setting(
         "clip the gradient to this global norm (after Brax's fixed element-wise clip at 1)", POSITIVE))

@@ -8,16 +8,19 @@ and, for SB3, torch, only when they run.
 from __future__ import annotations
 
 import argparse
+import ast
+import importlib.util
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from chaosgym import flags
-from chaosgym.agents.config import RunSettings, TrainConfig, for_task, with_changes
+from chaosgym.agents.config import RunSettings, TrainConfig, for_task, settings_read, with_changes
 from chaosgym.agents.registry import AGENTS
 from chaosgym.agents.run import Run
-from chaosgym.presets import PRESETS
-from chaosgym.tasks import check_task_id, parse_task_kwargs
+from chaosgym.presets import PRESETS, presets
+from chaosgym.tasks import check_task_id
 from chaosgym.validation import UserError
 
 MAX_GIF_FPS = 30  # GIF frame delays are whole hundredths of a second; viewers slow faster ones down
@@ -25,12 +28,12 @@ MAX_GIF_FPS = 30  # GIF frame delays are whole hundredths of a second; viewers s
 
 # ---- train ---------------------------------------------------------------------------------------
 
-def _agent_in(argv: list[str]) -> str | None:
-    """The agent `--agent NAME` (or `--agent=NAME`) names in `argv`, if any."""
+def _flag_in(argv: list[str], flag: str) -> str | None:
+    """The value `flag VALUE` (or `flag=VALUE`) gives in `argv`, if any."""
     for i, word in enumerate(argv):
-        if word == "--agent" and i + 1 < len(argv):
+        if word == flag and i + 1 < len(argv):
             return argv[i + 1]
-        if word.startswith("--agent="):
+        if word.startswith(flag + "="):
             return word.partition("=")[2]
     return None
 
@@ -40,11 +43,14 @@ def train_arguments(parser: argparse.ArgumentParser, argv: list[str] | None = No
     (each agent has its own: `chaosgym train --agent apg --help` lists apg's), the run folder, resume."""
     flags.add_arguments(parser, RunSettings, required=("task", "agent"), choices={"agent": tuple(AGENTS)},
                         group="the run")
-    agent = _agent_in(argv or [])
+    agent = _flag_in(argv or [], "--agent")
     if agent in AGENTS:
-        cls = AGENTS[agent].settings_class()
-        flags.add_arguments(parser, cls, group=f"{agent}'s own settings (defaults: its own, then the task's "
-                                               "presets: chaosgym.presets)")
+        task = _flag_in(argv or [], "--task")
+        preset = presets(task).of(agent) if task else None
+        texts = {path: f"{value!r}, the preset of {task}" for path, value in (preset.settings if preset else {}).items()}
+        flags.add_arguments(parser, AGENTS[agent].settings_class(), only=tuple(settings_read(agent)),
+                            default_texts=texts, group=f"{agent}'s own settings (defaults: its own, or with --task "
+                                                       "the task's presets, chaosgym.presets)")
     else:
         parser.epilog = "Each agent has its own settings: chaosgym train --agent NAME --help lists them."
     parser.add_argument("--out", required=True, type=Path, help="output folder (config.json, metrics.csv, checkpoints)")
@@ -58,7 +64,7 @@ def given_settings(args: argparse.Namespace) -> dict:
     given = flags.given(args, RunSettings)
     agent = given.get("agent")
     if agent in AGENTS:
-        given |= flags.given(args, AGENTS[agent].settings_class())
+        given |= {k: v for k, v in flags.given(args, AGENTS[agent].settings_class()).items() if k in settings_read(agent)}
     return given
 
 
@@ -191,6 +197,7 @@ def compare_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"the main job (6 min measured with cold caches on a 2-core CPU, 22 min on a loaded "
                              f"one): {quick} (the "
                              "tasks, agents, seeds and budget flags given with it replace these values)")
+    cluster_arguments(parser, unit="a run each: one task, agent and seed")
 
 
 def compare_config(args: argparse.Namespace) -> CompareConfig:
@@ -205,7 +212,7 @@ def compare_config(args: argparse.Namespace) -> CompareConfig:
     if (Path(args.out) / "config.json").exists():
         raise UserError(f"{args.out} is a training run's folder (it holds config.json); compare writes a folder "
                         "of its own: choose another --out")
-    args.compare, args.agent_overrides = compare, overrides
+    args.compare, args.agent_overrides, args.cluster = compare, overrides, cluster_options(args)
     return compare
 
 
@@ -237,7 +244,7 @@ def parse_overrides(items: list[str], agents: list[str]) -> dict[str, dict]:
         target, equals, text = item.partition("=")
         if not equals or not target:
             raise UserError(f"--set expects [AGENT.]SETTING=VALUE, e.g. apg.num_envs=1024; got {item!r}")
-        value = next(iter(parse_task_kwargs(f"x={text}").values())) if text else text
+        value = _literal(text)
         head, dot, rest = target.partition(".")
         if dot and head in AGENTS:
             if head not in agents:
@@ -249,6 +256,8 @@ def parse_overrides(items: list[str], agents: list[str]) -> dict[str, dict]:
             takers = [a for a in agents if path in _paths(a)]
             if not takers:
                 raise UserError(f"--set {item}: no agent of --agents ({', '.join(agents)}) has a setting {path!r}")
+        if path in ("estimator.objective", "objective"):
+            raise UserError(f"--set {item}: every agent of a comparison optimises, and is ranked by, the return")
         for agent in takers:
             if path not in _paths(agent):
                 raise UserError(f"--set {item}: {agent} has no setting {path!r}; its settings: "
@@ -258,7 +267,75 @@ def parse_overrides(items: list[str], agents: list[str]) -> dict[str, dict]:
 
 
 def _paths(agent: str) -> set[str]:
-    return {path for path, _, _ in flags.fields(AGENTS[agent].settings_class())}
+    return settings_read(agent)
+
+
+def _literal(text: str):
+    """A `--set` value: a Python literal (`1024`, `1e-4`, `(64, 64)`, `64,64`, `None`, `True`), else the text."""
+    try:
+        return ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError):
+        return text.strip()
+
+
+# ---- grids on Ray (compare, reproduce) ------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ClusterOptions:
+    """Where a grid's units run (`chaosgym.agents.cluster`): `workers` at a time (None: as many as the
+    cluster's resources allow), on the Ray cluster at `address` or, without one, on a local Ray instance
+    started for the command; every worker compiles into `compile_cache` (None: the driver's cache)."""
+
+    workers: int | None = None
+    address: str | None = None
+    compile_cache: Path | None = None
+    cpus_per_unit: int = 1
+
+
+def cluster_arguments(parser: argparse.ArgumentParser, unit: str) -> None:
+    """The flags that send a grid's independent units (each `unit`) to Ray workers."""
+    group = parser.add_argument_group("running the grid on Ray (pip install 'chaosgym[cluster]'; docs/cluster.md)")
+    group.add_argument("--workers", type=_whole(1, "a number of workers"), default=None, metavar="N",
+                       help=f"run the grid's units ({unit}) as Ray tasks, at most N at once: on a local "
+                            "Ray instance started for the command, or on --ray-address's cluster; every unit writes "
+                            "its own folder, the tables and figures are built from the folders afterwards")
+    group.add_argument("--ray-address", default=None, metavar="ADDRESS",
+                       help="run the units on this existing Ray cluster instead (auto: the one this machine has "
+                            "joined; `ray start --head` prints the address)")
+    group.add_argument("--compile-cache", type=Path, default=None, metavar="FOLDER",
+                       help="JAX's compilation cache of every worker, so that a program one worker compiled is "
+                            "loaded by the others (default: this machine's, CHAOSGYM_CACHE_DIR or "
+                            "~/.cache/chaosgym/jax); on a cluster, a folder every node shares")
+    group.add_argument("--cpus-per-unit", type=_whole(1, "a number of CPUs"), default=None, metavar="K",
+                       help="CPUs each unit reserves on its worker (default: 1; a unit also reserves one GPU "
+                            "where the cluster has GPUs)")
+
+
+def cluster_options(args: argparse.Namespace) -> ClusterOptions | None:
+    """The Ray options the flags give, or None (no Ray: the grid runs in this process, Ray is not imported)."""
+    if args.workers is None and args.ray_address is None:
+        extra = [flag for flag, value in (("--compile-cache", args.compile_cache), ("--cpus-per-unit", args.cpus_per_unit))
+                 if value is not None]
+        if extra:
+            raise UserError(f"{' and '.join(extra)} apply to Ray workers: give --workers N or --ray-address too")
+        return None
+    if importlib.util.find_spec("ray") is None:
+        raise UserError("--workers and --ray-address run the grid on Ray, which is not installed: "
+                        "pip install 'chaosgym[cluster]'")
+    if args.ray_address is not None and not args.ray_address.strip():
+        raise UserError("--ray-address needs an address (host:port, ray://host:port, or auto)")
+    # the driver's JAX (not imported yet) takes GPU memory as it needs it, not 75% of a GPU a unit may get
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    return ClusterOptions(args.workers, args.ray_address, args.compile_cache, args.cpus_per_unit or 1)
+
+
+# ---- convert-checkpoint -----------------------------------------------------------------------------
+
+def convert_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of `chaosgym convert-checkpoint` (chaosgym.agents.convert)."""
+    parser.add_argument("run", type=Path, help="the run folder (of chaosgym train, compare or reproduce) to convert")
+    parser.add_argument("--i-trust-this-folder", dest="trust", action="store_true", required=True,
+                        help="required: the old files are unpickled, which runs any code they hold")
 
 
 # ---- render --------------------------------------------------------------------------------------

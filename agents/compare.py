@@ -40,7 +40,8 @@ import chaosgym  # noqa: E402
 from chaosgym import flags  # noqa: E402
 from chaosgym.agents.announce import announce_compile  # noqa: E402
 from chaosgym.agents.api import check_fits, train_config  # noqa: E402
-from chaosgym.agents.commands import EVALUATION_FIELDS, refuse_repeats, split_task_spec, task_specs  # noqa: E402
+from chaosgym.agents.commands import (EVALUATION_FIELDS, ClusterOptions, refuse_repeats, split_task_spec,  # noqa: E402
+                                      task_specs)
 from chaosgym.agents.config import RunSettings, TrainConfig, for_task, with_changes  # noqa: E402
 from chaosgym.agents.registry import AGENTS  # noqa: E402
 from chaosgym.agents.run import Run  # noqa: E402
@@ -96,6 +97,29 @@ def train_run(config: TrainConfig, wall_clock: float | None, folder: Path, progr
     result = train_config(config, folder, resume=(folder / "config.json").exists(), progress=False,
                           time_budget=wall_clock, announce=True, progress_fn=progress_fn)
     return result.policy, float(result.final.get("compile_time", math.nan))
+
+
+def run_folder(out: Path, label: str, agent: str, seed: int) -> Path:
+    return out / "runs" / f"{label}-{agent}-seed{seed}"
+
+
+def train_on_ray(out: Path, runs: list[tuple], configs: list[TrainConfig], wall_clock: float | None,
+                 cluster: ClusterOptions) -> None:
+    """Train (or finish) every unfinished run as a Ray task (`chaosgym.agents.cluster`), seed by seed:
+    every agent's first seed, then its second, so that the first runs side by side compile different
+    programs; a run waits while another seed of its agent compiles, then loads its programs from the
+    shared compilation cache."""
+    from chaosgym.agents.cluster import Unit, run_units
+
+    units = []
+    for ((env_id, kwargs), agent, seed), config in sorted(zip(runs, configs), key=lambda item: item[0][2]):
+        label = task_label(env_id, kwargs)
+        folder = run_folder(out, label, agent, seed)
+        if run_state(folder, config) != "reading back":
+            # its first checkpoint comes after its first updates: its programs are compiled (and cached)
+            units.append(Unit(f"{agent} on {label}, seed {seed}", train_run, (config, wall_clock, folder),
+                              program=(label, agent), compiled=lambda folder=folder: any(folder.glob("checkpoint.*"))))
+    run_units(units, cluster, "compare")
 
 
 def run_state(folder: Path, config: TrainConfig) -> str:
@@ -248,6 +272,8 @@ def run(args: argparse.Namespace) -> int:
           "on a 2-core CPU 100,000 cart-pole env steps take about 3-6 s of training for a gradient agent, 20 s "
           "for PPO and 40 min for SAC or TD3, the first compile of each agent apart)")
 
+    if args.cluster is not None:  # the runs on Ray first; the loop below reads each one back
+        train_on_ray(args.out, runs, configs, compare.wall_clock, args.cluster)
     for (env_id, kwargs), label in zip(tasks, labels):
         with announce_compile(f"the Gymnasium MJX env of {label} for the final evaluations", typical_s=15):
             compile_evaluation_env(env_id, kwargs)
@@ -258,7 +284,7 @@ def run(args: argparse.Namespace) -> int:
                unit=" env steps" if by_steps else " runs", unit_scale=by_steps)
     for index, (((env_id, kwargs), agent, seed), config) in enumerate(zip(runs, configs)):
         label = task_label(env_id, kwargs)
-        folder = args.out / "runs" / f"{label}-{agent}-seed{seed}"
+        folder = run_folder(args.out, label, agent, seed)
         state = run_state(folder, config)
         tqdm.write(f"{state} {agent} on {label}, seed {seed} -> {folder}")
         done = index * compare.steps_budget() if by_steps else index

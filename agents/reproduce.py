@@ -55,6 +55,7 @@ from chaosgym.agents.optimizer import make_optimizer  # noqa: E402
 from chaosgym.agents.reproduce_config import (CLIPS, FLOWS, GRID_COST, Protocol, add_arguments,  # noqa: E402,F401
                                               from_args)
 from chaosgym.agents import checkpoints  # noqa: E402
+from chaosgym.agents.commands import ClusterOptions  # noqa: E402
 from chaosgym.agents.run import CheckpointError, RunFolder  # noqa: E402
 from chaosgym.functional.gradients import COMBINATIONS, highest_precision  # noqa: E402
 from chaosgym.functional.settings import ESTIMATOR_SPECS  # noqa: E402
@@ -396,10 +397,11 @@ def plot(rows: list[dict], poles_list, flows, clips, path: Path, window: int = 3
 
 def reproduce(out: Path, poles_list: list[int], flows: list[str], clips: list[str], seeds: int,
               protocol: Protocol, progress: bool = True, checkpoint_every: int = 10,
-              report_only: bool = False) -> list[dict]:
+              report_only: bool = False, cluster: ClusterOptions | None = None) -> list[dict]:
     """Run (or resume, or read back) every pole count's group, then write the tables
     and the figure. With `report_only`, nothing is trained: the report shows the epochs the groups
-    have so far (and nothing is written when they have none)."""
+    have so far (and nothing is written when they have none). With `cluster`, the groups train as
+    Ray tasks (`chaosgym.agents.cluster`) and are read back here."""
     rows = []
     if report_only:
         for poles in poles_list:
@@ -409,6 +411,14 @@ def reproduce(out: Path, poles_list: list[int], flows: list[str], clips: list[st
                              f"(folders {group_folder(out, poles_list[0], flows).name}, ...); nothing to report")
     else:
         out.mkdir(parents=True, exist_ok=True)
+        if cluster is not None:  # the groups on Ray first; the loop below reads each one back
+            from chaosgym.agents.cluster import Unit, run_units, train_group
+
+            # the largest group first: the smaller ones fill in beside it
+            units = [Unit(f"{poles} pole(s)", train_group, (out, poles, flows, clips, seeds, protocol, checkpoint_every))
+                     for poles in sorted(poles_list, reverse=True)
+                     if max((r["epoch"] for r in read_group(out, poles, flows)), default=0) < protocol.epochs]
+            run_units(units, cluster, "reproduce")
         with tqdm(total=len(poles_list) * protocol.epochs, unit="epoch", disable=not progress,
                   smoothing=0.05) as bar:
             for poles in poles_list:
@@ -428,5 +438,5 @@ def reproduce(out: Path, poles_list: list[int], flows: list[str], clips: list[st
 def run(args) -> int:
     poles, flows, clips, seeds, protocol = from_args(args)
     reproduce(args.out, poles, flows, clips, seeds, protocol, not args.no_progress, args.checkpoint_every,
-              args.report_only)
+              args.report_only, args.cluster)
     return 0

@@ -10,6 +10,7 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
+from chaosgym.agents.commands import cluster_arguments, cluster_options
 from chaosgym.agents.config import machine_memory
 from chaosgym.functional.settings import ADAM_FORMS, CARTPOLE_PHYSICS as PHYSICS
 from chaosgym.validation import UserError
@@ -66,6 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: write the tables and figure from the epochs --out holds so far")
+    cluster_arguments(parser, unit="a pole count's group each, one vmapped program")
     parser.epilog = GRID_COST
 
 
@@ -92,7 +94,8 @@ def _choices(text: str, valid, what: str) -> list[str]:
 
 
 def from_args(args: argparse.Namespace) -> tuple[list[int], list[str], list[str], int, Protocol]:
-    """(pole counts, flows, clipping modes, seeds, protocol) of the arguments, each checked."""
+    """(pole counts, flows, clipping modes, seeds, protocol) of the arguments, each checked; the Ray
+    options (`--workers`, `--ray-address`) in `args.cluster`."""
     poles = [int(p) for p in _choices(args.poles, [str(n) for n in range(1, 5)], "--poles")]
     flows = _choices(args.flows, FLOWS, "--flows")
     clips = _choices(args.clip, CLIPS, "--clip")
@@ -100,6 +103,7 @@ def from_args(args: argparse.Namespace) -> tuple[list[int], list[str], list[str]
         if value < 1:
             raise UserError(f"{flag} must be at least 1, got {value}")
     protocol = Protocol(epochs=args.epochs, states=args.states, physics=args.physics, adam=args.adam)
+    args.cluster = cluster_options(args)
     # the training and test states, drawn in float64: (x, theta_i, and their rates) per state
     needed = 2 * protocol.states * 2 * (1 + max(poles)) * 8
     if needed > machine_memory():

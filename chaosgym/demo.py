@@ -9,25 +9,15 @@ import gymnasium
 import numpy as np
 
 from chaosgym.tasks import task_ids
-
-
-def _at_least(least: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = least - 1
-        if value < least:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {least}; got {text!r}")
-        return value
-    return parse
+from chaosgym.validation import POSITIVE_INT, SEED, argparse_type
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--num-envs", type=_at_least(1), default=16, help="environments stepped together")
-    parser.add_argument("--steps", type=_at_least(1), default=None,
+    parser.add_argument("--num-envs", type=argparse_type(POSITIVE_INT), default=16,
+                        help="environments stepped together")
+    parser.add_argument("--steps", type=argparse_type(POSITIVE_INT), default=None,
                         help="vector steps per task (default: the task's episode length)")
-    parser.add_argument("--seed", type=_at_least(0), default=0, help="seed of the resets and the random actions")
+    parser.add_argument("--seed", type=argparse_type(SEED), default=0, help="seed of the resets and the random actions")
 
 
 def random_policy_stats(env_id: str, num_envs: int, steps: int | None, seed: int) -> dict:

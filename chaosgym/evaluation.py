@@ -32,7 +32,7 @@ import chaosgym  # noqa: F401  (registers the task ids with Gymnasium)
 from chaosgym.functional.env import Env
 from chaosgym.functional.rollout import rollout
 from chaosgym.functional.trace_cache import cached_jit, keyed_by_arguments
-from chaosgym.validation import UserError
+from chaosgym.validation import POSITIVE_INT
 
 # held-out initial states: far from the small seeds training runs use
 EVAL_SEED = 1_000_000
@@ -48,8 +48,7 @@ def evaluate(policy_fn: Callable[[np.ndarray], np.ndarray], env_id: str, task_kw
     `failed_episodes` (non-finite actions), and the per-episode lists `returns`, `objectives` and
     `lengths`.
     """
-    if isinstance(num_episodes, bool) or not isinstance(num_episodes, (int, np.integer)) or num_episodes < 1:
-        raise UserError(f"num_episodes must be a positive integer, got {num_episodes!r}")
+    POSITIVE_INT("num_episodes", num_episodes)
     # MJX: the physics the gradient agents train and evaluate on, so their scores are these exactly
     env = gymnasium.make(env_id, backend="mjx", **(task_kwargs or {}))
     task = env.unwrapped.env.task

@@ -18,7 +18,7 @@ from chaosgym.functional.env import Env, Task, check_episode_length
 from chaosgym.presets import PRESETS, Presets
 from chaosgym.tasks import BUILTIN, load_class, register_with_gymnasium, resolve_task_id
 from chaosgym.tasks import parse_task_kwargs  # noqa: F401  (re-exported)
-from chaosgym.validation import UnknownOption, UserError
+from chaosgym.validation import InvalidSetting, UnknownOption, UserError
 
 TASKS: dict[str, type[Task]] = {}  # filled by `register`
 
@@ -61,7 +61,10 @@ def make_task(env_id: str, **kwargs) -> Task:
     if unknown:
         valid = ", ".join(f"{k}={v!r}" for k, v in options.items()) or "none"
         raise UnknownOption(f"{env_id} got unknown option(s) {', '.join(unknown)}; valid options (with defaults): {valid}")
-    return _task_class(env_id)(**kwargs)
+    try:
+        return _task_class(env_id)(**kwargs)
+    except InvalidSetting as error:  # a task option, never a command's flag: the message as the task wrote it
+        raise UserError(str(error)) from None
 
 
 @functools.lru_cache(maxsize=None)

@@ -69,10 +69,19 @@ class Check:
         """The same rule, or None."""
         return Check(lambda v: v is None or self.test(v), f"{self.expected}, or None")
 
+    def saying(self, expected: str) -> Check:
+        """The same rule, its message in words of the setting's own (a unit, a limit's reason, an example)."""
+        return Check(self.test, expected)
+
 
 def int_at_least(least: int) -> Check:
     return Check(lambda v: is_int(v) and v >= least,
                  "a positive integer" if least == 1 else f"an integer >= {least}")
+
+
+def int_in(low: int, high: int) -> Check:
+    """An integer from `low` to `high`, both included."""
+    return Check(lambda v: is_int(v) and low <= v <= high, f"an integer in {low}..{high}")
 
 
 def number_in(low: float, high: float, *, low_open: bool = False, high_open: bool = False) -> Check:
@@ -85,6 +94,12 @@ def number_in(low: float, high: float, *, low_open: bool = False, high_open: boo
 
 def one_of(*choices: Any) -> Check:
     return Check(lambda v: v in choices, "one of " + ", ".join(map(repr, choices)))
+
+
+def one_or_more_of(*choices: Any) -> Check:
+    """A non-empty tuple (or list) of names out of `choices`."""
+    return Check(lambda v: isinstance(v, (tuple, list)) and len(v) > 0 and all(x in choices for x in v),
+                 "one or more of " + ", ".join(map(str, choices)))
 
 
 def tuple_of(item: Check, *, nonempty: bool = True) -> Check:

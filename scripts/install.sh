@@ -3,7 +3,8 @@
 #   * the system GL libraries MuJoCo's headless renderer needs (EGL with Mesa's software driver),
 #   * PyTorch's CPU build first (for the Stable-Baselines3 baselines; a plain `torch` requirement
 #     would pull several GB of CUDA packages),
-#   * chaosgym itself (a regular, non-editable install) with its sb3 and test extras,
+#   * chaosgym itself (a regular, non-editable install) with every extra: sb3, brax, tensorboard,
+#     cluster (Ray) and test,
 #   every package at the version requirements-lock.txt pins.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,7 +32,7 @@ echo "install: pip, then PyTorch (CPU build), then chaosgym with JAX and MuJoCo 
 "${pip[@]}" --no-deps --retries 2 --timeout 20 --extra-index-url https://download.pytorch.org/whl/cpu torch
 echo "install: chaosgym and its dependencies (versions from requirements-lock.txt)..."
 .venv/bin/pip install -q --force-reinstall --no-deps .
-"${pip[@]}" ".[sb3,test]"
+"${pip[@]}" ".[sb3,brax,tensorboard,cluster,test]"
 .venv/bin/python -c 'import torch; print(f"install: torch {torch.__version__}, the",
                     f"CUDA {torch.version.cuda} build" if torch.version.cuda else "CPU build")'
 echo "install: done (.venv); run the fast tests with .venv/bin/pytest, the slow ones with .venv/bin/pytest -m slow"

@@ -119,7 +119,7 @@ def test_no_module_of_agents_compares_agent_names_or_imports_inside_a_function(s
 
 
 # optional extras, imported only where they are used, so that without them nothing fails
-OPTIONAL = {"ray", "torch.utils.tensorboard", "chaosgym.agents.cluster"}
+OPTIONAL = {"ray", "tensorboardX", "chaosgym.agents.cluster"}
 
 
 def _imported(node: ast.Import | ast.ImportFrom) -> list[str]:

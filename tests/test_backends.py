@@ -80,7 +80,7 @@ def test_a_task_reading_a_field_the_c_engine_does_not_provide_is_refused():
 
 
 def test_unknown_backend_is_refused():
-    with pytest.raises(ValueError, match="'mujoco' or 'mjx'"):
+    with pytest.raises(ValueError, match="backend must be one of 'mujoco', 'mjx'"):
         gymnasium.make(CARTPOLE, backend="warp")
 
 

@@ -38,6 +38,11 @@ CASES = {
     "benchmarks/ant_physics.py": (["--batch", "2", "--steps", "2", "--rounds", "1"], brax_like_ant, "| 2 |", (slow,)),
     "benchmarks/backends.py": (["--quick"], None, "vs Ant-v5", (slow,)),
     "benchmarks/compile_time.py": (["--quick"], None, "| ChaosCartPole-v0 |", (slow,)),
+    "benchmarks/compile_budget.py": (["--quick", "--commands", "compare", "--timeout", "1200"], None,
+                                     "programs compiled", (slow,)),
+    "experiments/ahac_stiffness.py": (["--envs", "2", "--steps", "3"], lambda tmp: ["--out", str(tmp / "s.json")],
+                                      "| ahac_initial |", (slow,)),
+    "benchmarks/cluster_speedup.py": (["--quick"], None, "| none (cache off) |", (slow,)),
     "experiments/findings.py": (["--quick", "--studies", "ChaosCartPole-v0"],
                     lambda tmp: ["--docs", str(tmp / "docs"), "--runs", str(tmp / "runs")], "findings", (slow,)),
     "benchmarks/gradient_cost.py": (["--quick", "--batch", "2"], None, "with remat", (slow,)),
@@ -49,6 +54,8 @@ CASES = {
     "benchmarks/stable_bptt_cost.py": (["--poles", "1", "--rounds", "1", "--calls", "1", "--horizon", "10", "--no-grid",
                              "--physics", "mjx"], None, "|", (slow,)),
     "benchmarks/throughput.py": (["--quick"], None, "Ant-v5", (slow,)),
+    "benchmarks/vector_overhead.py": (["--quick", "--steps", "4", "--rounds", "1"], None, "DeviceVectorEnv / raw",
+                                      (slow,)),
 }
 
 

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 
 import pytest
@@ -136,8 +137,8 @@ def test_train_help_shows_each_agents_own_flags_and_no_default_beside_a_required
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["demo", "--steps", "-1"], "argument --steps: expected an integer >= 1; got '-1'"),
-    (["demo", "--num-envs", "0"], "argument --num-envs: expected an integer >= 1; got '0'"),
+    (["demo", "--steps", "-1"], "argument --steps: expected a positive integer, got '-1'"),
+    (["demo", "--num-envs", "0"], "argument --num-envs: expected a positive integer, got '0'"),
     (["diagnose", "--task", "ChaosCartPole-v0", "--hidden", "8,,8", "--out", "x"], "argument --hidden: expected"),
 ])
 def test_demo_and_diagnose_refuse_bad_counts(argv, message, capsys):
@@ -197,3 +198,114 @@ def test_xlas_slow_compile_alarm_is_kept_from_users_unless_they_set_the_log_leve
     out = subprocess.run([sys.executable, "-c", check], env={**env, "TF_CPP_MIN_LOG_LEVEL": "0"},
                          capture_output=True, text=True, timeout=300)
     assert out.stdout.split() == ["0"], out.stderr[-2000:]
+
+
+def _cli(argv, capsys) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--task", "ChaosCartPole-v0", "--agent", "ppo", "--env-steps", "100", "--seed", "-1"],
+     "argument --seed: must be an integer in [0, 2**63) (a Gymnasium seed), got -1"),
+    (["render", "--run", "x", "--fps", "0"], "finite number of frames per second > 0, got '0'"),
+    (["render", "--run", "x", "--fps", "nan"], "finite number of frames per second > 0, got 'nan'"),
+    (["render", "--run", "x", "--max-steps", "0"], "a number of steps (a whole number >= 1), got '0'"),
+    (["render", "--run", "x", "--seed", "-1"], "a Gymnasium seed (a whole number >= 0), got '-1'"),
+])
+def test_bad_seeds_rates_and_step_counts_are_refused_before_anything_runs(argv, message, capsys, tmp_path):
+    error = _cli([*argv, *(["--out", str(tmp_path / "out")] if argv[0] == "train" else [])], capsys)
+    assert message in error.strip().splitlines()[-1]  # argparse: the usage, then the one error line
+    assert not (tmp_path / "out").exists()
+
+@pytest.mark.parametrize("command, part", [
+    (["train", "--task", "ChaosCartPole-v0", "--agent", "ppo", "--env-steps", "100", "--hidden", "100000000,100000000"],
+     "policy and optimiser"),
+    (["compare", "--agents", "full,ppo", "--seeds", "1", "--env-steps", "1000", "--set", "ppo.batch_size=1000000000"],
+     "minibatch"),
+])
+def test_a_network_too_large_for_the_machine_is_refused_with_its_estimate_before_any_folder(command, part, capsys,
+                                                                                          tmp_path):
+    """SB3's network comes from --hidden too; compare checks every run before its first folder."""
+    error = _cli([*command, "--out", str(tmp_path / "out")], capsys)
+    assert "this run needs at least" in error and f"({part} " in error
+    assert not (tmp_path / "out").exists()
+
+@pytest.mark.parametrize("flags, message", [
+    (["--poles", "1,,2"], "--poles: an empty item in '1,,2'"),
+    (["--states", "1000000000"], "--states 1000000000 needs at least"),
+])
+def test_reproduce_refuses_an_empty_list_item_and_states_that_cannot_fit(flags, message, capsys, tmp_path):
+    error = _cli(["reproduce", "stable-bptt", *flags, "--out", str(tmp_path / "out")], capsys)
+    assert message in error
+    assert not (tmp_path / "out").exists()
+
+def test_diagnose_refuses_a_start_qpos_of_the_wrong_length_before_any_folder(capsys, tmp_path):
+    """The cart pole's qpos is (cart, pole) per pole plus the reference mass: 3 values for one pole."""
+    error = _cli(["diagnose", "--task", "ChaosCartPole-v0", "--what", "lyapunov", "--start-qpos", "0,0.3",
+                  "--out", str(tmp_path / "out")], capsys)
+    assert "--start-qpos needs 3 values (the task's qpos), got 2" in error
+    assert not (tmp_path / "out").exists()
+
+
+# A stop that lands where Python drops exceptions (a gc callback, a `__del__`: JAX runs a gc callback
+# on every collection; or the hook that reports those) still ends the command with its one line and
+# status (issue 21: the SB3 kill test's SIGINT was printed as "Exception ignored" and the run went on).
+STOP_DROPPED_WORKER = textwrap.dedent("""
+    import signal, sys, time, types
+    from chaosgym.agents import cli
+
+    def stop_in_the_hook(report):  # called by cli's hook: its caller's frame is that hook
+        cli._stop(signal.SIGINT, sys._getframe(1))
+
+    def run(args):
+        class Dropping:
+            def __del__(self):
+                if sys.argv[1] == "del":
+                    cli._stop(signal.SIGINT, None)
+                else:
+                    raise ValueError("reported by sys.unraisablehook")
+        Dropping()
+        time.sleep(60)
+        return 0
+
+    sys.unraisablehook = stop_in_the_hook
+    sys.modules["stop_worker"] = types.SimpleNamespace(add_arguments=lambda parser: None, run=run)
+    cli.COMMANDS["work"] = cli.Command("stop_worker:add_arguments", "stop_worker:run", "a command")
+    sys.exit(cli.main(["work"]))
+""")
+
+@pytest.mark.parametrize("where", ["del", "hook"])
+def test_a_stop_that_python_drops_still_ends_the_command(where, tmp_path):
+    result = subprocess.run([sys.executable, "-c", STOP_DROPPED_WORKER, where], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=50)
+    assert result.returncode == 128 + signal.SIGINT, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1].startswith("chaosgym work: stopped by SIGINT")
+
+
+# issue 32's bar: a stop in a command's first seconds (while Python, JAX, MuJoCo and trimesh import)
+# is never lost, over 20 tries spread across the first 3 s
+STOP_TIMES = [0.15 * (i + 1) for i in range(20)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("delay", STOP_TIMES, ids=lambda d: f"{d:.2f}s")
+def test_a_stop_in_the_first_seconds_is_never_lost(delay, tmp_path):
+    signum = signal.SIGINT if round(delay / 0.15) % 2 else signal.SIGTERM
+    argv = [sys.executable, "-m", "chaosgym.agents.cli", "train", "--task", "ChaosCartPole-v0", "--agent", "full",
+            "--updates", "100000", "--out", str(tmp_path / "run"), "--no-progress"]
+    process = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(delay)
+    process.send_signal(signum)
+    try:
+        _, err = process.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        pytest.fail(f"{signal.Signals(signum).name} at {delay:.2f} s was lost: the command ran on")
+    # before chaosgym's handler is in place Python's own defaults end it (killed by the signal;
+    # an uncaught KeyboardInterrupt re-raises SIGINT); after, chaosgym's: 128 + the signal, one line
+    assert process.returncode in (128 + signum, -signum), (process.returncode, err[-2000:])
+    if process.returncode == 128 + signum:
+        assert err.strip().splitlines()[-1].startswith(f"chaosgym train: stopped by {signal.Signals(signum).name}")
+    assert "ExceptionWrapper" not in err

@@ -71,7 +71,7 @@ def test_each_agents_own_flags_are_listed_without_importing_jax(agent, flag):
 
 @pytest.mark.parametrize("argv, message", [
     (["nope"], "argument COMMAND: invalid choice: 'nope'"),
-    (["demo", "--num-envs", "0"], "argument --num-envs: expected an integer >= 1; got '0'"),
+    (["demo", "--num-envs", "0"], "argument --num-envs: expected a positive integer, got '0'"),
     (["diagnose", "--out", "x", "--task", "ChaosNope-v0"], "unknown task id 'ChaosNope-v0'; valid ids: "),
     (["diagnose", "--out", "x", "--lyapunov-k", "0"], "argument --lyapunov-k: must be a positive integer, got 0"),
     (["diagnose", "--out", "x", "--lyapunov-kk", "2"], "--lyapunov-kk (did you mean --lyapunov-k?)"),

@@ -1,8 +1,10 @@
 """The functional core: pure reset/step under jit, vmap and grad; clipping, time limit, blow-ups."""
 
 import json
+import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import jax
@@ -180,5 +182,30 @@ def test_invalid_option_value_says_what_is_valid():
 def test_unknown_option_lists_valid_options():
     with pytest.raises(TypeError, match=r"num_pole\b.*num_poles=1"):
         chaosgym.make("ChaosCartPole-v0", num_pole=2)
-    with pytest.raises(TypeError, match=r"num_poles.*valid options.*none"):
+    with pytest.raises(TypeError, match=r"num_poles.*valid options.*ctrl_cost_weight=0.5"):  # the Ant's reward weights
         chaosgym.make("ChaosAnt-v0", num_poles=2)
+
+
+@pytest.mark.parametrize("action", [jnp.zeros(2), jnp.array(0.5), jnp.zeros((1, 1))])
+def test_the_functional_step_names_the_action_shape_it_expects(action, cartpole, cartpole_start):
+    with pytest.raises(ValueError, match=r"expected an action of shape \(1,\).*got shape"):
+        cartpole.step(cartpole_start, action)
+
+
+X64 = textwrap.dedent("""
+    import jax, jax.numpy as jnp
+    import chaosgym
+    first = chaosgym.make("ChaosCartPole-v0")
+    jax.config.update("jax_enable_x64", True)
+    env = chaosgym.make("ChaosCartPole-v0")
+    state = jax.eval_shape(env.reset, jax.random.key(0))
+    scan = lambda s: jax.lax.scan(lambda c, _: (env.step(c, jnp.zeros(1)), None), s, None, length=2)[0]
+    out = jax.eval_shape(jax.grad(lambda s: jnp.sum(scan(s).reward), allow_int=True), state)
+    print(env is not first, state.data.qpos.dtype, out.data.qacc_warmstart.dtype)
+""")
+
+def test_make_after_switching_float64_on_gives_a_float64_env():
+    done = subprocess.run([sys.executable, "-c", X64], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["True", "float64", "float64"]

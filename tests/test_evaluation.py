@@ -63,16 +63,15 @@ def test_jax_policies_are_accepted():
 
 def test_gradient_agents_batched_evaluation_scores_the_same_episodes():
     """Training evaluates in one batched rollout from the same held-out states."""
-    from chaosgym.agents import train
-    from chaosgym.agents.config import TrainConfig
-    from chaosgym.functional.policies import init_policy
+    from chaosgym.agents import loop
+    from chaosgym.agents.config import TrainConfig, for_task
 
-    config = TrainConfig(task="ChaosCartPole-v0", eval_episodes=4)
+    config = for_task("ChaosCartPole-v0", "full", eval_episodes=4)
     assert (config.eval_seed, TrainConfig().eval_episodes) == (EVAL_SEED, EVAL_EPISODES)
-    env = train.make_env(config)
-    params = init_policy(jax.random.key(1), env.observation_size, env.action_size, config.hidden)
-    batched = train.evaluate_params(config, params)
-    ours = evaluate(train.numpy_policy(config, params), config.task, num_episodes=4, seed=config.eval_seed)
+    core = loop.core_of(config)
+    params, _ = core.init(jax.random.key(1))
+    batched = loop.evaluate_params(config, params, core)
+    ours = evaluate(loop.numpy_policy(config, params, core), config.task, num_episodes=4, seed=config.eval_seed)
     assert ours["mean_return"] == pytest.approx(batched["eval_score"], abs=1e-3)
     assert ours["mean_objective"] == pytest.approx(batched["eval_objective"], abs=1e-4)
 

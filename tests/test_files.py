@@ -4,6 +4,9 @@ all, never through a symbolic link, with the permissions the umask gives at the 
 import errno
 import os
 import stat
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
@@ -62,3 +65,36 @@ def test_a_failed_write_names_the_target_keeps_the_previous_file_and_leaves_no_t
     assert error.value.errno == errno.ENOSPC and error.value.filename == str(target)
     assert target.read_bytes() == b"previous"
     assert [p.name for p in tmp_path.iterdir()] == ["lyapunov.png"]
+
+
+def test_write_atomic_gives_the_permissions_open_gives(tmp_path):
+    write_atomic(tmp_path / "f.bin", b"payload")
+    (tmp_path / "reference").write_bytes(b"")
+    assert (tmp_path / "f.bin").read_bytes() == b"payload"
+    mode = stat.S_IMODE((tmp_path / "f.bin").stat().st_mode)
+    assert mode == stat.S_IMODE((tmp_path / "reference").stat().st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.bin", "reference"]  # no temporary file left
+
+
+LIMITED = textwrap.dedent("""
+    import resource, sys
+    from pathlib import Path
+    from chaosgym.files import write_atomic
+
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))
+    target = Path(sys.argv[1]) / "checkpoint.npz"
+    target.write_bytes(b"previous")
+    try:
+        write_atomic(target, bytes(5000))
+    except OSError as error:
+        print(error.filename)
+        print(sorted(p.name for p in target.parent.iterdir()), target.read_bytes().decode())
+""")
+
+def test_a_write_that_hits_a_file_size_limit_names_the_file_and_keeps_the_previous_one(tmp_path):
+    result = subprocess.run([sys.executable, "-c", LIMITED, str(tmp_path)], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    filename, left = result.stdout.splitlines()
+    assert filename == str(tmp_path / "checkpoint.npz")
+    assert left == "['checkpoint.npz'] previous"  # no temporary left, the previous content whole

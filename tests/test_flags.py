@@ -128,12 +128,12 @@ def test_out_is_required(capsys):
     (["--lyapunov-k", "0"], "lyapunov_k must be a positive integer"),
     (["--transient", "-1"], "transient must be an integer >= 0"),
     (["--landscape-plane", "-2"], "landscape_plane must be an integer >= 0"),
-    (["--chunk", "0"], "chunk must be a positive integer or None"),
+    (["--chunk", "0"], "chunk must be a positive integer, or None"),
     (["--truncation", "0"], "truncation must be a positive integer"),
     (["--es-pairs", "0"], "es_pairs must be a positive integer"),
     (["--es-sigma", "-1"], "es_sigma must be a finite number > 0"),
     (["--weight-scales", "0,1"], "weight_scales must be one or more finite numbers > 0"),
-    (["--landscape-radius", "0"], "landscape_radius must be one or more finite numbers > 0"),
+    (["--landscape-radius", "0"], "landscape_radius must be a finite number > 0"),
     (["--gradvar-samples", "2"], "gradvar_samples must be an integer >= 3"),
 ])
 def test_bad_values_get_an_error_that_says_what_was_expected(argv, message):

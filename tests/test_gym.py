@@ -1,13 +1,28 @@
 """The Gymnasium faces: check_env, determinism, vector = single step for step, bad input, rendering."""
 
+import copy
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
 import warnings
 
+import cloudpickle
 import gymnasium
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 from gymnasium.vector import AutoresetMode
+from mujoco import mjx
+
+import chaosgym
+from chaosgym.faces import gym_env as gym_adapters
+from chaosgym.faces.gym_env import check_actions
+from chaosgym.faces.mujoco_backend import MujocoBackend
+from chaosgym.functional.env import Env
+from chaosgym.registry import make_task
 
 CARTPOLE = "ChaosCartPole-v0"
 BACKENDS = ["mujoco", "mjx"]  # of the single env; the vector env is MJX, so comparisons with it use "mjx"
@@ -61,7 +76,7 @@ def test_check_env(env_id, kwargs, backend):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         check_env(env.unwrapped, skip_render_check=False)
-    # what the README says: check_env's only warnings are the unbounded observations (as for
+    # what docs/quickstart.md says: check_env's only warnings are the unbounded observations (as for
     # Gymnasium's own MuJoCo tasks: velocities have no bound)
     messages = {str(w.message) for w in caught}
     assert all("infinity" in m for m in messages), messages
@@ -297,3 +312,270 @@ def test_ant_info_has_ant_v5s_keys_and_the_old_names_as_aliases():
     # chaosgym 0.1's names, for one release
     assert (info["forward_reward"], info["healthy_reward"], info["ctrl_cost"]) == (
         info["reward_forward"], info["reward_survive"], -info["reward_ctrl"])
+
+
+# ---- the C engine sees every blow-up -----------------------------------------------------------------
+
+@pytest.mark.parametrize("backend", ["mujoco", "mjx"])
+def test_every_blow_up_of_an_episode_is_seen(backend):
+    env = gymnasium.make(CARTPOLE, backend=backend).unwrapped
+    env.reset(seed=0)
+    state = env.state
+    blown = state.replace(data=state.data.replace(qvel=np.full_like(np.asarray(state.data.qvel), 1e20)))
+    env.state = blown
+    for _ in range(3):  # the undone state blows up again on every step
+        obs, reward, terminated, _, info = env.step(np.zeros(1, np.float32))
+        assert terminated and info["nonfinite_state"] and reward == 0.0, "a blow-up was missed"
+        np.testing.assert_array_equal(np.asarray(env.state.data.qvel), np.asarray(blown.data.qvel))
+
+
+# ---- non-finite actions ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("actions, where", [
+    (np.array([[0.0], [np.nan]], np.float32), "1 of 2 entries, the first nan at index (1, 0)"),
+    (np.full((1000, 3), np.inf, np.float32), "3000 of 3000 entries, the first inf at index (0, 0)"),
+    (np.array([-np.inf], np.float32), "1 of 1 entries, the first -inf at index (0,)"),
+])
+def test_a_non_finite_action_is_one_line_naming_where(actions, where):
+    with pytest.raises(ValueError) as error:
+        check_actions(actions, actions.shape)
+    message = str(error.value)
+    assert "\n" not in message and where in message and "nothing was stepped" in message
+
+
+# ---- copies and pickles ------------------------------------------------------------------------------
+
+def steps(env, actions) -> list:
+    return [env.step(a) for a in actions]
+
+COPIES = {"deepcopy": copy.deepcopy, "pickle": lambda env: pickle.loads(pickle.dumps(env)),
+          "cloudpickle": lambda env: cloudpickle.loads(cloudpickle.dumps(env))}
+
+@pytest.mark.parametrize("how", COPIES)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_copy_of_a_live_env_steps_on_exactly_as_the_original(backend, how):
+    env = gymnasium.make(CARTPOLE, backend=backend)
+    env.reset(seed=3)
+    actions = np.random.default_rng(0).uniform(-1, 1, (12, 1)).astype(np.float32)
+    steps(env, actions[:4])
+    twin = COPIES[how](env)
+    assert_same(steps(twin, actions[4:]), steps(env, actions[4:]))
+    # the seed stream goes on too: the next episodes start where the original's do
+    assert_same(twin.reset(), env.reset())
+    assert_same(twin.reset(), env.reset())
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_env_not_yet_reset_copies_and_then_resets_as_a_new_one(backend):
+    twin = copy.deepcopy(gymnasium.make(CARTPOLE, backend=backend))
+    assert_same(twin.reset(seed=1), gymnasium.make(CARTPOLE, backend=backend).reset(seed=1))
+
+def test_a_vector_env_pickles_mid_episode(make_vector_env):
+    env = make_vector_env(CARTPOLE, 3)
+    env.reset(seed=7)
+    actions = np.random.default_rng(1).uniform(-1, 1, (6, 3, 1)).astype(np.float32)
+    steps(env, actions[:3])
+    twin = cloudpickle.loads(cloudpickle.dumps(env))
+    assert_same(steps(twin, actions[3:]), steps(env, actions[3:]))
+
+@pytest.mark.slow  # two fresh processes import JAX, MJX and torch: about a minute on 2 loaded cores
+def test_sb3_subprocesses_run_pickled_envs_as_a_dummy_vec_env_does():
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+
+    envs = [gymnasium.make(CARTPOLE) for _ in range(2)]
+    for i, env in enumerate(envs):
+        env.reset(seed=i)  # live envs: the subprocesses get their seed streams and states
+    dummy = DummyVecEnv([lambda env=copy.deepcopy(env): env for env in envs])
+    subprocesses = SubprocVecEnv([lambda env=env: env for env in envs])
+    try:
+        for vec in (dummy, subprocesses):
+            vec.seed(5)
+        assert_same(subprocesses.reset(), dummy.reset())
+        for action in np.random.default_rng(2).uniform(-1, 1, (4, 2, 1)).astype(np.float32):
+            ours, theirs = subprocesses.step(action), dummy.step(action)
+            assert_same(ours[:3], theirs[:3])
+    finally:
+        subprocesses.close()
+
+
+# ---- resets drawn ahead ------------------------------------------------------------------------------
+
+def test_c_engine_resets_drawn_ahead_are_mjx_resets_whatever_the_seed_stream_does():
+    """The C engine computes the initial states of the seeds its next resets will draw in one call;
+    a reset seeded anew, or a draw from `np_random` between resets, must not give a stale one."""
+    ours, theirs = gymnasium.make(CARTPOLE), gymnasium.make(CARTPOLE, backend="mjx")
+    for env in (ours, theirs):
+        env.reset(seed=0)
+    for i in range(40):
+        if i == 10:
+            for env in (ours, theirs):
+                env.unwrapped.np_random.random()  # the user's own draw: later seeds all move
+        seed = 5 if i == 20 else None
+        assert_same(ours.reset(seed=seed), theirs.reset(seed=seed))
+
+
+# ---- closed envs, seeds and reset options ------------------------------------------------------------
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_closed_env_refuses_to_step_and_reset(backend):
+    env = gymnasium.make(CARTPOLE, backend=backend)
+    env.reset(seed=0)
+    env.close()
+    env.close()  # closing twice is allowed, as Gymnasium says
+    with pytest.raises(gymnasium.error.ClosedEnvironmentError, match=r"step\(\) on a closed ChaosEnv"):
+        env.step(np.zeros(1, np.float32))
+    with pytest.raises(gymnasium.error.ClosedEnvironmentError, match=r"reset\(\) on a closed ChaosEnv"):
+        env.reset(seed=0)
+
+def test_a_closed_vector_env_refuses_to_step_and_reset():
+    env = gymnasium.make_vec(CARTPOLE, num_envs=3, vectorization_mode="vector_entry_point")
+    env.close()
+    with pytest.raises(gymnasium.error.ClosedEnvironmentError, match=r"reset\(\) on a closed ChaosVectorEnv"):
+        env.reset(seed=0)
+    with pytest.raises(gymnasium.error.ClosedEnvironmentError, match=r"step\(\) on a closed ChaosVectorEnv"):
+        env.step(np.zeros((3, 1), np.float32))
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(("options", "message"), [
+    (5, "options must be None or a dict, got 5"),
+    ({"reset_mask": None}, "unknown reset option.*'reset_mask'.*accepts none"),
+    ({"qpos": [0.0]}, "unknown reset option.*'qpos'"),
+])
+def test_single_env_reset_options_are_checked(backend, options, message):
+    env = gymnasium.make(CARTPOLE, backend=backend)
+    with pytest.raises(ValueError, match=message):
+        env.reset(seed=0, options=options)
+    obs, _ = env.reset(seed=0, options={})  # what SB3's DummyVecEnv passes
+    assert obs.shape == env.observation_space.shape
+
+def test_vector_env_unknown_options_name_the_accepted_ones():
+    env = gymnasium.make_vec(CARTPOLE, num_envs=3, vectorization_mode="vector_entry_point")
+    with pytest.raises(ValueError, match=r"unknown reset option\(s\) 'mask'; the accepted ones: 'reset_mask'"):
+        env.reset(options={"mask": None})
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"seed": 1.5}, "seed must be"), ({"seed": "a"}, "seed must be"), ({"seed": [1]}, "list of 2"),
+    ({"seed": -1}, "non-negative"), ({"seed": True}, "seed must be"),
+    ({"options": "x"}, "options must be None or a dict"), ({"options": {"reset_maks": None}}, "reset_mask"),
+])
+def test_vector_reset_rejects_bad_seeds_and_options(kwargs, message, make_vector_env):
+    env = make_vector_env(CARTPOLE, 2)
+    with pytest.raises(ValueError, match=message):
+        env.reset(**kwargs)
+
+def test_a_none_seed_keeps_that_environments_stream_as_sync_vector_env_does(make_vector_env):
+    ours = make_vector_env(CARTPOLE, 2)
+    reference = gymnasium.make_vec(CARTPOLE, num_envs=2, vectorization_mode="sync", backend="mjx")
+    for seed in ([1, 2], [5, None], None, [None, 7]):
+        np.testing.assert_array_equal(ours.reset(seed=seed)[0], reference.reset(seed=seed)[0], err_msg=str(seed))
+
+@pytest.mark.parametrize("spelling", ["same_step", "SameStep", "SAME_STEP", AutoresetMode.SAME_STEP])
+def test_every_spelling_of_an_autoreset_mode_is_accepted(spelling):
+    env = gymnasium.make_vec(CARTPOLE, num_envs=2, vectorization_mode="vector_entry_point", autoreset_mode=spelling)
+    assert env.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP
+    with pytest.raises(ValueError, match="'next_step', 'same_step', 'disabled'"):
+        gymnasium.make_vec(CARTPOLE, num_envs=2, vectorization_mode="vector_entry_point", autoreset_mode="sometimes")
+
+
+# ---- sizes and time limits ---------------------------------------------------------------------------
+
+def test_a_batch_larger_than_the_machine_is_refused_before_anything_is_allocated(monkeypatch):
+    def allocated(*args, **kwargs):
+        raise AssertionError("allocated a batch before checking its size")
+
+    monkeypatch.setattr(gym_adapters, "batch_space", allocated)
+    monkeypatch.setattr(gym_adapters, "ResetSeeds", allocated)
+    with pytest.raises(ValueError, match=r"num_envs=1,000,000,000 needs at least [\d,.]+ GiB of host memory "
+                                         r"\(.* per environment.*\), more than the [\d,.]+ GiB available"):
+        gymnasium.make_vec(CARTPOLE, num_envs=10**9, vectorization_mode="vector_entry_point")
+
+
+@pytest.mark.parametrize(("size", "message"), [
+    ({"width": -5}, "width"), ({"height": 0}, "height"), ({"width": 2.5}, "width"), ({"width": 10_000}, "width"),
+])
+def test_a_bad_render_size_fails_when_the_env_is_made(size, message):
+    with pytest.raises(ValueError, match=f"render {message} must be an integer in 1\\.\\."):
+        gymnasium.make(CARTPOLE, render_mode="rgb_array", **size)
+
+@pytest.mark.parametrize("length", [0, -3, 2.5, True])
+def test_a_time_limit_must_be_a_positive_integer(length):
+    with pytest.raises(ValueError, match="episode_length must be a positive integer"):
+        chaosgym.make(CARTPOLE, episode_length=length)
+    with pytest.raises(ValueError, match="max_episode_steps must be a positive integer"):
+        gymnasium.make_vec(CARTPOLE, num_envs=2, vectorization_mode="vector_entry_point", max_episode_steps=length)
+
+
+# ---- a fast make -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("env_id", sorted(chaosgym.TASKS))
+def test_building_an_env_and_its_c_engine_traces_no_mjx_physics(env_id, monkeypatch):
+    """MJX's forward and step take seconds to trace: a `gymnasium.make` on the C engine needs neither."""
+    def traced(*args, **kwargs):
+        raise AssertionError("traced MJX physics while building the env")
+
+    monkeypatch.setattr(mjx, "forward", traced)
+    monkeypatch.setattr(mjx, "step", traced)
+    env = Env(make_task(env_id))  # not chaosgym.make: its cache may hold one built by another test
+    MujocoBackend(env)
+
+MAKE_EVERY_TASK = textwrap.dedent("""
+    import time
+    import gymnasium, chaosgym
+    for env_id in sorted(chaosgym.TASKS):
+        start = time.perf_counter()
+        gymnasium.make(env_id)
+        print(env_id, time.perf_counter() - start)
+""")
+
+def test_gymnasium_make_returns_within_seconds_in_a_fresh_process():
+    """Measured at 0.3-0.6 s per task here (2 shared cores); the bound leaves room for a loaded machine."""
+    out = subprocess.run([sys.executable, "-c", MAKE_EVERY_TASK], capture_output=True, text=True, check=True,
+                         env={**os.environ, "JAX_PLATFORMS": "cpu"}, timeout=300)
+    times = {env_id: float(t) for env_id, t in (line.split() for line in out.stdout.splitlines())}
+    assert times.keys() == set(chaosgym.TASKS)
+    assert max(times.values()) < 15, times
+
+
+# ---- float64 and subprocesses ------------------------------------------------------------------------
+
+FLOAT64 = textwrap.dedent("""
+    import numpy as np, gymnasium, chaosgym
+    vector = gymnasium.make_vec("ChaosCartPole-v0", num_envs=2, vectorization_mode="vector_entry_point")
+    vector.reset(seed=0)
+    obs = vector.step(np.zeros((2, 1), np.float32))[0]
+    single = gymnasium.make("ChaosCartPole-v0")
+    first, _ = single.reset(seed=0)
+    stepped = single.step(np.zeros(1, np.float32))[0]
+    print(obs.dtype, first.dtype, single.observation_space.contains(first), stepped.dtype)
+""")
+
+def test_with_float64_on_the_vector_env_steps_and_observations_stay_float32():
+    """With JAX_ENABLE_X64 the vector step failed (a scan carry of int32 against MJX's int64), and the C
+    engine's reset returned float64 observations, outside its float32 observation space."""
+    done = subprocess.run([sys.executable, "-c", FLOAT64], capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "JAX_ENABLE_X64": "1", "JAX_PLATFORMS": "cpu"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split("\n")[-2] == "float32 float32 True float32"
+
+ASYNC = textwrap.dedent("""
+    import sys, numpy as np, gymnasium, chaosgym
+    kwargs = {"vector_kwargs": {"context": sys.argv[1]}} if len(sys.argv) > 1 else {}
+    env = gymnasium.make_vec("ChaosCartPole-v0", num_envs=2, vectorization_mode="async", **kwargs)
+    env.reset(seed=0)
+    print(env.step(np.zeros((2, 1), np.float32))[0].shape)
+    env.close()
+""")
+
+def test_gymnasiums_async_mode_with_its_default_fork_is_refused_naming_the_fix_instead_of_hanging():
+    """Its subprocesses, forked after JAX started, hung at their first JAX call."""
+    done = subprocess.run([sys.executable, "-c", ASYNC], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert done.returncode != 0
+    assert "forked after JAX started" in done.stderr and "vector_kwargs={'context': 'spawn'}" in done.stderr
+
+@pytest.mark.slow  # three fresh processes import JAX and compile
+def test_gymnasiums_async_mode_runs_with_spawned_subprocesses():
+    done = subprocess.run([sys.executable, "-c", ASYNC, "spawn"], capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split("\n")[-2] == "(2, 4)"

@@ -42,11 +42,11 @@ def test_render_writes_a_gif_of_the_episode(tmp_path, capsys):
 
 
 def test_render_loads_an_sb3_run(tmp_path):
-    from chaosgym.agents.sb3 import train_sb3  # the sb3 extra is part of the test install
+    from chaosgym.agents.api import train_config  # the sb3 extra is part of the test install
 
-    config = for_task("ChaosCartPole-v0", "ppo", env_steps=32, eval_episodes=1,
-                      sb3={"num_envs": 2, "n_steps": 16, "batch_size": 32, "n_epochs": 1})
-    train_sb3(config, tmp_path / "ppo", progress=False)
+    config = for_task("ChaosCartPole-v0", "ppo", env_steps=32, eval_episodes=1, num_envs=2, n_steps=16,
+                      batch_size=32, n_epochs=1)
+    train_config(config, tmp_path / "ppo", progress=False)
     env_id, kwargs, policy = load_run_policy(tmp_path / "ppo")
     action = policy(np.zeros(4, np.float32))
     assert env_id == "ChaosCartPole-v0" and kwargs == {} and action.shape == (1,) and np.isfinite(action).all()

@@ -152,3 +152,93 @@ def test_an_entry_names_only_classes_already_registered(cartpole):
         trace_cache._read_entry(entry, leaves[1:])
     with pytest.raises(trace_cache._Unencodable):
         trace_cache._encode_value(object())
+
+
+# ---- the trace cache never replays outdated code -----------------------------------------------------
+
+EDITED_WORKER = textwrap.dedent("""
+    import json, os, sys
+    import jax, jax.numpy as jnp
+    import chaosgym
+    from chaosgym.tasks import DoublePendulum
+
+    DoublePendulum.link_length = float(sys.argv[1])
+    sys.path.insert(0, os.path.dirname(sys.argv[2]))
+    from user_task import UserPendulum
+
+    def reward(env):
+        return float(env.jit_step(env.jit_reset(jax.random.key(0)), jnp.ones(env.action_size)).reward)
+
+    rewards = [reward(chaosgym.make("ChaosDoublePendulum-v0")), reward(chaosgym.Env(UserPendulum()))]
+    folder = os.path.join(os.environ["CHAOSGYM_CACHE_DIR"], "traces")
+    files = {name: os.stat(os.path.join(folder, name)).st_mode for name in os.listdir(folder)}
+    print(json.dumps({"rewards": rewards, "files": files}))
+""")
+
+EDITED_USER_TASK = textwrap.dedent("""
+    from chaosgym.tasks import DoublePendulum
+
+    class UserPendulum(DoublePendulum):
+        def reward(self, data, action, next_data):
+            reward, metrics = super().reward(data, action, next_data)
+            return reward - {offset}, metrics
+""")
+
+def run_edited_worker(cache_dir, module, link_length: float, offset: float) -> dict:
+    module.write_text(EDITED_USER_TASK.format(offset=offset))
+    env = {**os.environ, "CHAOSGYM_CACHE_DIR": str(cache_dir), "CHAOSGYM_COMPILATION_CACHE": "1",
+           "CHAOSGYM_TRACE_CACHE": "1", "JAX_PLATFORMS": "cpu"}
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    done = subprocess.run([sys.executable, "-c", EDITED_WORKER, str(link_length), str(module)], env=env, capture_output=True,
+                          text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+@pytest.mark.slow  # four subprocesses that trace and compile
+def test_changed_class_attributes_and_edited_user_tasks_are_never_replayed(tmp_path):
+    module = tmp_path / "user" / "user_task.py"
+    module.parent.mkdir()
+    first = run_edited_worker(tmp_path / "cache", module, link_length=0.5, offset=0.0)
+    second = run_edited_worker(tmp_path / "cache", module, link_length=0.25, offset=3.0)
+    # the reward is the tip's height over the chain's length minus 0.01 |a|^2 (one actuator): halving
+    # the class's link_length doubles the first term, h = reward + 0.01
+    assert second["rewards"][0] == pytest.approx(2 * first["rewards"][0] + 0.01, abs=1e-4)
+    assert second["rewards"][1] == pytest.approx(2 * first["rewards"][1] + 0.01 - 3.0, abs=1e-4)
+    # the chaosgym task is cached under both settings; the user's task (code the cache cannot
+    # fingerprint) is never stored: reset and step of the pendulum per run, nothing more
+    assert len(first["files"]) == 2 and len(second["files"]) == 4 and set(first["files"]) < set(second["files"])
+    # and the files are readable by other users (the umask of the test run allowing)
+    if os.umask(os.umask(0)) & 0o044 == 0:
+        assert all(mode & 0o044 == 0o044 for mode in second["files"].values())
+
+def test_object_key_sees_class_attributes_and_refuses_foreign_code(monkeypatch):
+    from chaosgym.tasks import DoublePendulum
+
+    task = DoublePendulum()
+    key = trace_cache.object_key(task)
+    monkeypatch.setattr(DoublePendulum, "link_length", 0.25)
+    assert trace_cache.object_key(task) != key
+    monkeypatch.setattr(DoublePendulum, "reward", lambda self, data, action, next_data: (0.0, {}))
+    assert trace_cache.object_key(task) == trace_cache.UNCACHED
+
+    class Mine(DoublePendulum):
+        pass
+
+    assert trace_cache.object_key(Mine()) == trace_cache.UNCACHED
+
+
+# ---- a cache that cannot be written never stops the program ------------------------------------------
+
+@pytest.mark.parametrize("where", ["/proc/x", "a file"])
+def test_an_unwritable_trace_cache_warns_once_and_runs_uncached(where, tmp_path, monkeypatch):
+    if where == "a file":
+        where = tmp_path / "not-a-folder"
+        where.write_text("")
+    monkeypatch.setenv("CHAOSGYM_CACHE_DIR", str(where))
+    monkeypatch.setenv("CHAOSGYM_COMPILATION_CACHE", "1")
+    monkeypatch.setenv("CHAOSGYM_TRACE_CACHE", "1")
+    monkeypatch.setattr(trace_cache, "_warned", set())
+    with pytest.warns(RuntimeWarning, match="trace cache cannot write") as warned:
+        results = [float(trace_cache.cached_jit(lambda x, k=k: x * k, ("unwritable", k))(2.0)) for k in (3, 4)]
+    assert results == [6.0, 8.0]
+    assert len([w for w in warned if "trace cache" in str(w.message)]) == 1

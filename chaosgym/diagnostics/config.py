@@ -7,38 +7,31 @@ diagnostics themselves are `chaosgym.diagnostics.command`.
 from __future__ import annotations
 
 import argparse
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from chaosgym import flags
 from chaosgym.functional.settings import ESTIMATORS, EstimatorConfig
 from chaosgym.tasks import check_task_id, task_ids
+from chaosgym.validation import (LAYERS, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, check_fields, int_at_least,
+                                 one_or_more_of, setting, tuple_of)
 
 DIAGNOSTICS = ("lyapunov", "jacobian", "gradvar", "landscape")
 MODES = ("unforced", "policy")
 CHAOS, GRADVAR, LANDSCAPE = "lyapunov and jacobian", "gradvar", "landscape"  # argument groups of --help
 
 
-def _setting(default, text: str, **metadata):
-    """A field with its default, help text and the rest of the metadata its flag is generated from
-    (`chaosgym.flags`)."""
-    return field(default=default, metadata={"help": text, **metadata})
+def _setting(default, text: str, check=None, **metadata):
+    """A field with its default, help text, rule (`chaosgym.validation`) and the rest of the metadata
+    its flag is generated from (`chaosgym.flags`)."""
+    return field(default=default, metadata=setting(text, check, **metadata))
 
 
-def _count(least: int):
-    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= least
-
-
-def _positive(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
-
-
-def _require(name: str, value, ok, expected: str) -> None:
-    """Refuse `value` (or any item of a tuple) that is not `ok`, saying what was `expected`."""
-    values = value if isinstance(value, tuple) else (value,)
-    if not values or not all(ok(v) for v in values):
-        raise flags.InvalidSetting(name, f"must be {expected}, got {value!r}")
+POSITIVE_INTS = LAYERS.saying("one or more positive integers, e.g. 10,30")
+SCALES = tuple_of(POSITIVE).saying("one or more finite numbers > 0")
+# checked only where gradvar runs
+GRADVAR_SAMPLES = int_at_least(3).saying(
+    "an integer >= 3 (the signal-to-noise ratio's error needs at least 3 gradients)")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,11 +47,12 @@ class DiagnoseConfig:
     task_kwargs: dict | None = _setting(
         None, "task options, e.g. num_links=3; if omitted, those of --policy (or none)")
     what: tuple[str, ...] = _setting(DIAGNOSTICS, f"comma-separated diagnostics out of {','.join(DIAGNOSTICS)}",
-                                     choices=DIAGNOSTICS, items="diagnostics")
+                                     one_or_more_of(*DIAGNOSTICS), choices=DIAGNOSTICS, items="diagnostics")
     policy: str | None = _setting(
         None, "run folder of `chaosgym train` or `compare` (any agent): its own trained policy; if omitted, a "
               "random MLP policy")
-    hidden: tuple[int, ...] = _setting((100, 100), "hidden layer sizes of the random policy", items="layer sizes")
+    hidden: tuple[int, ...] = _setting((100, 100), "hidden layer sizes of the random policy", POSITIVE_INTS,
+                                       items="layer sizes")
     seed: int = _setting(0, "seed of the random policy, initial states and directions")
     out: Path = field(metadata={"help": "output folder for CSV files and plots"})
     start_qpos: tuple[float, ...] | None = _setting(
@@ -70,60 +64,48 @@ class DiagnoseConfig:
     overwrite: bool = _setting(False, "replace the files of an earlier diagnose in --out (refused without it)")
 
     modes: tuple[str, ...] = _setting(MODES, "unforced: zero actions (open loop); policy: the policy in closed loop",
-                                      choices=MODES, items="modes", group=CHAOS)
-    num_states: int = _setting(8, "initial states (one estimate each)", group=CHAOS)
-    lyapunov_steps: int = _setting(1000, "control steps averaged per estimate", group=CHAOS)
-    lyapunov_k: int = _setting(2, "number of leading exponents", group=CHAOS)
-    transient: int = _setting(100, "control steps run first and discarded", group=CHAOS)
-    jacobian_horizon: int = _setting(100, "control steps of the Jacobian trajectory", group=CHAOS)
+                                      one_or_more_of(*MODES), choices=MODES, items="modes", group=CHAOS)
+    num_states: int = _setting(8, "initial states (one estimate each)", POSITIVE_INT, group=CHAOS)
+    lyapunov_steps: int = _setting(1000, "control steps averaged per estimate", POSITIVE_INT, group=CHAOS)
+    lyapunov_k: int = _setting(2, "number of leading exponents", POSITIVE_INT, group=CHAOS)
+    transient: int = _setting(100, "control steps run first and discarded", NON_NEGATIVE_INT, group=CHAOS)
+    jacobian_horizon: int = _setting(100, "control steps of the Jacobian trajectory", POSITIVE_INT, group=CHAOS)
 
-    horizons: tuple[int, ...] = _setting((10, 30, 100), "rollout horizons", items="horizons", group=GRADVAR)
+    horizons: tuple[int, ...] = _setting((10, 30, 100), "rollout horizons", POSITIVE_INTS, items="horizons",
+                                         group=GRADVAR)
     weight_scales: tuple[float, ...] = _setting(
         (1.0,), "factors on the policy's weight matrices, e.g. 0.1,1,3; each also gets the closed loop's maximal "
-        "Lyapunov exponent (--lyapunov-steps, --transient)", items="positive numbers", example="0.1,1,3",
+        "Lyapunov exponent (--lyapunov-steps, --transient)", SCALES, items="positive numbers", example="0.1,1,3",
         group=GRADVAR)
-    estimators: tuple[str, ...] = _setting(("full", "es"), f"out of {','.join(ESTIMATORS)}", choices=ESTIMATORS,
-                                           items="estimators", group=GRADVAR)
+    estimators: tuple[str, ...] = _setting(("full", "es"), f"out of {','.join(ESTIMATORS)}",
+                                           one_or_more_of(*ESTIMATORS), choices=ESTIMATORS, items="estimators",
+                                           group=GRADVAR)
     gradvar_samples: int = _setting(16, "initial states, one gradient each (at least 3)", group=GRADVAR)
     estimator: EstimatorConfig = field(default_factory=lambda: EstimatorConfig(truncation=10), metadata={
         "help": "settings of the gradient estimators", "group": GRADVAR,
         "only": ("truncation", "es_sigma", "es_pairs", "remat")})
     chunk: int | None = _setting(
-        None, "gradients computed at once under vmap (fewer: less memory) (default: all)", group=GRADVAR)
+        None, "gradients computed at once under vmap (fewer: less memory) (default: all)", POSITIVE_INT.optional(),
+        group=GRADVAR)
 
-    landscape_horizons: tuple[int, ...] = _setting((10, 30, 100), "rollout horizons", items="horizons",
+    landscape_horizons: tuple[int, ...] = _setting((10, 30, 100), "rollout horizons", POSITIVE_INTS, items="horizons",
                                                    group=LANDSCAPE)
-    landscape_points: int = _setting(41, "points of the 1-D slice", group=LANDSCAPE)
-    landscape_plane: int = _setting(11, "points per side of the 2-D slice (0: none)", group=LANDSCAPE)
-    landscape_radius: float = _setting(1.0, "largest offset, in units of the filter-normalised direction",
+    landscape_points: int = _setting(41, "points of the 1-D slice", POSITIVE_INT, group=LANDSCAPE)
+    landscape_plane: int = _setting(11, "points per side of the 2-D slice (0: none)", NON_NEGATIVE_INT, group=LANDSCAPE)
+    landscape_radius: float = _setting(1.0, "largest offset, in units of the filter-normalised direction", POSITIVE,
                                        group=LANDSCAPE)
-    landscape_states: int = _setting(4, "initial states averaged in the loss", group=LANDSCAPE)
+    landscape_states: int = _setting(4, "initial states averaged in the loss", POSITIVE_INT, group=LANDSCAPE)
     landscape_chunk: int | None = _setting(
-        None, "parameter points evaluated at once under vmap (default: all)", group=LANDSCAPE)
+        None, "parameter points evaluated at once under vmap (default: all)", POSITIVE_INT.optional(), group=LANDSCAPE)
 
     def __post_init__(self):
         if self.task is not None:
             check_task_id(self.task)
         object.__setattr__(self, "out", Path(self.out))
-        for name, valid in (("what", DIAGNOSTICS), ("modes", MODES), ("estimators", ESTIMATORS)):
-            _require(name, getattr(self, name), valid.__contains__, f"one or more of {', '.join(valid)}")
-        for name in ("hidden", "horizons", "landscape_horizons"):
-            _require(name, getattr(self, name), _count(1), "one or more positive integers, e.g. 10,30")
-        for name in ("num_states", "lyapunov_steps", "lyapunov_k", "jacobian_horizon", "landscape_points",
-                     "landscape_states"):
-            _require(name, getattr(self, name), _count(1), "a positive integer")
-        for name in ("transient", "landscape_plane"):
-            _require(name, getattr(self, name), _count(0), "an integer >= 0")
-        for name in ("chunk", "landscape_chunk"):
-            _require(name, getattr(self, name), lambda v: v is None or _count(1)(v), "a positive integer or None")
-        _require("truncation", self.estimator.truncation, _count(1), "a positive integer")
-        _require("es_pairs", self.estimator.es_pairs, _count(1), "a positive integer")
-        for name, value in (("weight_scales", self.weight_scales), ("es_sigma", self.estimator.es_sigma),
-                            ("landscape_radius", self.landscape_radius)):
-            _require(name, value, _positive, "one or more finite numbers > 0")
+        check_fields(self)
+        POSITIVE_INT("truncation", self.estimator.truncation)  # optional to the estimator, given here
         if "gradvar" in self.what:
-            _require("gradvar_samples", self.gradvar_samples, _count(3),
-                     "an integer >= 3 (the signal-to-noise ratio's error needs at least 3 gradients)")
+            GRADVAR_SAMPLES("gradvar_samples", self.gradvar_samples)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -15,6 +15,7 @@ from gymnasium.vector import AutoresetMode
 
 from chaosgym.functional.env import Env
 from chaosgym.faces.seeding import AHEAD
+from chaosgym.validation import POSITIVE_INT
 
 
 def check_actions(actions: Any, shape: tuple[int, ...]) -> np.ndarray:
@@ -80,8 +81,8 @@ def spaces_of(env: Env) -> tuple[spaces.Box, spaces.Box]:
 
 
 def check_num_envs(num_envs: Any) -> int:
-    if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
-        raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
+    """`num_envs` as an int, refused unless a positive integer."""
+    POSITIVE_INT("num_envs", num_envs)
     return int(num_envs)
 
 

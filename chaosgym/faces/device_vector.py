@@ -27,7 +27,6 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from chaosgym.faces.boundary import (check_batch_fits, check_num_envs, refuse_episode_length,
                                      refuse_if_forked_after_jax, spaces_of)
@@ -36,6 +35,7 @@ from chaosgym.faces.vector import vector_functions
 from chaosgym.functional.env import check_episode_length
 from chaosgym.functional.trace_cache import cached_jit
 from chaosgym.registry import make
+from chaosgym.validation import SEED
 
 
 class VectorStep(NamedTuple):
@@ -73,8 +73,7 @@ class DeviceVectorEnv:
 
     def reset(self, seed: int) -> tuple[jax.Array, dict[str, jax.Array]]:
         """Begin an episode in every environment, from `seed` (a non-negative int): `(obs, info)`."""
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+        SEED("seed", seed)
         self._key = jnp.asarray(batch_key(int(seed)))
         n = self.num_envs
         self._leaves, outputs = self._fns.reset(jnp.zeros(n, jnp.int32), jnp.zeros(n, jnp.uint32), jnp.ones(n, bool),

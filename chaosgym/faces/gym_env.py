@@ -27,6 +27,7 @@ from chaosgym.faces.seeding import ResetSeeds, batch_key, episode_seed, vector_s
 from chaosgym.faces.vector import vector_functions
 from chaosgym.functional.env import State, check_episode_length
 from chaosgym.registry import make
+from chaosgym.validation import one_of
 
 
 def _info(info: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -85,10 +86,8 @@ class ChaosEnv(gymnasium.Env):
         refuse_episode_length(task_kwargs)
         self._args = {"env_id": env_id, "render_mode": render_mode, "width": width, "height": height,
                       "backend": backend, **task_kwargs}
-        if backend not in ("mujoco", "mjx"):
-            raise ValueError(f"backend must be 'mujoco' or 'mjx', got {backend!r}")
-        if render_mode not in (None, *self.metadata["render_modes"]):
-            raise ValueError(f"render_mode must be None, 'rgb_array' or 'human', got {render_mode!r}")
+        one_of("mujoco", "mjx")("backend", backend)
+        one_of(None, *self.metadata["render_modes"])("render_mode", render_mode)
         self.env = make(env_id, **task_kwargs)
         if backend == "mujoco" and self.env.task.physics_override is not None:
             raise ValueError(f"physics={self.env.task.physics_override!r} integrates its own equations on MJX; "

@@ -19,6 +19,7 @@ import mujoco
 import numpy as np
 
 from chaosgym import _setup
+from chaosgym.validation import int_in
 
 
 def _use_chosen_gl() -> None:
@@ -42,11 +43,9 @@ class SceneRenderer:
     """
 
     def __init__(self, mj_model: mujoco.MjModel, width: int, height: int, camera: str | int = -1):
-        limits = {"width": mj_model.vis.global_.offwidth, "height": mj_model.vis.global_.offheight}
-        for name, value in (("width", width), ("height", height)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= limits[name]:
-                raise ValueError(f"render {name} must be an integer in 1..{limits[name]} (the model's offscreen "
-                                 f"buffer), got {value!r}")
+        for name, value, limit in (("width", width, mj_model.vis.global_.offwidth),
+                                   ("height", height, mj_model.vis.global_.offheight)):
+            int_in(1, limit).saying(f"an integer in 1..{limit} (the model's offscreen buffer)")(f"render {name}", value)
         self.model, self.size, self.camera = mj_model, (int(height), int(width)), camera
         self._renderer: mujoco.Renderer | None = None
         self._data = mujoco.MjData(mj_model)

@@ -21,7 +21,7 @@ from chaosgym._mjx import mjx
 from chaosgym.functional.sharding import uncommitted
 from chaosgym.tasks.base import Task, asset_path  # noqa: F401  (re-exported)
 from chaosgym.functional.trace_cache import UNCACHED, cached_jit, object_key
-from chaosgym.validation import UserError
+from chaosgym.validation import POSITIVE_INT, UserError
 
 
 @functools.partial(
@@ -119,10 +119,12 @@ def fields_read(task: Task, data: mjx.Data, action: jax.Array) -> set[str]:
     return {path[1].name for path, var in zip(paths, jaxpr.invars) if id(var) in used}
 
 
+EPISODE_LENGTH = POSITIVE_INT.optional().saying("a positive integer, or None for the task's own")
+
+
 def check_episode_length(value: Any, name: str = "episode_length") -> None:
     """Refuse a time limit that is not None (the task's own) or a positive integer."""
-    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
-        raise UserError(f"{name} must be a positive integer, or None for the task's own, got {value!r}")
+    EPISODE_LENGTH(name, value)
 
 
 class Env:

@@ -22,11 +22,11 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from chaosgym.functional import settings
 from chaosgym.functional.env import Env, State
 from chaosgym.functional.settings import FLOWS  # noqa: F401  (re-exported: defined JAX-free)
+from chaosgym.validation import POSITIVE_INT
 
 Policy = Callable[[Any, jax.Array], jax.Array]  # (params, one observation) -> one action
 
@@ -104,8 +104,7 @@ def rollout(
     `remat`, the scan is split into about sqrt(horizon) checkpointed chunks, so the backward pass
     stores O(sqrt(horizon)) states instead of every intermediate of every step.
     """
-    if isinstance(horizon, bool) or not isinstance(horizon, (int, np.integer)) or horizon < 1:
-        raise ValueError(f"horizon must be a positive integer, got {horizon!r}")
+    POSITIVE_INT("horizon", horizon)
     check_flow(flow, truncation, horizon)
     objective = env.task.objective(objective) if isinstance(objective, str) else objective
     if jnp.ndim(states.reward) != 1:

@@ -20,12 +20,11 @@ their values from the reset, which no part of the task reads. MJX-only: the C ba
 import jax
 import jax.numpy as jnp
 import mujoco
-import numpy as np
 
 from chaosgym.tasks.arrays import array_namespace
 from chaosgym.tasks.base import Task
 from chaosgym.functional.settings import CARTPOLE_PHYSICS as PHYSICS  # defined JAX-free, for the command line
-from chaosgym.validation import UserError
+from chaosgym.validation import POSITIVE, int_in, one_of
 
 MAX_POLES = 4
 OBSERVATIONS = ("raw", "cos_sin")
@@ -56,14 +55,10 @@ class CartPole(Task):
 
     def __init__(self, num_poles: int = 1, observation: str = "raw", force_scale: float = 1000.0,
                  physics: str = "mjx"):
-        if isinstance(num_poles, bool) or not isinstance(num_poles, (int, np.integer)) or not 1 <= num_poles <= MAX_POLES:
-            raise UserError(f"num_poles must be an integer in 1..{MAX_POLES}, got {num_poles!r}")
-        if observation not in OBSERVATIONS:
-            raise UserError(f"observation must be one of {', '.join(map(repr, OBSERVATIONS))}, got {observation!r}")
-        if isinstance(force_scale, bool) or not isinstance(force_scale, (int, float)) or not 0 < force_scale < np.inf:
-            raise UserError(f"force_scale must be a positive finite number of newtons, got {force_scale!r}")
-        if physics not in PHYSICS:
-            raise UserError(f"physics must be one of {', '.join(map(repr, PHYSICS))}, got {physics!r}")
+        int_in(1, MAX_POLES)("num_poles", num_poles)
+        one_of(*OBSERVATIONS)("observation", observation)
+        POSITIVE.saying("a positive finite number of newtons")("force_scale", force_scale)
+        one_of(*PHYSICS)("physics", physics)
         self.physics_override = None if physics == "mjx" else physics
         self.num_poles = int(num_poles)
         self.observation_kind = observation

@@ -2,11 +2,10 @@
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from chaosgym.tasks.arrays import array_namespace
 from chaosgym.tasks.base import Task
-from chaosgym.validation import NON_NEGATIVE, UserError
+from chaosgym.validation import NON_NEGATIVE, int_in
 
 MAX_LINKS = 4
 
@@ -27,8 +26,7 @@ class DoublePendulum(Task):
     link_length = 0.5
 
     def __init__(self, num_links: int = 2, ctrl_cost_weight: float = 0.01):
-        if isinstance(num_links, bool) or not isinstance(num_links, (int, np.integer)) or not 1 <= num_links <= MAX_LINKS:
-            raise UserError(f"num_links must be an integer in 1..{MAX_LINKS}, got {num_links!r}")
+        int_in(1, MAX_LINKS)("num_links", num_links)
         NON_NEGATIVE("ctrl_cost_weight", ctrl_cost_weight)
         self.num_links, self.ctrl_cost_weight = int(num_links), float(ctrl_cost_weight)
 
