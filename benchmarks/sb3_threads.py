@@ -1,6 +1,6 @@
-"""PPO on the Ant through the README's route, with torch's default thread count against one thread.
+"""PPO on the Ant through the quickstart's route, with torch's default thread count against one thread.
 
-The README's SB3 snippet sets `torch.set_num_threads(1)`: SB3's small networks gain nothing from
+The SB3 snippet of docs/quickstart.md sets `torch.set_num_threads(1)`: SB3's small networks gain nothing from
 more threads, and torch's thread pool then fights JAX's for the same cores. This measures what that
 line is worth: `learn()` seconds (the env's compile done beforehand, outside the clock) for PPO on
 `ChaosAnt-v0` with 8 envs, each setting in a fresh process, alternating, and prints a table.
@@ -60,7 +60,7 @@ def main() -> None:
     print("| torch threads | learn() s | env steps/s |\n|---|---:|---:|")
     for setting, values in seconds.items():
         median = statistics.median(values)
-        label = f"{threads[setting]} (torch's default)" if setting == "default" else "1 (the README's route)"
+        label = f"{threads[setting]} (torch's default)" if setting == "default" else "1 (the quickstart's route)"
         print(f"| {label} | {median:.1f} [{min(values):.1f}, {max(values):.1f}] | {args.steps / median:,.0f} |")
     print(f"\nratio default / one thread: {statistics.median(seconds['default']) / statistics.median(seconds['1']):.2f}")
 

@@ -1,9 +1,10 @@
 """The numbers the README and docs quote agree with the committed data in docs/data/.
 
 Each comparison table in README.md and docs/comparison.md is recomputed from its results.csv, as is
-each committed summary.md, and the Stable-BPTT grid's tables and largest force from its metrics
-(`reproduce.read_group`, `reproduce.curves`). A rerun that changes the data without the text (or
-the reverse) fails here.
+each committed summary.md, and the Stable-BPTT grid's tables (docs/stable_bptt.md) and largest force
+(docs/tasks.md, docs/stable_bptt.md) from its metrics (`reproduce.read_group`, `reproduce.curves`);
+every figure of the speed table (docs/speed.md) is in docs/benchmarks.md. A rerun that changes the
+data without the text (or the reverse) fails here.
 """
 
 import csv
@@ -23,6 +24,14 @@ GRID, GRID_POLES, GRID_EPOCHS = DATA / "stable_bptt", (1, 2, 3, 4), 1000  # the 
 # a table's threshold column names the comparison it quotes
 COMPARISONS = {"50": "compare_quick", "1500": "compare_ant"}
 TASKS = {"compare_quick": "ChaosCartPole-v0", "compare_ant": "ChaosAnt-v0"}
+# The main job's PPO row may differ from docs/data's run on another CPU model, because torch's and
+# XLA's float32 kernels differ by CPU model (on an AMD EPYC PPO scored 69.57 ± 3.99 and reached 50
+# after 25,600 env steps, against the table's 66.5 ± 5.3 and 30,720). So its final score (the mean)
+# is checked within ±5 and its env steps to 50 within ±10,240 (PPO's curve is evaluated every
+# 10,240 env steps) of the data, and its seconds to 50 only for whether 50 was reached (None).
+# Every other cell, and every cell of the gradient agents' rows (the same to every digit on both CPU
+# models), must equal the data exactly.
+TOLERANCES = {("compare_quick", "ppo"): {"final score": 5.0, "env steps to 50": 10_240, "training s to 50": None}}
 
 
 def read_results(name: str) -> list[dict]:
@@ -75,6 +84,15 @@ def expected_cell(column: str, name: str, agent: str, results: list[dict]) -> st
     raise AssertionError(f"no rule for the column {column!r}: add one here")
 
 
+def agrees(cell: str, expected: str, tolerance: float | None) -> bool:
+    """`cell` within `tolerance` of `expected` (the mean of a `mean ± std` cell, or a number);
+    "not reached" only matches itself; a `None` tolerance checks only that."""
+    if tolerance is None or "not reached" in (cell, expected):
+        return (cell == "not reached") == (expected == "not reached")
+    number = lambda text: float(text.split(" ± ")[0].replace(",", ""))
+    return abs(number(cell) - number(expected)) <= tolerance
+
+
 @pytest.mark.parametrize("doc", ["README.md", pytest.param("docs/comparison.md", marks=pytest.mark.xfail(
     strict=True, reason="its Ant table's updates column (apg 478, shac 433, full 372) counts updates of the Ant's "
                         "earlier settings (16 envs x 32 steps; full at horizon 50); the presets are now the "
@@ -90,8 +108,13 @@ def test_every_comparison_table_is_the_committed_data(doc):
         results = read_results(name)
         for row in rows:
             agent = row[0]
+            tolerances = TOLERANCES.get((name, agent), {})
             for column, cell in zip(header[1:], row[1:]):
-                assert cell == expected_cell(column, name, agent, results), (doc, name, agent, column)
+                expected = expected_cell(column, name, agent, results)
+                if column in tolerances:
+                    assert agrees(cell, expected, tolerances[column]), (doc, name, agent, column, cell, expected)
+                else:
+                    assert cell == expected, (doc, name, agent, column, cell, expected)
             checked += 1
     assert checked >= 4
 
@@ -113,8 +136,8 @@ def test_the_largest_force_quoted_is_the_data():
             group = "S" if r["flow"] == "S" else "RMC"
             largest[group] = max(largest[group], r["max_abs_force"])
     learning, stopped = (f"{largest[g]:.0f} N" for g in ("RMC", "S"))
-    readme = (ROOT / "README.md").read_text().replace("\n  ", " ")
-    assert f"R, M and C policies used at most {learning} in any epoch, S, which does not learn, up to {stopped}" in readme
+    tasks = (ROOT / "docs" / "tasks.md").read_text().replace("\n  ", " ")
+    assert f"R, M and C policies used at most {learning} in any epoch, S, which does not learn, up to {stopped}" in tasks
     doc = (ROOT / "docs" / "stable_bptt.md").read_text().replace("\n  ", " ")
     assert f"R, M and C never used more than {learning}" in doc and f"reached {stopped}" in doc
 
@@ -163,14 +186,14 @@ NUMBER = re.compile(r"(?<![\w.-])\d[\d,]*(?:\.\d+)?")
 
 
 def _speed_table() -> list[list[str]]:
-    """Rows of the README's speed table (the one under '## Speed, start-up and devices')."""
-    section = (ROOT / "README.md").read_text().split("## Speed, start-up and devices", 1)[1]
+    """Rows of the speed table of docs/speed.md (the first table under its title, '# Speed, start-up and devices')."""
+    section = (ROOT / "docs" / "speed.md").read_text().split("# Speed, start-up and devices", 1)[1]
     lines = [line for line in section.split("\n## ", 1)[0].splitlines() if line.startswith("| ")]
     return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[1:]]
 
 
-def test_every_speed_figure_in_the_readme_is_in_docs_benchmarks():
-    """The README quotes docs/benchmarks.md, the output of one `python benchmarks/all.py` run: every
+def test_every_speed_figure_in_docs_speed_is_in_docs_benchmarks():
+    """docs/speed.md quotes docs/benchmarks.md, the output of one `python benchmarks/all.py` run: every
     number in its measured columns (chaosgym, reference, ratio) must be printed there."""
     printed = set(NUMBER.findall((ROOT / "docs" / "benchmarks.md").read_text()))
     rows = _speed_table()
@@ -178,7 +201,7 @@ def test_every_speed_figure_in_the_readme_is_in_docs_benchmarks():
     for row in rows:
         quoted = [n for cell in row[1:4] for n in NUMBER.findall(cell.replace("mj_step", ""))]
         missing = [n for n in quoted if n not in printed]
-        assert not missing, f"README speed row {row[0]!r} quotes {missing}, not in docs/benchmarks.md"
+        assert not missing, f"docs/speed.md row {row[0]!r} quotes {missing}, not in docs/benchmarks.md"
 
 
 def test_the_c_gap_per_seed_table_is_the_data(capsys):
@@ -198,19 +221,20 @@ def test_the_c_gap_per_seed_table_is_the_data(capsys):
         assert row in text, row
 
 
-def _readme_grid_value(value: float) -> str:
-    """A number of the README's grid table: two significant figures, 7.6e-4 below 0.001."""
+def _summary_grid_value(value: float) -> str:
+    """A number of docs/stable_bptt.md's summary grid table: two significant figures, 7.6e-4 below 0.001."""
     if value < 1e-3:
         mantissa, exponent = f"{value:.1e}".split("e")
         return f"{mantissa}e{int(exponent)}"
     return f"{value:#.2g}"
 
 
-def test_the_readmes_grid_table_is_the_data():
-    """README.md's `| N | R | C | M | S |` rows: each flow's medians over seeds, NONE / VALUE / NORM."""
-    readme = (ROOT / "README.md").read_text()
+def test_the_summary_grid_table_is_the_data():
+    """docs/stable_bptt.md's summary `| N | R | C | M | S |` rows ('In short'): each flow's medians
+    over seeds, NONE / VALUE / NORM."""
+    text = (ROOT / "docs" / "stable_bptt.md").read_text()
     for poles in GRID_POLES:
         final = final_losses(poles)
-        cells = [" / ".join(_readme_grid_value(float(np.median(final[flow, clip]))) for clip in CLIPS) for flow in "RCMS"]
+        cells = [" / ".join(_summary_grid_value(float(np.median(final[flow, clip]))) for clip in CLIPS) for flow in "RCMS"]
         row = "| " + " | ".join([str(poles), *cells]) + " |"
-        assert row in readme, row
+        assert row in text, row
