@@ -252,7 +252,10 @@ def build_model(config: TrainConfig, venv: VecEnv) -> BaseAlgorithm:
 def load_model(checkpoint: dict, config: TrainConfig, venv: VecEnv, resume: bool = False) -> BaseAlgorithm:
     """The checkpoint's model on `venv` (a twin of the saved run's env; with `resume` it continues
     exactly where the saved run was, else only its networks and normalisation are restored)."""
-    model = build_model(config, venv)
+    with warnings.catch_warnings():
+        if not resume:  # a policy to act with, on fewer envs than it trained on: its rollout sizes are moot
+            warnings.filterwarnings("ignore", message="You have specified a mini-batch size", category=UserWarning)
+        model = build_model(config, venv)
     tensors = checkpoint["tensors"]
     model.set_parameters(tensors["parameters"], exact_match=True, device=model.device)
     for name, value in tensors["variables"].items():
