@@ -10,11 +10,12 @@
 set -euo pipefail
 [ $# -eq 1 ] || { echo "usage: scripts/gpu/dry_run.sh OUT" >&2; exit 2; }
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-PYTHON312=${PYTHON312:-$(command -v python3.12 || echo /root/.pyenv/versions/3.12.1/bin/python3.12)}
+PYTHON312=${PYTHON312:-/root/.pyenv/versions/3.12.1/bin/python3.12}
+[ -x "$PYTHON312" ] || PYTHON312=$(command -v python3.12 || true)
 VENV=${DRY_RUN_VENV:-$HOME/.cache/chaosgym/gpu-dry-run-venv}
 # The GPU machine's packages: JAX 0.11.2 (its CUDA 13 plugin is useless without a GPU), numpy 2.5,
 # PyTorch 2.11 (PyPI's build, with CUDA; it runs on the CPU too), and the newest of the others.
-TARGET="jax==0.11.2 jaxlib==0.11.2 numpy==2.5.* torch==2.11.* optax scipy matplotlib tqdm imageio rich flatbuffers"
+TARGET="jax==0.11.2 jaxlib==0.11.2 numpy==2.5.* torch==2.11.* optax scipy matplotlib tqdm imageio rich flatbuffers flax orbax-checkpoint pyyaml"
 
 [ -x "$PYTHON312" ] || { echo "dry_run.sh: no CPython 3.12 at $PYTHON312 (set PYTHON312=...)" >&2; exit 1; }
 if [ "$(cat "$VENV/.target" 2>/dev/null)" != "$TARGET" ]; then

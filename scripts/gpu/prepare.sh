@@ -4,17 +4,20 @@
 # Run it where the package registry is reachable; it prints the wheels and their total size.
 #
 # The GPU machine has Python 3.12, jax with its CUDA plugin, numpy, PyTorch, optax, scipy,
-# matplotlib, tqdm, imageio, rich and flatbuffers, with their own dependencies (TARGET_HAS below).
-# pip's resolver finds what mujoco, mujoco-mjx and gymnasium need; those the target has are
-# dropped. stable-baselines3 comes without its dependencies: torch is the target's, and the rest
-# (gymnasium, numpy, matplotlib, cloudpickle) are covered. Versions are requirements-lock.txt's.
+# matplotlib, tqdm, imageio, rich, flatbuffers, flax and orbax-checkpoint, with their own
+# dependencies (TARGET_HAS below; the device tool's KINDS.md lists them). pip's resolver finds what
+# mujoco, mujoco-mjx and gymnasium need; those the target has are dropped. stable-baselines3 and
+# brax come without their dependencies: torch, flax and orbax are the target's; brax's others that
+# it lacks (jaxopt, ml-collections) are fetched by name. Versions are requirements-lock.txt's.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 MAX_MIB=40
 TARGET_HAS="jax jaxlib ml-dtypes opt-einsum numpy scipy optax absl-py torch filelock typing-extensions sympy
 mpmath networkx jinja2 markupsafe fsspec setuptools matplotlib contourpy cycler fonttools kiwisolver
-packaging pillow pyparsing python-dateutil six tqdm imageio rich markdown-it-py mdurl pygments flatbuffers"
+packaging pillow pyparsing python-dateutil six tqdm imageio rich markdown-it-py mdurl pygments flatbuffers
+flax orbax-checkpoint etils msgpack tensorstore humanize simplejson pyyaml protobuf treescope chex toolz
+nest-asyncio aiofiles zipp importlib-resources"
 PIP=(${PIP:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 ) -m pip})
 PLATFORM=(--only-binary=:all: --python-version 3.12 --implementation cp --abi cp312
           --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64
@@ -34,7 +37,8 @@ echo "prepare: resolving mujoco, mujoco-mjx and gymnasium for CPython 3.12 (down
 "${PIP[@]}" download --quiet --disable-pip-version-check "${PLATFORM[@]}" -c "$constraints" -d "$resolved" \
     "$(pin mujoco)" "$(pin mujoco-mjx)" "$(pin gymnasium)" 2> >(grep -v "is ignored: it is neither" >&2)
 "${PIP[@]}" download --quiet --disable-pip-version-check "${PLATFORM[@]}" --no-deps -d "$resolved" \
-    "$(pin stable[-_]baselines3)" 2> >(grep -v "is ignored: it is neither" >&2)
+    "$(pin stable[-_]baselines3)" "$(pin brax)" "$(pin jaxopt)" "$(pin ml[-_]collections)" \
+    2> >(grep -v "is ignored: it is neither" >&2)
 
 declare -A on_target
 for name in $TARGET_HAS; do on_target[$name]=1; done

@@ -1,28 +1,34 @@
-"""The measuring steps of scripts/gpu/run.sh, and its summary.
+"""The measuring steps of scripts/gpu/run.sh (version 2), and its summary.
 
 Each subcommand is one time-boxed step: run.sh runs it under `timeout`, so every step writes its
-rows as it measures them (a step cut short keeps what it had) and the summary reports whatever is
-there. The measurements reuse the benchmark scripts' own loops (benchmarks/throughput.py,
-gradient_cost.py, compile_time.py), so a GPU figure and its CPU figure in the README are the same
-measurement.
+rows as it measures them (a step cut short keeps what it had) and says what it compiles before it
+does, timing each compile apart from the measurement. The summary reports whatever is there.
 
-    python scripts/gpu/steps.py throughput OUT/throughput.csv --tasks ChaosAnt-v0,ChaosCartPole-v0 --batches 1024,4096
-    python scripts/gpu/steps.py gradient OUT/gradient.csv --tasks ChaosAnt-v0 --batch 256 --horizon 100
-    python scripts/gpu/steps.py compile OUT/compile.csv --tasks ChaosAnt-v0 --horizon 100
-    python scripts/gpu/steps.py finish WORK OUT   # summary.md, the figures, runs.tar.gz; checks the limits
+    python scripts/gpu/steps.py throughput OUT/throughput.csv --cases ChaosAnt-v0:4096,ChaosCartPole-v0:16384
+    python scripts/gpu/steps.py compile OUT/compile.csv --agents apg,shac,ahac,ppo
+    python scripts/gpu/steps.py train WORK/brax-ppo --agent brax-ppo --env-steps 50000000
+    python scripts/gpu/steps.py finish WORK OUT   # summary.md and the data files; checks the return limits
+
+* throughput: env steps per second of `gymnasium.make_vec`, of `DeviceVectorEnv` (JAX arrays in and
+  out) and of Brax's own Ant environment (brax 0.14.2, MJX pipeline, `envs.training.wrap`'s
+  auto-reset) against a raw vmapped `mjx.step` loop, with the host time and XLA's bytes accessed
+  per step beside (benchmarks/vector_overhead.py's measurement, the one its CPU table comes from);
+* compile: every XLA program `chaosgym compare --tasks ChaosAnt-v0 --agents ...` compiles at the
+  smallest budget, cold, with its seconds, written as XLA finishes each (benchmarks/compile_budget.py's);
+* train: `chaosgym train` of one agent on the Ant, its metrics.csv rows as it evaluates.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import io
 import math
 import os
 import platform
+import re
+import shutil
+import subprocess
 import sys
-import tarfile
-import tempfile
 import time
 from pathlib import Path
 
@@ -33,41 +39,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 # folder. Everything run.sh writes lies directly in OUT.
 MAX_FILES = 8
 MAX_FILE_BYTES = 16 * 2**20
-# The tarball of the run folders is built again without checkpoints when it would exceed this.
-TAR_BYTES = 15 * 2**20
+COMPILED = re.compile(r"Finished XLA compilation of (?P<name>.+?) in (?P<seconds>[0-9.e+-]+) sec")
 
-# The CPU figures beside which summary.md sets the GPU ones: README.md ("Speed, start-up and
-# devices", "Reproducing Schnell & Thuerey", the Ant comparison) and docs/benchmarks.md, measured on
-# the project's 2-core CPU with jax 0.10.2. Keep them in step with the README when it is rerun.
-CPU = {
-    "make_vec": "11,410 at 64 envs, 14,055 at 256",
-    "raw": "13,669 at 64 envs, 14,070 at 256",
-    "ratio": "0.83 at 64 envs, 1.00 at 256",
-    "gradient_ratio": {"ChaosAnt-v0": "6.38 (bare MJX 6.71), batch 16",
-                       "ChaosCartPole-v0": "13.35 (bare MJX 11.34), batch 16",
-                       "ChaosCartPole-v0 num_poles=3": "8.44 (bare MJX 7.29), batch 16"},
-    "gradient_ms": {"ChaosAnt-v0": "forward 175.0, gradient 1115.6, batch 16",
-                    "ChaosCartPole-v0": "forward 2.6, gradient 34.2, batch 16",
-                    "ChaosCartPole-v0 num_poles=3": "forward 5.1, gradient 43.1, batch 16"},
-    "compile": {"ChaosAnt-v0": ("8.81", "0.38", "63.17", "2.90"),
-                "ChaosCartPole-v0": ("2.35", "0.14", "19.49", "0.76")},
-    "grid_ms": {"R": "88 ms alone; 333 ms for 9 vmapped (37 per run)",
-                "C": "181 ms alone; 711 ms for 9 vmapped (79 per run)"},
-    "ant": {"apg": ("179.2 ± 106.3", "244,480"), "shac": ("130.8 ± 23.1", "221,696"),
-            "ppo": ("56.0 ± 16.4", "389,616")},
-}
-
-
-def parse_task(spec: str) -> tuple[str, dict]:
-    """`ChaosCartPole-v0:num_poles=3` -> ("ChaosCartPole-v0", {"num_poles": 3})."""
-    from chaosgym.registry import parse_task_kwargs
-
-    env_id, _, options = spec.partition(":")
-    return env_id, parse_task_kwargs(options)
-
-
-def task_name(env_id: str, options: dict) -> str:
-    return env_id + "".join(f" {k}={v}" for k, v in options.items())
+# The CPU figures beside which summary.md sets the GPU ones (docs/benchmarks.md, the project's 2-core CPU).
+CPU = {"throughput": "docs/benchmarks.md: the vector env at 1.00x raw MJX at 256 envs on a 2-core CPU"}
 
 
 class Rows:
@@ -85,6 +60,10 @@ class Rows:
         print(", ".join(f"{k} {v}" for k, v in row.items()), flush=True)
 
 
+def say(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
 def machine() -> str:
     import jax
 
@@ -92,84 +71,97 @@ def machine() -> str:
     return f"{jax.device_count()} x {getattr(device, 'device_kind', device.platform)}, jax {jax.__version__}"
 
 
-def throughput(args) -> None:
-    """make_vec against a raw vmapped mjx.step at each batch size (benchmarks/throughput.py's loops);
-    `first_call_s` is the first round, compilation included."""
-    import gymnasium
+# ---- (a) throughput ------------------------------------------------------------------------------
 
-    import chaosgym  # noqa: F401  (registers the ids)
-    from throughput import best_rates, raw_mjx_loop, vector_env_loop
-
-    rows = Rows(args.csv, ["task", "num_envs", "make_vec_steps_per_s", "raw_mjx_steps_per_s", "ratio",
-                           "make_vec_first_call_s", "raw_first_call_s", "machine"])
-    for spec in args.tasks.split(","):
-        env_id, options = parse_task(spec)
-        for num_envs in args.batches:
-            vector = gymnasium.make_vec(env_id, num_envs=num_envs, vectorization_mode="vector_entry_point",
-                                        **options)
-            loops = {"vector": vector_env_loop(vector, args.iterations),
-                     "raw": raw_mjx_loop(vector.unwrapped.env, num_envs, args.iterations)}
-            first = {}
-            for name, run in loops.items():
-                start = time.perf_counter()
-                run()
-                first[name] = time.perf_counter() - start
-            rates = best_rates(loops, args.rounds)
-            rows.add(task=task_name(env_id, options), num_envs=num_envs, make_vec_steps_per_s=rates["vector"],
-                     raw_mjx_steps_per_s=rates["raw"], ratio=rates["vector"] / rates["raw"],
-                     make_vec_first_call_s=first["vector"], raw_first_call_s=first["raw"], machine=machine())
-            vector.close()
-
-
-def gradient(args) -> None:
-    """Forward and gradient time of a `horizon`-step rollout and their ratio, with the bare-MJX ratio
-    (benchmarks/gradient_cost.py's functions); `compile_*_s` is XLA's compile time in this process."""
+def brax_rate(num_envs: int, steps: int, rounds: int) -> tuple[float, float]:
+    """(env steps/s, compile s) of Brax's own Ant (MJX pipeline) wrapped as Brax trains on it:
+    `envs.training.wrap` (vmap, the episode's time limit, auto-reset), stepped by a jitted step
+    under random actions already on the device, waiting only at a round's end."""
     import jax
+    import numpy as np
+    from brax import envs
 
-    from chaosgym.functional.policies import mlp_policy
-    from chaosgym.functional.rollout import rollout
-    from gradient_cost import median_time, raw_mjx_ratio, setup
+    import chaosgym.brax  # noqa: F401  (restores what brax 0.14.2 needs of newer JAX)
 
-    rows = Rows(args.csv, ["task", "batch", "horizon", "forward_ms", "gradient_ms", "ratio", "bare_mjx_ratio",
-                           "compile_forward_s", "compile_gradient_s", "machine"])
-    for spec in args.tasks.split(","):
-        env_id, options = parse_task(spec)
-        env, params, states = setup(env_id, options, args.batch)
-
-        def loss(p, s):
-            return rollout(env, mlp_policy, p, s, args.horizon)[0]
-
-        timings = {}
-        for name, fn in (("forward", loss), ("gradient", jax.value_and_grad(loss))):
-            start = time.perf_counter()
-            compiled = jax.jit(fn).lower(params, states).compile()
-            timings[f"compile_{name}_s"] = time.perf_counter() - start
-            timings[name] = median_time(compiled, params, states, repeats=args.repeats)
-        bare = raw_mjx_ratio(env, states, args.horizon, args.repeats) if args.bare else math.nan
-        rows.add(task=task_name(env_id, options), batch=args.batch, horizon=args.horizon,
-                 forward_ms=timings["forward"] * 1e3, gradient_ms=timings["gradient"] * 1e3,
-                 ratio=timings["gradient"] / timings["forward"], bare_mjx_ratio=bare,
-                 compile_forward_s=timings["compile_forward_s"], compile_gradient_s=timings["compile_gradient_s"],
-                 machine=machine())
+    env = envs.training.wrap(envs.get_environment("ant", backend="mjx"), episode_length=1000)
+    reset, step = jax.jit(env.reset), jax.jit(env.step)
+    actions = [jax.device_put(a) for a in np.random.default_rng(0).uniform(-1, 1, (steps, num_envs, env.action_size))
+               .astype(np.float32)]
+    start = time.perf_counter()
+    # Brax takes raw uint32 keys (jax.random.PRNGKey), one per env
+    state = step(reset(jax.random.split(jax.random.PRNGKey(0), num_envs)), actions[0])
+    # a reset's state and a step's differ in weak types: the second step compiles the program the loop runs
+    state = jax.block_until_ready(step(state, actions[0]))
+    compile_s = time.perf_counter() - start
+    best = 0.0
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for action in actions:
+            state = step(state, action)
+        jax.block_until_ready(state)
+        best = max(best, num_envs * steps / (time.perf_counter() - start))
+    return best, compile_s
 
 
-def compile_times(args) -> None:
-    """Cold and warm compile times of one env step and of a `horizon`-step training update, each in a
-    fresh process (benchmarks/compile_time.py's worker; chaosgym's default caches)."""
-    from compile_time import in_fresh_process
+def throughput(args) -> None:
+    from vector_overhead import measure
 
-    rows = Rows(args.csv, ["task", "horizon", "step_cold_s", "step_warm_s", "update_cold_s", "update_warm_s"])
-    for spec in args.tasks.split(","):
-        env_id, options = parse_task(spec)
-        with tempfile.TemporaryDirectory(prefix="chaosgym-cache-") as cache_dir:
-            cold, warm = (in_fresh_process(env_id, options, args.horizon, cache_dir, trace_cache=True)
-                          for _ in ("cold", "warm"))
-        rows.add(task=task_name(env_id, options), horizon=args.horizon, step_cold_s=cold["step"],
-                 step_warm_s=warm["step"], update_cold_s=cold["gradient"], update_warm_s=warm["gradient"])
+    rows = Rows(args.csv, ["task", "num_envs", "make_vec", "device_vector", "raw_mjx", "brax", "make_vec_ratio",
+                           "device_ratio", "brax_ratio", "host_us", "raw_host_us", "bytes_ratio", "compile_s",
+                           "brax_compile_s", "machine"])
+    for case in args.cases.split(","):
+        env_id, _, envs = case.partition(":")
+        num_envs = int(envs)
+        say(f"throughput: compiling {env_id} at {num_envs:,} envs (make_vec's reset and step, DeviceVectorEnv's, raw "
+            f"mjx.step), then {args.rounds} timed rounds of {args.steps} steps each")
+        start = time.perf_counter()
+        r = measure(env_id, num_envs, args.steps, args.rounds)
+        elapsed = time.perf_counter() - start
+        rates = r["rates"]
+        brax, brax_compile = (math.nan, math.nan)
+        if env_id == "ChaosAnt-v0" and args.brax:
+            say(f"throughput: compiling Brax's own Ant at {num_envs:,} envs")
+            try:
+                brax, brax_compile = brax_rate(num_envs, args.steps, args.rounds)
+            except Exception as error:  # noqa: BLE001 (the peer row fails alone: the others stand)
+                say(f"throughput: Brax's Ant failed: {type(error).__name__}: {error}")
+        rows.add(task=env_id, num_envs=num_envs, make_vec=rates["vector"], device_vector=rates["device"],
+                 raw_mjx=rates["raw"], brax=brax, make_vec_ratio=rates["vector"] / rates["raw"],
+                 device_ratio=rates["device"] / rates["raw"], brax_ratio=brax / rates["raw"],
+                 host_us=r["host"] * 1e6, raw_host_us=r["raw_host"] * 1e6, bytes_ratio=r["bytes"] / r["raw_bytes"],
+                 compile_s=elapsed, brax_compile_s=brax_compile, machine=machine())
+
+
+# ---- (b) the compile budget ------------------------------------------------------------------------
+
+def compile_budget(args) -> None:
+    """Every program the Ant comparison compiles, cold, as XLA finishes it (streamed from JAX's log)."""
+    rows = Rows(args.csv, ["program", "seconds", "elapsed_s"])
+    command = [sys.executable, "-m", "chaosgym.agents.cli", "compare", "--tasks", "ChaosAnt-v0", "--agents", args.agents,
+               "--seeds", "1", "--env-steps", "1", "--eval-episodes", "2", "--out", str(args.work)]
+    env = {**os.environ, "JAX_LOG_COMPILES": "1", "CHAOSGYM_TRACE_CACHE": "0", "TQDM_DISABLE": "1"}
+    say(f"compile: {' '.join(command[3:])}, cold (every program it needs, then one update or step of each agent)")
+    start = time.perf_counter()
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in process.stdout:
+        match = COMPILED.search(line)
+        if match:
+            rows.add(program=match["name"], seconds=float(match["seconds"]), elapsed_s=time.perf_counter() - start)
+        elif line.startswith(("compiling", "compiled", "training", "chaosgym")):
+            say(line.rstrip())
+    process.wait()
+
+
+# ---- (c) training on the Ant ------------------------------------------------------------------------
+
+def train(args) -> None:
+    command = [sys.executable, "-m", "chaosgym.agents.cli", "train", "--task", "ChaosAnt-v0", "--agent", args.agent,
+               "--env-steps", str(args.env_steps), "--out", str(args.out), "--no-progress", *args.more]
+    say(f"train: {' '.join(command[3:])}")
+    subprocess.run(command, check=False)
 
 
 # ---- the summary ---------------------------------------------------------------------------------
-
 
 def read_csv(path: Path) -> list[dict]:
     if not path.is_file():
@@ -187,121 +179,41 @@ def number(text, digits: int = 0) -> str:
 
 
 def throughput_section(rows: list[dict]) -> list[str]:
-    out = ["## (a) Throughput: make_vec against raw vmapped mjx.step", ""]
+    out = ["## (a) Throughput against a raw vmapped mjx.step, Brax's own Ant beside", ""]
     if not rows:
-        return out + ["No row: the step was skipped or ran out of its box before its first batch size.", ""]
-    out += ["| task | envs | make_vec steps/s | raw mjx.step steps/s | make_vec / raw | first call (s), "
-            "make_vec / raw | CPU (README), make_vec / raw / ratio |", "|---|---:|---:|---:|---:|---|---|"]
+        return out + ["No row: the step was skipped or ran out of its box before its first case.", ""]
+    out += ["| task | envs | make_vec steps/s | DeviceVectorEnv | Brax's Ant | raw mjx.step | make_vec / raw | "
+            "DeviceVectorEnv / raw | Brax / raw | host µs/step, vector env / raw | bytes/step vs raw | compile s |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
     for r in rows:
-        cpu = (f"{CPU['make_vec']} / {CPU['raw']} / {CPU['ratio']}" if r["task"] == "ChaosAnt-v0"
-               else "not measured")
-        out.append(f"| {r['task']} | {int(r['num_envs']):,} | {number(r['make_vec_steps_per_s'])} | "
-                   f"{number(r['raw_mjx_steps_per_s'])} | {number(r['ratio'], 2)} | "
-                   f"{number(r['make_vec_first_call_s'], 1)} / {number(r['raw_first_call_s'], 1)} | {cpu} |")
-    return out + ["", f"Device: {rows[0]['machine']}.", ""]
-
-
-def gradient_section(rows: list[dict]) -> list[str]:
-    out = ["## (a) Gradient through the simulator against the forward pass", ""]
-    if not rows:
-        return out + ["No row: the step was skipped or ran out of its box before its first task.", ""]
-    out += ["| task | batch | horizon | forward (ms) | gradient (ms) | gradient / forward | bare MJX ratio | "
-            "compile forward / gradient (s) | CPU (docs/benchmarks.md): ms | CPU ratio |",
-            "|---|---:|---:|---:|---:|---:|---:|---|---|---|"]
-    for r in rows:
-        out.append(f"| {r['task']} | {r['batch']} | {r['horizon']} | {number(r['forward_ms'], 1)} | "
-                   f"{number(r['gradient_ms'], 1)} | {number(r['ratio'], 2)} | {number(r['bare_mjx_ratio'], 2)} | "
-                   f"{number(r['compile_forward_s'], 1)} / {number(r['compile_gradient_s'], 1)} | "
-                   f"{CPU['gradient_ms'].get(r['task'], '—')} | {CPU['gradient_ratio'].get(r['task'], '—')} |")
-    return out + [""]
+        out.append(f"| {r['task']} | {int(r['num_envs']):,} | {number(r['make_vec'])} | {number(r['device_vector'])} | "
+                   f"{number(r['brax'])} | {number(r['raw_mjx'])} | {number(r['make_vec_ratio'], 2)} | "
+                   f"{number(r['device_ratio'], 2)} | {number(r['brax_ratio'], 2)} | {number(r['host_us'])} / "
+                   f"{number(r['raw_host_us'])} | {number(r['bytes_ratio'], 2)} | {number(r['compile_s'])} + "
+                   f"{number(r['brax_compile_s'])} |")
+    return out + ["", f"Device: {rows[0]['machine']}. CPU: {CPU['throughput']}.", ""]
 
 
 def compile_section(rows: list[dict]) -> list[str]:
-    out = ["## (a) Compile times, cold and warm (fresh process each; chaosgym's caches)", ""]
+    out = ["## (b) Compile budget of the Ant comparison (cold, every program)", ""]
     if not rows:
-        return out + ["No row: the step was skipped or ran out of its box before its first task.", ""]
-    out += ["| task | step cold / warm (s) | update cold / warm (s) | update horizon | "
-            "CPU step cold / warm | CPU 100-step update cold / warm |", "|---|---|---|---:|---|---|"]
-    for r in rows:
-        cpu = CPU["compile"].get(r["task"], ("—",) * 4)
-        out.append(f"| {r['task']} | {number(r['step_cold_s'], 2)} / {number(r['step_warm_s'], 2)} | "
-                   f"{number(r['update_cold_s'], 2)} / {number(r['update_warm_s'], 2)} | {r['horizon']} | "
-                   f"{cpu[0]} / {cpu[1]} | {cpu[2]} / {cpu[3]} |")
+        return out + ["No program finished compiling within the step's box.", ""]
+    total = sum(float(r["seconds"]) for r in rows)
+    big = sorted(rows, key=lambda r: -float(r["seconds"]))
+    out += [f"{len(rows)} programs, {total:.1f} s of XLA compiling in all; the largest:", "",
+            "| program | compile (s) | finished at (s) |", "|---|---:|---:|"]
+    out += [f"| `{r['program']}` | {number(r['seconds'], 1)} | {number(r['elapsed_s'], 0)} |" for r in big[:12]]
     return out + [""]
 
 
-def grid_section(grid: Path, updates_per_epoch: int) -> list[str]:
-    """ms per update of each vmapped program, from the rows reproduce's report wrote. The runs of
-    one program share its clock, so flows whose last epoch and wall time agree are one program."""
-    out = ["## (b) Stable-BPTT grid, N = 3 (flows x clipping x seeds)", ""]
-    rows = read_csv(grid / "results.csv")
+def train_section(folder: Path, title: str) -> list[str]:
+    out = [f"## (c) {title}", ""]
+    rows = [r for r in read_csv(folder / "metrics.csv") if r.get("eval_score") not in (None, "", "nan")]
     if not rows:
-        return out + ["No epoch finished: the step was skipped or ran out of its box while compiling.", ""]
-    programs: dict[tuple[int, float], list[str]] = {}
-    for flow in sorted({r["flow"] for r in rows}, key="RMSC".find):
-        mine = [r for r in rows if r["flow"] == flow]
-        epochs = max(int(r["epoch"]) for r in mine)
-        wall = max(float(r["wall_time"]) for r in mine if int(r["epoch"]) == epochs)
-        programs.setdefault((epochs, wall), []).append(flow)
-    out += ["| flows | runs | epochs | updates | ms per update of the program | ms per run | CPU (README), "
-            "3 poles, batch 8 |", "|---|---:|---:|---:|---:|---:|---|"]
-    for (epochs, wall), flows in programs.items():
-        runs = sum(1 for r in rows if r["flow"] in flows and int(r["epoch"]) == epochs)
-        ms = wall / (epochs * updates_per_epoch) * 1e3
-        cpu = "; ".join(f"{f}: {CPU['grid_ms'][f]}" for f in flows if f in CPU["grid_ms"]) or "—"
-        out.append(f"| {','.join(flows)} | {runs} | {epochs} | {epochs * updates_per_epoch:,} | {ms:.1f} | "
-                   f"{ms / runs:.2f} | {cpu} |")
-    results = grid / "results.md"
-    if results.is_file():
-        out += ["", "reproduce's own table (`results.md`):", "", results.read_text().strip()]
+        return out + ["No evaluation written within the step's box.", ""]
+    out += ["| env steps | training (s) | evaluation score |", "|---:|---:|---:|"]
+    out += [f"| {number(r['env_steps'])} | {number(r['wall_time'], 1)} | {number(r['eval_score'], 1)} |" for r in rows]
     return out + [""]
-
-
-def compare_section(compare: Path) -> list[str]:
-    out = ["## (c) Comparison (`chaosgym compare`)", ""]
-    summary = compare / "summary.md"
-    if summary.is_file():
-        text = summary.read_text().strip()
-        out += ["##" + text if text.startswith("# ") else text, ""]  # its title below this section's
-        if "ChaosAnt-v0" in text:
-            out += ["CPU (README, the Ant, 240 s of training per run, 16 envs): final score / env steps run: "
-                    + "; ".join(f"{agent} {score} / {steps}" for agent, (score, steps) in CPU["ant"].items()), ""]
-        return out
-    runs = sorted((compare / "runs").glob("*")) if (compare / "runs").is_dir() else []
-    if not runs:
-        return out + ["No run started: the step was skipped or ran out of its box while compiling.", ""]
-    # compare writes its summary after the last run: what the runs' own evaluations say so far
-    out += ["compare ran out of its box before its summary; the last training-time evaluation of each run:", "",
-            "| run | env steps | training (s) | evaluation score |", "|---|---:|---:|---:|"]
-    for folder in runs:
-        evaluated = [r for r in read_csv(folder / "metrics.csv") if r.get("eval_score") not in (None, "", "nan")]
-        if evaluated:
-            last = evaluated[-1]
-            out.append(f"| {folder.name} | {number(last['env_steps'])} | {number(last['wall_time'], 1)} | "
-                       f"{number(last['eval_score'], 1)} |")
-        else:
-            out.append(f"| {folder.name} | — | — | no evaluation yet |")
-    return out + [""]
-
-
-def pack(work: Path, target: Path) -> str:
-    """The run folders, logs and notes as one tar.gz; without checkpoints if it would not come back."""
-    members = [p for p in ("grid", "compare", "logs", "notes.txt") if (work / p).exists()]
-
-    def build(skip_checkpoints: bool) -> bytes:
-        buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-            for name in members:
-                tar.add(work / name, arcname=name,
-                        filter=lambda info: None if skip_checkpoints and "checkpoint" in info.name else info)
-        return buffer.getvalue()
-
-    data = build(False)
-    note = "with checkpoints"
-    if len(data) > TAR_BYTES:
-        data, note = build(True), "without checkpoints (with them it would exceed the size limit)"
-    target.write_bytes(data)
-    return f"runs.tar.gz ({len(data) / 2**20:.1f} MiB, {note}): {', '.join(members)}"
 
 
 def check_limits(out: Path) -> list[str]:
@@ -316,27 +228,24 @@ def check_limits(out: Path) -> list[str]:
 
 
 def finish(args) -> int:
-    import shutil
-
     work, out = args.work, args.out
     notes = (work / "notes.txt").read_text().strip().splitlines() if (work / "notes.txt").is_file() else []
-    for figure in [work / "grid" / "stable_bptt.png", *sorted((work / "compare").glob("curves_*.png"))]:
-        if figure.is_file():
-            shutil.copy(figure, out / figure.name)
-    kind = ("a DRY RUN on CPU with tiny sizes: none of these figures is a GPU figure" if args.dry_run
-            else "one GPU run")
-    text = [f"# chaosgym GPU figures — {kind}", "",
-            f"scripts/gpu/run.sh{' --dry-run' if args.dry_run else ''} on {platform.node() or 'this host'}, "
-            f"{os.cpu_count()} cores, {time.strftime('%Y-%m-%d %H:%M %Z')}. Every CPU figure is the README's "
-            "(2-core CPU, jax 0.10.2).", "", "## How each step ended", ""] + [f"* {n}" for n in notes] + [""]
+    kind = "a DRY RUN on CPU with tiny sizes: none of these figures is a GPU figure" if args.dry_run else "one GPU run"
+    text = [f"# chaosgym GPU figures (scripts/gpu/run.sh version 2) — {kind}", "",
+            f"On {platform.node() or 'this host'}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d %H:%M %Z')}.",
+            "", "## How each step ended", ""] + [f"* {n}" for n in notes] + [""]
     text += throughput_section(read_csv(out / "throughput.csv"))
-    text += gradient_section(read_csv(out / "gradient.csv"))
     text += compile_section(read_csv(out / "compile.csv"))
-    text += grid_section(work / "grid", args.updates_per_epoch)
-    text += compare_section(work / "compare")
-    packed = pack(work, out / "runs.tar.gz")
-    text += ["## Files", "", f"* {packed}",
-             "* throughput.csv, gradient.csv, compile.csv: the rows of step (a); the figures beside them", ""]
+    text += train_section(work / "train", f"{args.train_agent} on ChaosAnt-v0")
+    if (work / "train" / "metrics.csv").is_file():
+        shutil.copy(work / "train" / "metrics.csv", out / "train_metrics.csv")
+    for name in ("config.json",):
+        if (work / "train" / name).is_file():
+            shutil.copy(work / "train" / name, out / f"train_{name}")
+    if (work / "logs").is_dir():
+        with open(out / "logs.txt", "w") as f:
+            for log in sorted((work / "logs").glob("*.log")):
+                f.write(f"===== {log.name}\n{log.read_text()[-200_000:]}\n")
     (out / "summary.md").write_text("\n".join(text))
     problems = check_limits(out)
     for problem in problems:
@@ -348,35 +257,34 @@ def finish(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("throughput", help="make_vec against raw vmapped mjx.step")
+    p = sub.add_parser("throughput", help="make_vec, DeviceVectorEnv and Brax's Ant against raw vmapped mjx.step")
     p.add_argument("csv", type=Path)
-    p.add_argument("--tasks", default="ChaosAnt-v0,ChaosCartPole-v0")
-    p.add_argument("--batches", type=lambda s: [int(b) for b in s.split(",")], default=[1024, 4096, 16384])
-    p.add_argument("--iterations", type=int, default=20, help="vector steps per timed round")
+    p.add_argument("--cases", default="ChaosAnt-v0:4096,ChaosAnt-v0:16384,ChaosCartPole-v0:16384",
+                   help="TASK:ENVS, comma-separated")
+    p.add_argument("--steps", type=int, default=101, help="vector steps per timed round")
     p.add_argument("--rounds", type=int, default=3, help="timed rounds per loop (the best is kept)")
+    p.add_argument("--no-brax", dest="brax", action="store_false", help="without Brax's own Ant")
     p.set_defaults(fn=throughput)
-    p = sub.add_parser("gradient", help="gradient time against forward time")
+    p = sub.add_parser("compile", help="the compile budget of the Ant comparison")
     p.add_argument("csv", type=Path)
-    p.add_argument("--tasks", default="ChaosAnt-v0")
-    p.add_argument("--batch", type=int, default=256)
-    p.add_argument("--horizon", type=int, default=100)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--no-bare", dest="bare", action="store_false", help="skip the bare-MJX ratio (two compiles)")
-    p.set_defaults(fn=gradient)
-    p = sub.add_parser("compile", help="cold and warm compile times in fresh processes")
-    p.add_argument("csv", type=Path)
-    p.add_argument("--tasks", default="ChaosAnt-v0,ChaosCartPole-v0")
-    p.add_argument("--horizon", type=int, default=100)
-    p.set_defaults(fn=compile_times)
-    p = sub.add_parser("finish", help="summary.md, figures and runs.tar.gz into OUT; check the return limits")
-    p.add_argument("work", type=Path, help="run.sh's work folder (grid/, compare/, logs/, notes.txt)")
+    p.add_argument("--agents", default="apg,shac,ahac,ppo")
+    p.add_argument("--work", type=Path, default=Path("compile-run"))
+    p.set_defaults(fn=compile_budget)
+    p = sub.add_parser("train", help="chaosgym train of one agent on the Ant")
     p.add_argument("out", type=Path)
-    p.add_argument("--updates-per-epoch", type=int, default=32)
+    p.add_argument("--agent", default="brax-ppo")
+    p.add_argument("--env-steps", type=int, default=50_000_000)
+    p.set_defaults(fn=train)  # any other flags (after --) are chaosgym train's
+    p = sub.add_parser("finish", help="summary.md and the data into OUT; check the return limits")
+    p.add_argument("work", type=Path, help="run.sh's work folder (train/, logs/, notes.txt)")
+    p.add_argument("out", type=Path)
+    p.add_argument("--train-agent", default="brax-ppo")
     p.add_argument("--dry-run", action="store_true")
     p.set_defaults(fn=finish)
-    args = parser.parse_args(argv)
-    if any(b <= 0 for b in getattr(args, "batches", [1])):
-        parser.error(f"--batches must be positive integers, got {args.batches}")
+    args, more = parser.parse_known_args(argv)
+    if more and args.command != "train":
+        parser.error(f"unrecognized arguments: {' '.join(more)}")
+    args.more = [word for word in more if word != "--"]
     return args.fn(args) or 0
 
 
