@@ -73,19 +73,25 @@ def _open(payload: bytes):
     return arrays, header
 
 
-def decode(payload: bytes, template: Any) -> tuple[Any, dict]:
+def decode(payload: bytes, template: Any, only: str | None = None) -> tuple[Any, dict]:
     """`(tree, meta)` of a checkpoint, its arrays filling `template`'s structure (arrays or
-    `jax.ShapeDtypeStruct`s) exactly; a `CheckpointError` saying what differs otherwise."""
+    `jax.ShapeDtypeStruct`s) exactly; a `CheckpointError` saying what differs otherwise. With `only`,
+    `template` is the saved tree's entry `only` alone (e.g. "params": a policy needs no optimiser
+    state, so a run whose carried env state has since gained fields still gives its policy)."""
     arrays, header = _open(payload)
     flat, treedef = jax.tree_util.tree_flatten_with_path(template)
-    expected = [jax.tree_util.keystr(path) for path, _ in flat]
-    if header["paths"] != expected:
-        missing = sorted(set(expected) - set(header["paths"]))[:3]
-        extra = sorted(set(header["paths"]) - set(expected))[:3]
+    prefix = "" if only is None else f"[{only!r}]"
+    expected = [prefix + jax.tree_util.keystr(path) for path, _ in flat]
+    saved = [p for p in header["paths"] if p.startswith(prefix)]
+    if saved != expected:
+        missing = sorted(set(expected) - set(saved))[:3]
+        extra = sorted(set(saved) - set(expected))[:3]
         raise CheckpointError(f"its arrays are not this config's (missing {missing}, unexpected {extra})")
+    position = {p: i for i, p in enumerate(header["paths"])}
     leaves = []
     keys = set(header["keys"])
-    for index, (path, like) in enumerate(flat):
+    for name, (path, like) in zip(expected, flat):
+        index = position[name]
         array = arrays[f"a{index}"]
         if index in keys:
             leaves.append(jax.random.wrap_key_data(array))
@@ -94,7 +100,7 @@ def decode(payload: bytes, template: Any) -> tuple[Any, dict]:
         if (array.shape, array.dtype) != want:
             hint = (" (a float64 run resumes with JAX_ENABLE_X64=1, a float32 one without)"
                     if {array.dtype, want[1]} == {np.dtype("float32"), np.dtype("float64")} else "")
-            raise CheckpointError(f"{jax.tree_util.keystr(path)} is {array.dtype}{list(array.shape)}, this config "
+            raise CheckpointError(f"{name} is {array.dtype}{list(array.shape)}, this config "
                                   f"needs {want[1]}{list(want[0])}{hint}")
         leaves.append(array)
     return jax.tree_util.tree_unflatten(treedef, leaves), header["meta"]

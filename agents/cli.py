@@ -21,6 +21,7 @@ import sys
 import time
 from typing import NamedTuple
 
+import chaosgym
 from chaosgym.flags import flag_name
 from chaosgym.validation import InvalidSetting, UserError
 
@@ -140,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     unraisable_hook, sys.unraisablehook = sys.unraisablehook, functools.partial(_unraisable, sys.unraisablehook)
     command = argv[0] if argv else "command"
     try:
+        if chaosgym._AS_COMMAND:  # what came while chaosgym imported is delivered now, to `_stop`
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, chaosgym.HELD_SIGNALS)
         commands = {}
         for name, spec in COMMANDS.items():
             commands[name] = sub.add_parser(name, help=spec.help, description=spec.help,

@@ -19,11 +19,20 @@ from chaosgym import flags
 from chaosgym.agents.config import RunSettings, TrainConfig, for_task, settings_read, with_changes
 from chaosgym.agents.registry import AGENTS
 from chaosgym.agents.run import Run
+from chaosgym.measured import MEASURED
 from chaosgym.presets import PRESETS, presets
 from chaosgym.tasks import check_task_id
-from chaosgym.validation import UserError
+from chaosgym.validation import SEED, UserError, argparse_type
 
 MAX_GIF_FPS = 30  # GIF frame delays are whole hundredths of a second; viewers slow faster ones down
+
+
+def output_path(text: str) -> Path:
+    """An argparse `type` for an output path: an empty one (an unset variable in `--out "$OUT"`)
+    is refused, never taken as the current folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path (is a variable in it unset?)")
+    return Path(text)
 
 
 # ---- train ---------------------------------------------------------------------------------------
@@ -53,7 +62,8 @@ def train_arguments(parser: argparse.ArgumentParser, argv: list[str] | None = No
                                                        "the task's presets, chaosgym.presets)")
     else:
         parser.epilog = "Each agent has its own settings: chaosgym train --agent NAME --help lists them."
-    parser.add_argument("--out", required=True, type=Path, help="output folder (config.json, metrics.csv, checkpoints)")
+    parser.add_argument("--out", required=True, type=output_path,
+                        help="output folder (config.json, metrics.csv, checkpoints)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out from its last checkpoint (flags given change its budget)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -165,9 +175,9 @@ class CompareConfig:
 
 
 # The main job. Its budget is env steps, the same for every agent, so that it gives the same table on
-# a slow or a busy machine (20 s of training gave apg 758 updates on a quiet CPU and 105-211 on a busy
-# one). On a 2-core CPU 100,000 env steps were 5.6 and 7.8 s of training for apg and shac (195
-# updates of 16 envs x 32 steps), 5.8 s for full (62 updates of 16 x 100 steps) and 16.6 s for PPO.
+# a slow or a busy machine (20 s of training gave apg very different numbers of updates on a quiet and
+# a busy CPU: chaosgym/measured.py's apg_updates_20s_*); the training seconds of each agent's 100,000
+# env steps are its quick_training_* entries.
 QUICK = {"tasks": "ChaosCartPole-v0", "agents": "apg,shac,full,ppo", "seeds": 2, "env_steps": 100_000}
 # the evaluation protocol's settings: given, they apply to every agent alike
 EVALUATION_FIELDS = ("eval_episodes", "eval_seed")
@@ -190,12 +200,12 @@ def compare_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", action="append", default=[], metavar="TASK=SCORE",
                         help="evaluation score that counts as solved (repeatable; default: the task's preset, "
                              + ", ".join(f"{task} {p.threshold:g}" for task, p in sorted(PRESETS.items())) + ")")
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default: runs/compare/ followed by the "
+    parser.add_argument("--out", type=output_path, default=None, help="output folder (default: runs/compare/ followed by the "
                         "tasks and the budget, so that another comparison never writes over this one)")
     quick = "; ".join(f"--{k.replace('_', '-')} {v}" for k, v in QUICK.items())
     parser.add_argument("--quick", action="store_true",
-                        help=f"the main job (6 min measured with cold caches on a 2-core CPU, 22 min on a loaded "
-                             f"one): {quick} (the "
+                        help=f"the main job ({MEASURED['quick_job_cold']} measured with cold caches on a 2-core "
+                             f"CPU, {MEASURED['quick_job_loaded']} on a loaded one): {quick} (the "
                              "tasks, agents, seeds and budget flags given with it replace these values)")
     cluster_arguments(parser, unit="a run each: one task, agent and seed")
 
@@ -369,8 +379,8 @@ _pixels = _whole(1, "a positive number of pixels")
 def render_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of `chaosgym render`."""
     parser.add_argument("--run", type=Path, required=True, help="run folder of `chaosgym train` or `compare`")
-    parser.add_argument("--out", type=Path, default=None, help="GIF file to write (default: RUN/episode.gif)")
-    parser.add_argument("--seed", type=_whole(0, "a Gymnasium seed"), default=0, help="seed of the episode's reset")
+    parser.add_argument("--out", type=output_path, default=None, help="GIF file to write (default: RUN/episode.gif)")
+    parser.add_argument("--seed", type=argparse_type(SEED), default=0, help="seed of the episode's reset")
     parser.add_argument("--max-steps", type=_whole(1, "a number of steps"), default=None,
                         help="stop after this many steps (default: the time limit)")
     parser.add_argument("--width", type=_pixels, default=320, help="frame width in pixels")

@@ -46,6 +46,7 @@ from chaosgym.agents.config import RunSettings, TrainConfig, for_task, with_chan
 from chaosgym.agents.registry import AGENTS  # noqa: E402
 from chaosgym.agents.run import Run  # noqa: E402
 from chaosgym.evaluation import evaluate  # noqa: E402
+from chaosgym.measured import MEASURED  # noqa: E402
 from chaosgym.presets import presets  # noqa: E402
 from chaosgym.registry import parse_task_kwargs  # noqa: E402
 from chaosgym.validation import UserError
@@ -269,13 +270,15 @@ def run(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     budget = compare.describe()
     print(f"chaosgym compare: {len(runs)} runs of {budget} each into {args.out} (finished runs are read back; "
-          "on a 2-core CPU 100,000 cart-pole env steps take about 3-6 s of training for a gradient agent, 20 s "
-          "for PPO and 40 min for SAC or TD3, the first compile of each agent apart)")
+          f"on a 2-core CPU 100,000 cart-pole env steps take about {MEASURED['gradient_agent_100k']} of training "
+          f"for a gradient agent, {MEASURED['ppo_100k']} for PPO and {MEASURED['sac_td3_100k']} for SAC or TD3, "
+          "the first compile of each agent apart)")
 
     if args.cluster is not None:  # the runs on Ray first; the loop below reads each one back
         train_on_ray(args.out, runs, configs, compare.wall_clock, args.cluster)
     for (env_id, kwargs), label in zip(tasks, labels):
-        with announce_compile(f"the Gymnasium MJX env of {label} for the final evaluations", typical_s=15):
+        with announce_compile(f"the Gymnasium MJX env of {label} for the final evaluations",
+                             typical_s=MEASURED["compile_evaluation_env"].seconds):
             compile_evaluation_env(env_id, kwargs)
     results = []
     # the bar moves within each run, in env steps (in runs under a wall-clock budget alone)

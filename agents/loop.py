@@ -40,11 +40,12 @@ from chaosgym.agents.run import CheckpointError, Run, next_timed_evaluation
 from chaosgym.evaluation import batched_evaluation, held_out_keys
 from chaosgym.functional.sharding import replicated
 from chaosgym.functional.trace_cache import cached_jit, keyed_by_arguments
+from chaosgym.measured import MEASURED
 from chaosgym.validation import UserError
 
-# typical seconds of a cold compile on a 2-core CPU (docs/benchmarks.md's measurements), said while it runs
-UPDATE_COMPILE_S = {"ChaosAnt-v0": 200.0, None: 60.0}
-EVALUATION_COMPILE_S = 30.0
+# typical seconds of a cold compile on a 2-core CPU (chaosgym/measured.py), said while it runs
+UPDATE_COMPILE_S = {"ChaosAnt-v0": MEASURED["compile_update_ant"].seconds, None: MEASURED["compile_update"].seconds}
+EVALUATION_COMPILE_S = MEASURED["compile_evaluation"].seconds
 
 
 def make_env(config: TrainConfig) -> chaosgym.Env:
@@ -112,9 +113,21 @@ def decode_checkpoint(payload: bytes, config: TrainConfig) -> dict:
     meta = checkpoints.read_meta(payload)
     checkpoints.check_identity(meta.get("config"), config)
     core = core_of(config)
+    make_env(config)  # built (and cached) outside the trace: its model is put on the device as it is built
     params, opt_state = jax.eval_shape(lambda: core.init(jax.random.key(0)))
     tree, meta = checkpoints.decode(payload, {"params": params, "opt_state": opt_state})
     return {**{k: meta[k] for k in PROGRESS}, **tree}
+
+
+def decode_policy(payload: bytes, config: TrainConfig) -> dict:
+    """A checkpoint's policy parameters (and progress counters) alone: what acting needs."""
+    meta = checkpoints.read_meta(payload)
+    checkpoints.check_identity(meta.get("config"), config)
+    core = core_of(config)
+    make_env(config)  # built (and cached) outside the trace: its model is put on the device as it is built
+    params, _ = jax.eval_shape(lambda: core.init(jax.random.key(0)))
+    tree, meta = checkpoints.decode(payload, params, only="params")
+    return {**{k: meta[k] for k in PROGRESS}, "params": tree}
 
 
 def load_checkpoint(folder: Path | str) -> dict:
@@ -162,12 +175,12 @@ class GradientTrainer:
         return {**final, **{k: float(last[k]) for k in ("eval_score", "eval_objective")}}
 
     def policy(self, run: Run) -> Callable:
-        checkpoint = run.load_checkpoint(lambda b: decode_checkpoint(b, run.config))
+        checkpoint = run.load_checkpoint(lambda b: decode_policy(b, run.config))
         return numpy_policy(run.config, checkpoint["params"])
 
     def jax_policy(self, run: Run) -> tuple[Callable, object]:
         """The run's deterministic policy as `(apply(params, obs), params)`, the function it was evaluated with."""
-        checkpoint = run.load_checkpoint(lambda b: decode_checkpoint(b, run.config))
+        checkpoint = run.load_checkpoint(lambda b: decode_policy(b, run.config))
         return core_of(run.config).apply, checkpoint["params"]
 
 

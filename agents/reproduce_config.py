@@ -10,9 +10,10 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
-from chaosgym.agents.commands import cluster_arguments, cluster_options
+from chaosgym.agents.commands import cluster_arguments, cluster_options, output_path
 from chaosgym.agents.config import machine_memory
 from chaosgym.functional.settings import ADAM_FORMS, CARTPOLE_PHYSICS as PHYSICS
+from chaosgym.measured import MEASURED
 from chaosgym.validation import UserError
 
 FLOWS = {"R": "full", "M": "modified", "S": "stopped", "C": "combined"}
@@ -63,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--adam", choices=ADAM_FORMS, default=Protocol.adam,
                         help="Adam's form: Keras 2's (eps before the bias correction, what the paper ran) or optax's")
     parser.add_argument("--checkpoint-every", type=int, default=10, help="epochs between checkpoints")
-    parser.add_argument("--out", type=Path, default=Path("runs/stable_bptt"), help="output folder")
+    parser.add_argument("--out", type=output_path, default=Path("runs/stable_bptt"), help="output folder")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: write the tables and figure from the epochs --out holds so far")
@@ -74,7 +75,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # what the default (full) grid costs, measured with benchmarks/stable_bptt_cost.py (docs/stable_bptt.md)
 GRID_COST = ("The defaults run the paper's whole grid: 4 pole counts x 36 runs (4 flows x 3 clipping modes x "
              "3 seeds) x 32,000 updates, one program per pole count, resumable at every checkpoint. On a "
-             "2-core CPU that is about 60-90 h with --physics mjx (the default) and 5-10 h with --physics "
+             f"2-core CPU that is about {MEASURED['stable_bptt_grid_mjx']} with --physics mjx (the default) and "
+             f"{MEASURED['stable_bptt_grid_equations']} with --physics "
              "equations, by the CPU and its load (benchmarks/stable_bptt_cost.py; docs/stable_bptt.md).")
 
 

@@ -265,9 +265,12 @@ class RunFolder:
             try:
                 written = os.write(fd, data)
                 if written != len(data):
-                    raise OSError(f"short write to {self.folder / 'metrics.csv'}: {written} of {len(data)} bytes")
-            except OSError:
+                    raise OSError(errno.ENOSPC, f"a short write ({written} of {len(data)} bytes; is the disk full?)",
+                                  str(self.folder / "metrics.csv"))
+            except OSError as error:
                 os.ftruncate(fd, size)
+                if error.filename is None:  # the command shows an OSError naming its file as one line
+                    raise OSError(error.errno, error.strerror or str(error), str(self.folder / "metrics.csv")) from None
                 raise
         finally:
             os.close(fd)

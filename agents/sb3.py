@@ -28,6 +28,7 @@ from __future__ import annotations
 import inspect
 import io
 import json
+import pickle  # its UnpicklingError only: torch's weights-only loader raises it
 import math
 import random
 import time
@@ -58,11 +59,12 @@ from chaosgym.agents.run import CheckpointError, Run, next_timed_evaluation
 from chaosgym.agents.sb3_vec_env import ChaosSB3VecEnv
 from chaosgym.agents.settings import OffPolicySettings, PPOSettings, SB3Settings, TD3Settings
 from chaosgym.evaluation import evaluate
+from chaosgym.measured import MEASURED
 from chaosgym.validation import UserError
 
 ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "sac": SAC, "td3": TD3}
 ACTIVATIONS = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU, "elu": torch.nn.ELU}
-ENV_COMPILE_S = 15.0  # typical seconds to compile a task's batched reset and step on a 2-core CPU
+ENV_COMPILE_S = MEASURED["compile_sb3_env"].seconds  # typical seconds to compile a task's batched reset and step
 FORMAT = "chaosgym-sb3/1"
 
 
@@ -228,12 +230,17 @@ def decode_checkpoint(payload: bytes, config: TrainConfig) -> dict:
             if progress.pop("format", None) != FORMAT:
                 raise CheckpointError(f"not a checkpoint of format {FORMAT}")
             checkpoints.check_identity(progress.pop("config", None), config)
-            tensors = torch.load(io.BytesIO(z.read("tensors.pt")), weights_only=True)
+            with warnings.catch_warnings():  # a foreign tensors.pt is refused below, in one line
+                warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+                tensors = torch.load(io.BytesIO(z.read("tensors.pt")), weights_only=True)
             state = checkpoints.decode_plain(z.read("continuation.json").decode(), z.read("continuation.npz"))
+    except pickle.UnpicklingError:  # torch's weights-only loader refused something that is not plain tensors
+        raise CheckpointError("its tensors.pt holds more than tensors (refused unread: it could run code)") from None
     except (zipfile.BadZipFile, KeyError, ValueError, RuntimeError, EOFError, OSError) as error:
         if isinstance(error, CheckpointError):
             raise
-        raise CheckpointError(f"cannot read it ({type(error).__name__}: {error})") from None
+        first = (str(error).strip().splitlines() or [""])[0]  # torch's messages run to many lines
+        raise CheckpointError(f"cannot read it ({type(error).__name__}: {first})") from None
     return {"progress": progress, "tensors": tensors, "continuation": state}
 
 

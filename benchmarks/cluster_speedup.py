@@ -26,8 +26,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = ["--set", "apg.num_envs=4", "--set", "apg.window=16", "--set", "estimator.horizon=20",
-         "--set", "full.batch_size=4", "--eval-episodes", "2"]
+APG_SMALL = ["--set", "apg.num_envs=4", "--set", "apg.window=16", "--eval-episodes", "2"]
+SMALL = [*APG_SMALL, "--set", "estimator.horizon=20", "--set", "full.batch_size=4"]
 COMPILES = re.compile(r"(?P<cold>\d+) programs compiled cold \((?P<cold_s>\d+) s\), (?P<loaded>\d+) loaded from the "
                       r"compilation cache \((?P<loaded_s>\d+) s\)\s*$", re.M)
 
@@ -75,31 +75,25 @@ def main() -> None:
         def fresh() -> str:
             return shared if args.quick else tempfile.mkdtemp(dir=scratch / "cache")
 
-        rows = []
+        print(f"`--workers 2` against the serial command on this machine ({os.cpu_count()} CPUs), one run each, "
+              "each from an empty compilation cache; whole-command seconds (Ray's start, compiles, training, "
+              "evaluations, figures)\n")
+        print("| grid | serial (s) | --workers 2 (s) | speed-up |\n|---|---:|---:|---:|", flush=True)
         for name, argv in grids(args.quick).items():
             serial, _ = timed(argv, scratch, fresh())
             parallel, _ = timed([*argv, "--workers", "2"], scratch, fresh())
-            rows.append((name, serial, parallel))
+            print(f"| {name} | {serial:.0f} | {parallel:.0f} | {serial / parallel:.2f}x |", flush=True)
         steps = "256" if args.quick else "32768"
         count_grid = ["compare", "--tasks", "ChaosCartPole-v0", "--agents", "apg", "--seeds", "2", "--env-steps", steps,
-                      *SMALL, "--workers", "2"]
-        counts = {}
+                      *APG_SMALL, "--workers", "2"]
+        print(f"\nThe workers' XLA compiles, apg x 2 seeds ({int(steps):,} env steps each) on 2 workers: the second "
+              "seed waits while the first compiles, then loads or compiles again\n")
+        print("| compilation cache | compiled cold | cold seconds | loaded from the cache | load seconds |\n"
+              "|---|---:|---:|---:|---:|", flush=True)
         for label, cache in (("shared (one folder)", fresh()), ("none (cache off)", None)):
             _, log = timed(count_grid, scratch, cache)
-            counts[label] = COMPILES.findall(log)[-1]
-
-    print(f"`--workers 2` against the serial command on this machine ({os.cpu_count()} CPUs), one run each, "
-          "each from an empty compilation cache; whole-command seconds (Ray's start, compiles, training, "
-          "evaluations, figures)\n")
-    print("| grid | serial (s) | --workers 2 (s) | speed-up |\n|---|---:|---:|---:|")
-    for name, serial, parallel in rows:
-        print(f"| {name} | {serial:.0f} | {parallel:.0f} | {serial / parallel:.2f}x |")
-    print(f"\nThe workers' XLA compiles, apg x 2 seeds ({int(steps):,} env steps each) on 2 workers: the second seed "
-          "waits while the first compiles, then loads or compiles again\n")
-    print("| compilation cache | compiled cold | cold seconds | loaded from the cache | load seconds |\n"
-          "|---|---:|---:|---:|---:|")
-    for label, (cold, cold_s, loaded, loaded_s) in counts.items():
-        print(f"| {label} | {cold} | {cold_s} | {loaded} | {loaded_s} |")
+            cold, cold_s, loaded, loaded_s = COMPILES.findall(log)[-1]
+            print(f"| {label} | {cold} | {cold_s} | {loaded} | {loaded_s} |", flush=True)
 
 
 if __name__ == "__main__":

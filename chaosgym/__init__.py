@@ -5,7 +5,18 @@ environment (`gymnasium.make_vec`), and a pure differentiable JAX function (`cha
 """
 
 import importlib
+import signal
+import sys
 from pathlib import Path
+
+# The `chaosgym` command (its console script, or `python -m chaosgym.agents.cli`): a stop that comes
+# while the package imports is held until the command's handler is in place (`chaosgym.agents.cli.main`
+# unblocks it), so that no import's broad `except` can swallow it. A library import holds nothing.
+HELD_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+_AS_COMMAND = Path(sys.argv[0]).name == "chaosgym" or list(getattr(sys, "orig_argv", [])[1:3]) == [
+    "-m", "chaosgym.agents.cli"]
+if _AS_COMMAND:
+    signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS)
 
 # In a source checkout (the repository root on sys.path, e.g. `python -c` there) the subpackages
 # `chaosgym.agents` and `chaosgym.assets` are the top-level folders agents/ and assets/, which

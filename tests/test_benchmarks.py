@@ -32,6 +32,18 @@ def brax_like_ant(tmp: Path) -> list[str]:
 
 
 # script -> (tiny-size arguments, a function of the test's tmp folder giving more, text its output must hold, marks)
+def tiny_comparison(tmp: Path) -> list[str]:
+    """policy_diagnostics.py reads a comparison's run folders: a gradient agent's and PPO's, tiny."""
+    command = [sys.executable, "-m", "chaosgym.agents.cli", "compare", "--tasks", "ChaosCartPole-v0", "--agents",
+               "full,ppo", "--seeds", "1", "--env-steps", "64", "--eval-episodes", "1", "--set",
+               "estimator.horizon=16", "--set", "full.batch_size=4", "--set", "ppo.num_envs=2", "--set",
+               "ppo.n_steps=16", "--set", "ppo.batch_size=16", "--set", "ppo.n_epochs=1",
+               "--out", str(tmp / "cmp")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    subprocess.run(command, cwd=tmp, env=env, check=True, capture_output=True, timeout=1200)
+    return ["--compare", str(tmp / "cmp"), "--out", str(tmp / "diag")]
+
+
 CASES = {
     "benchmarks/first_output.py": (["--warm", "--", "chaosgym", "--help"], None, "longest silence", ()),
     "benchmarks/all.py": (["--quick", "--scripts", "backends.py"], lambda tmp: ["--out", str(tmp / "b.md")], "written to", (slow,)),
@@ -43,10 +55,11 @@ CASES = {
     "experiments/ahac_stiffness.py": (["--envs", "2", "--steps", "3"], lambda tmp: ["--out", str(tmp / "s.json")],
                                       "| ahac_initial |", (slow,)),
     "benchmarks/cluster_speedup.py": (["--quick"], None, "| none (cache off) |", (slow,)),
+    "experiments/policy_diagnostics.py": (["--num-states", "1", "--lyapunov-steps", "3", "--transient", "0",
+                                           "--horizons", "2", "--samples", "3"], tiny_comparison, "| start |", (slow,)),
     "experiments/findings.py": (["--quick", "--studies", "ChaosCartPole-v0"],
                     lambda tmp: ["--docs", str(tmp / "docs"), "--runs", str(tmp / "runs")], "findings", (slow,)),
     "benchmarks/gradient_cost.py": (["--quick", "--batch", "2"], None, "with remat", (slow,)),
-    "benchmarks/hostile.py": (["--tiny"], None, "inputs: 10 of 10 handled cleanly", ()),
     "benchmarks/sb3_threads.py": (["--steps", "512", "--repeats", "1"], None, "ratio default / one thread", (slow,)),
     "benchmarks/sb3_throughput.py": (["--env-steps", "256", "--num-envs", "2"], None, "vs Ant-v5 DummyVecEnv", (slow,)),
     "experiments/stable_bptt_c_gap.py": (["--poles", "1", "--seeds", "1", "--epochs", "1", "--flows", "C"],

@@ -54,7 +54,7 @@ def folders(tmp_path_factory):
     compare = ["compare", "--tasks", "ChaosCartPole-v0", "--agents", "full,ppo", "--seeds", "1", "--env-steps", "240",
                "--eval-episodes", "2", "--set", "estimator.horizon=20", "--set", "full.batch_size=4",
                "--set", "ppo.num_envs=2", "--set", "ppo.n_steps=16", "--set", "ppo.batch_size=16",
-               "--set", "ppo.n_epochs=1", "--no-progress", "--out", str(root / "cmp")]
+               "--set", "ppo.n_epochs=1", "--out", str(root / "cmp")]
     assert main(compare) == 0
     grid = ["reproduce", "stable-bptt", "--poles", "1", "--flows", "R", "--clip", "NONE", "--seeds", "1",
             "--epochs", "1", "--states", "8", "--physics", "equations", "--checkpoint-every", "1", "--no-progress",

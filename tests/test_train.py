@@ -143,6 +143,22 @@ class Exploit:
         return open, (self.path, "w")
 
 
+def test_a_policy_is_read_from_its_parameters_alone():
+    """A run whose carried state has since gained fields (e.g. new info keys of its env) cannot be
+    resumed, but its policy can still be rendered and diagnosed: acting reads only the parameters."""
+    saved = {"params": {"w": np.arange(6, dtype=np.float32).reshape(2, 3)},
+             "opt_state": {"env_info": {"old": np.zeros(2, np.float32)}}}
+    payload = checkpoints.encode(saved, {"update": 7})
+    now = {"params": {"w": np.zeros((2, 3), np.float32)},
+           "opt_state": {"env_info": {"old": np.zeros(2, np.float32), "new": np.zeros(2, np.float32)}}}
+    with pytest.raises(CheckpointError, match="missing"):
+        checkpoints.decode(payload, jax.eval_shape(lambda: now))
+    params, meta = checkpoints.decode(payload, jax.eval_shape(lambda: now["params"]), only="params")
+    assert np.array_equal(params["w"], saved["params"]["w"]) and meta == {"update": 7}
+    with pytest.raises(CheckpointError, match="float64"):  # shapes and dtypes are still checked
+        checkpoints.decode(payload, {"w": jax.ShapeDtypeStruct((2, 3), np.float64)}, only="params")
+
+
 def test_a_checkpoints_arrays_must_fill_the_template_exactly():
     tree = {"w": np.ones((2, 3), np.float32), "b": [np.zeros(3, np.float32)]}
     payload = checkpoints.encode(tree, {"update": 4})

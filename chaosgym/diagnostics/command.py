@@ -49,12 +49,13 @@ from chaosgym.diagnostics import measures as diagnostics, plots as diagnostics_p
 from chaosgym.diagnostics.config import DIAGNOSTICS, DiagnoseConfig, add_arguments, config_from_args  # noqa: F401
 from chaosgym.files import refuse_link, write_atomic
 from chaosgym.functional.policies import init_policy, mlp_policy
+from chaosgym.measured import MEASURED
 from chaosgym.validation import UserError
 
 class TrainedPolicy(NamedTuple):
     """A policy to study: `apply(params, obs) -> action` (differentiable, deterministic) with its
     parameters, and the task it was trained on. `chaosgym diagnose --policy RUN` reads a run's own
-    (any agent's) through `chaosgym.agents.jax_policy`: the core reads no agent's files itself."""
+    (any agent's) through `chaosgym.agents.api.jax_policy`: the core reads no agent's files itself."""
 
     apply: Callable
     params: Any
@@ -66,7 +67,8 @@ def _task_and_policy(config: DiagnoseConfig, trained: TrainedPolicy | None):
     """`(env, apply, params, task, kwargs)`: the trained policy's, or a random tanh MLP's."""
     if config.policy and trained is None:
         raise UserError(f"--policy {config.policy}: a trained policy is read by chaosgym.agents; run "
-                        "`chaosgym diagnose --policy RUN` or pass `trained=chaosgym.agents.jax_policy(RUN)`")
+                        "`chaosgym diagnose --policy RUN` or pass `trained=`, a TrainedPolicy of what "
+                        "`chaosgym.agents.api.jax_policy(RUN)` returns")
     task = config.task or (trained.task if trained else None)
     if task is None:
         raise UserError("give --task (or a --policy whose config.json names it)")
@@ -127,7 +129,7 @@ def initial_states(env, key, count: int, start_qpos: tuple[float, ...] | None,
     """`count` states from the task's reset; with `start_qpos`, their qpos is replaced by it."""
     keys, reset = jax.random.split(key, count), _batched_reset(env)
     if progress is not None:
-        reset = progress.compiled(reset, (keys,), "the task's reset", "10-30 s")
+        reset = progress.compiled(reset, (keys,), "the task's reset", str(MEASURED["diagnose_reset"]))
     states = reset(keys)
     if start_qpos is None:
         return states
@@ -290,7 +292,7 @@ RUNNERS = {"lyapunov": run_lyapunov, "jacobian": run_jacobian, "gradvar": run_gr
 
 def diagnose(config: DiagnoseConfig, trained: TrainedPolicy | None = None) -> dict:
     """Run the diagnostics of `config.what`, writing into `config.out`; return their results by name.
-    The closed loop runs `trained` (a run's own policy, `chaosgym.agents.jax_policy`) or, without
+    The closed loop runs `trained` (a run's own policy, `chaosgym.agents.api.jax_policy`) or, without
     one, a random tanh MLP (`--hidden`, `--seed`)."""
     check_out(config)  # before anything is computed
     progress = diagnostics.Progress(not config.no_progress)

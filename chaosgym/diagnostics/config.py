@@ -13,7 +13,7 @@ from pathlib import Path
 from chaosgym import flags
 from chaosgym.functional.settings import ESTIMATORS, EstimatorConfig
 from chaosgym.tasks import check_task_id, task_ids
-from chaosgym.validation import (LAYERS, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, check_fields, int_at_least,
+from chaosgym.validation import (LAYERS, SEED, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, check_fields, int_at_least,
                                  one_or_more_of, setting, tuple_of)
 
 DIAGNOSTICS = ("lyapunov", "jacobian", "gradvar", "landscape")
@@ -53,7 +53,7 @@ class DiagnoseConfig:
               "random MLP policy")
     hidden: tuple[int, ...] = _setting((100, 100), "hidden layer sizes of the random policy", POSITIVE_INTS,
                                        items="layer sizes")
-    seed: int = _setting(0, "seed of the random policy, initial states and directions")
+    seed: int = _setting(0, "seed of the random policy, initial states and directions", SEED)
     out: Path = field(metadata={"help": "output folder for CSV files and plots"})
     start_qpos: tuple[float, ...] | None = _setting(
         None, "comma-separated qpos replacing that of every initial state, e.g. 1.5708,0 for a raised double "

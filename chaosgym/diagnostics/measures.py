@@ -40,6 +40,7 @@ from chaosgym._mjx import mjx
 from chaosgym.functional.gradients import ESTIMATORS, EstimatorConfig, combine, es_gradient, highest_precision
 from chaosgym.functional.env import Env, State
 from chaosgym.functional.rollout import Policy, rollout
+from chaosgym.measured import MEASURED
 
 # (carry, x) -> (next carry, next x); differentiable in x. The carry holds whatever else the map
 # needs (for the env: the rest of `mjx.Data`).
@@ -159,13 +160,12 @@ class Progress:
 
 
 # How long each program took to compile with a cold cache on a shared 2-core CPU (`chaosgym diagnose`
-# of the cart pole and the Ant, small sizes), for the compile notices; every estimator but ES
-# backpropagates, and costs about what `full` does
-TYPICAL_COMPILE = {"lyapunov": "30-50 s for the cart pole, 2 min for the Ant",
-                   "jacobian": "20-30 s for the cart pole, 1 min for the Ant",
-                   "backprop": "1.5-2 min for the cart pole, 3 min for the Ant",
-                   "es": "20-40 s",
-                   "landscape": "30 s for the cart pole, 45 s for the Ant"}
+# of the cart pole and the Ant, small sizes; the figures are chaosgym/measured.py's diagnose_*), for
+# the compile notices; every estimator but ES backpropagates, and costs about what `full` does
+TYPICAL_COMPILE = {kind: f"{MEASURED[f'diagnose_{kind}_cart_pole']} for the cart pole, "
+                         f"{MEASURED[f'diagnose_{kind}_ant']} for the Ant"
+                   for kind in ("lyapunov", "jacobian", "backprop", "landscape")}
+TYPICAL_COMPILE["es"] = str(MEASURED["diagnose_es"])
 
 
 def _compiled(jitted: Callable, args: tuple, progress: Progress | None, what: str, kind: str) -> Callable:

@@ -15,7 +15,7 @@ from gymnasium.vector import AutoresetMode
 
 from chaosgym.functional.env import Env
 from chaosgym.faces.seeding import AHEAD
-from chaosgym.validation import POSITIVE_INT
+from chaosgym.validation import POSITIVE_INT, UserError
 
 
 def check_actions(actions: Any, shape: tuple[int, ...]) -> np.ndarray:
@@ -125,7 +125,7 @@ def check_batch_fits(env: Env, num_envs: int) -> None:
     for where, need in (("host", host), ("device", device)):
         if where in available and need > available[where]:
             gib = 2.0 ** 30
-            raise ValueError(
+            raise UserError(
                 f"num_envs={num_envs:,} needs at least {need / gib:,.1f} GiB of {where} memory ({2 * state:,} bytes of "
                 f"MJX state per environment, a step's input and output, and {_SEED_STREAM_BYTES} bytes of seed "
                 f"stream), more than the {available[where] / gib:,.1f} GiB available; use fewer environments")

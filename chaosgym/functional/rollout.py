@@ -1,6 +1,6 @@
 """Differentiable rollouts: one `lax.scan` over (policy, env step), with the gradient flow as a parameter.
 
-Gradient flows (see DESIGN.md), for a policy a_t = pi(o_t) and dynamics s_{t+1} = f(s_t, a_t):
+Gradient flows (see docs/design.md), for a policy a_t = pi(o_t) and dynamics s_{t+1} = f(s_t, a_t):
 
 * ``full``: plain backpropagation through time.
 * ``truncated``: the state is cut (`stop_gradient`) every `truncation` steps; every window still
