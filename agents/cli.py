@@ -39,7 +39,7 @@ COMMANDS = {
     "train": Command("chaosgym.agents.commands:train_arguments", "chaosgym.agents.train_command:run",
                      "train an agent (gradient-based, SB3 or Brax) on a task",
                      check="chaosgym.agents.commands:train_check"),
-    "compare": Command("chaosgym.agents.commands:compare_arguments", "chaosgym.agents.compare:run",
+    "compare": Command("chaosgym.agents.commands:compare_arguments", "chaosgym.agents.compare_command:run",
                        "train tasks x agents x seeds under one budget; write a table and plots",
                        check="chaosgym.agents.commands:compare_config"),
     "reproduce": Command("chaosgym.agents.reproduce_config:add_arguments", "chaosgym.agents.reproduce:run",

@@ -40,7 +40,6 @@ from tqdm.auto import tqdm
 import chaosgym
 from chaosgym._setup import _CHOSEN as CHOSEN_CACHE_VARIABLE
 from chaosgym.agents.commands import ClusterOptions
-from chaosgym.agents.reproduce import run_group
 from chaosgym.validation import UserError
 
 RETRIES = 3  # Ray's retries of a unit whose worker died; each resumes from the unit's checkpoint
@@ -232,9 +231,3 @@ def _result(ray, ref, unit: Unit) -> CompileCount:
         raise UserError(f"{unit.label}: its Ray worker died {RETRIES + 1} times ({type(error).__name__}); every "
                         "finished unit and every folder's last checkpoint are kept: run the command again to "
                         "continue") from None
-
-
-def train_group(out: Path, num_poles: int, flows, clips, seeds: int, protocol, checkpoint_every: int) -> None:
-    """`chaosgym reproduce`'s unit: one pole count's group (`reproduce.run_group`), without a bar."""
-    with tqdm(disable=True) as bar:
-        run_group(out, num_poles, flows, clips, seeds, protocol, bar, checkpoint_every)

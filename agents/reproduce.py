@@ -292,6 +292,13 @@ def run_group(out: Path, num_poles: int, flows, clips, seeds: int, protocol: Pro
     return rows
 
 
+
+def train_group(out: Path, num_poles: int, flows, clips, seeds: int, protocol: Protocol, checkpoint_every: int) -> None:
+    """A pole count's group as a Ray task's unit (`--workers`, `chaosgym.agents.cluster`): `run_group`
+    without a bar (the driver shows the units' progress)."""
+    with tqdm(disable=True) as bar:
+        run_group(out, num_poles, flows, clips, seeds, protocol, bar, checkpoint_every)
+
 def read_group(out: Path, num_poles: int, flows) -> list[dict]:
     """The rows of a group's finished epochs, read from its metrics (none if it has not started):
     an epoch is finished when every run of the group has its row (they are written together)."""
@@ -412,7 +419,7 @@ def reproduce(out: Path, poles_list: list[int], flows: list[str], clips: list[st
     else:
         out.mkdir(parents=True, exist_ok=True)
         if cluster is not None:  # the groups on Ray first; the loop below reads each one back
-            from chaosgym.agents.cluster import Unit, run_units, train_group
+            from chaosgym.agents.cluster import Unit, run_units
 
             # the largest group first: the smaller ones fill in beside it
             units = [Unit(f"{poles} pole(s)", train_group, (out, poles, flows, clips, seeds, protocol, checkpoint_every))

@@ -53,7 +53,7 @@ class Measured:
 
 
 MEASURED: dict[str, Measured] = {
-    # --- the main job, `chaosgym compare --quick` (agents/commands.py, agents/compare.py)
+    # --- the main job, `chaosgym compare --quick` (agents/commands.py, agents/compare_command.py)
     "quick_job_cold": Measured(
         6, "min", "`chaosgym compare --quick` from a fresh clone with an empty HOME (cold caches), the "
         "install before it excluded", f"{EPYC}, one niced background job beside it",
@@ -108,7 +108,7 @@ MEASURED: dict[str, Measured] = {
         "by the CPU and its load", "one core of a 2-core CPU",
         "benchmarks/stable_bptt_cost.py: about 5.0 h at 3 poles' speed (2026-12-02, commit 6e31012, "
         "docs/benchmarks.md); the grid itself took 5.6 h (docs/stable_bptt.md); the earlier estimate was 7-10 h"),
-    # --- typical cold compiles, announced while they run (agents/loop.py, agents/sb3.py, agents/compare.py,
+    # --- typical cold compiles, announced while they run (agents/loop.py, agents/sb3.py, agents/compare_command.py,
     # agents/brax_agents.py)
     "compile_update": Measured(
         60, "s", "a cold compile of a gradient agent's training update (a 100-step gradient of the 1-pole "

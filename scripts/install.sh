@@ -32,7 +32,17 @@ echo "install: pip, then PyTorch (CPU build), then chaosgym with JAX and MuJoCo 
 "${pip[@]}" --no-deps --retries 2 --timeout 20 --extra-index-url https://download.pytorch.org/whl/cpu torch
 echo "install: chaosgym and its dependencies (versions from requirements-lock.txt)..."
 .venv/bin/pip install -q --force-reinstall --no-deps .
-"${pip[@]}" ".[sb3,brax,tensorboard,cluster,test]"
+# pip is quiet (-q): a line every 15 s says the install is still going, so no stretch is silent
+"${pip[@]}" ".[sb3,brax,tensorboard,cluster,test]" &
+pip_pid=$!
+started=$SECONDS
+while kill -0 "$pip_pid" 2>/dev/null; do
+    sleep 1
+    if (( (SECONDS - started) % 15 == 0 )) && kill -0 "$pip_pid" 2>/dev/null; then
+        echo "install: still installing ($((SECONDS - started)) s)..."
+    fi
+done
+wait "$pip_pid"
 .venv/bin/python -c 'import torch; print(f"install: torch {torch.__version__}, the",
                     f"CUDA {torch.version.cuda} build" if torch.version.cuda else "CPU build")'
 echo "install: done (.venv); run the fast tests with .venv/bin/pytest, the slow ones with .venv/bin/pytest -m slow"

@@ -212,7 +212,7 @@ def _cli(argv, capsys) -> str:
     (["render", "--run", "x", "--fps", "0"], "finite number of frames per second > 0, got '0'"),
     (["render", "--run", "x", "--fps", "nan"], "finite number of frames per second > 0, got 'nan'"),
     (["render", "--run", "x", "--max-steps", "0"], "a number of steps (a whole number >= 1), got '0'"),
-    (["render", "--run", "x", "--seed", "-1"], "a Gymnasium seed (a whole number >= 0), got '-1'"),
+    (["render", "--run", "x", "--seed", "-1"], "expected an integer in [0, 2**63) (a Gymnasium seed), got '-1'"),
 ])
 def test_bad_seeds_rates_and_step_counts_are_refused_before_anything_runs(argv, message, capsys, tmp_path):
     error = _cli([*argv, *(["--out", str(tmp_path / "out")] if argv[0] == "train" else [])], capsys)

@@ -58,6 +58,7 @@ def assert_same_runs(out: Path, reference: Path) -> None:
 
 # ---- fast ------------------------------------------------------------------------------------------
 
+@pytest.mark.slow  # a whole compare in a fresh process (~20 s cold, a minute under load)
 def test_without_workers_or_ray_address_compare_never_imports_ray(tmp_path):
     code = textwrap.dedent(f"""
         import sys

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import chaosgym
-from chaosgym.agents import commands, compare
+from chaosgym.agents import commands, compare_command as compare
 from chaosgym.agents.config import TrainConfig
 from chaosgym.presets import PRESETS
 from chaosgym.tasks import CartPole
@@ -251,3 +251,22 @@ def test_the_summary_reports_both_axes_and_compile_time_apart():
     assert line == {"agent": "apg", "final score": "71.00 ± 0.00", "final objective": "0.500 ± 0.000",
                     "env steps run": "1,024", "training (s)": "3.0", "compile (s)": "7.0",
                     "env steps to threshold": "512", "training s to threshold": "1.5", "seeds reaching": "2/2"}
+
+
+def test_the_python_compare_is_the_commands_with_its_checks(tmp_path):
+    from chaosgym.agents import compare as compare_api
+
+    out = tmp_path / "cmp"
+    result = compare_api("ChaosCartPole-v0", ["full"], out, seeds=1, env_steps=240, eval_episodes=4,
+                         settings={"estimator.horizon": 20, "full.batch_size": 4}, thresholds={"ChaosCartPole-v0": 50})
+    assert result.out == out and "| full |" in result.summary and (out / "summary.md").read_text() == result.summary
+    finals = [r for r in result.rows if r["kind"] == "final"]
+    assert len(finals) == 1 and finals[0]["agent"] == "full"
+    config = TrainConfig.from_json(json.loads((out / "runs" / "ChaosCartPole-v0-full-seed0" / "config.json").read_text()))
+    assert config.settings.estimator.horizon == 20 and config.env_steps == 240
+    again = compare_api("ChaosCartPole-v0", "full", out, seeds=1, env_steps=240, eval_episodes=4,
+                        settings={"estimator.horizon": 20, "full.batch_size": 4})  # read back, not retrained
+    assert [r for r in again.rows if r["kind"] == "final"] == finals
+    with pytest.raises(chaosgym.validation.UserError, match="unknown agent"):
+        compare_api("ChaosCartPole-v0", "nonsense", tmp_path / "x", env_steps=240)
+    assert not (tmp_path / "x").exists()

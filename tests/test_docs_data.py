@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from chaosgym.agents import compare, reproduce
+from chaosgym.agents import compare_command as compare, reproduce
 from chaosgym.agents.reproduce_config import CLIPS
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -40,7 +40,8 @@ import chaosgym  # noqa: E402
 from chaosgym import flags  # noqa: E402
 from chaosgym.agents.announce import announce_compile  # noqa: E402
 from chaosgym.agents.api import check_fits, train_config  # noqa: E402
-from chaosgym.agents.commands import (EVALUATION_FIELDS, ClusterOptions, refuse_repeats, split_task_spec,  # noqa: E402
+from chaosgym.agents.commands import (EVALUATION_FIELDS, ClusterOptions, compare_arguments, compare_config,  # noqa: E402
+                                      refuse_repeats, split_task_spec,
                                       task_specs)
 from chaosgym.agents.config import RunSettings, TrainConfig, for_task, with_changes  # noqa: E402
 from chaosgym.agents.registry import AGENTS  # noqa: E402
@@ -328,3 +329,48 @@ def run(args: argparse.Namespace) -> int:
     print(f"\n{title}\n{summary}")
     print(f"wrote {args.out}/results.csv, summary.md and curves_*.png")
     return 0
+
+
+@dataclasses.dataclass(frozen=True)
+class CompareResult:
+    """What `compare` wrote: its folder, every row of its results.csv and its summary.md."""
+
+    out: Path
+    rows: list[dict]  # results.csv: the curve points and one `final` row per run
+    summary: str  # summary.md: the table per task
+
+
+def compare(tasks: str | list[str], agents: str | list[str], out: Path | str | None = None, *, seeds: int = 1,
+            env_steps: int | None = None, wall_clock: float | None = None, settings: dict | None = None,
+            thresholds: dict | None = None, eval_episodes: int | None = None, eval_seed: int | None = None,
+            workers: int | None = None) -> CompareResult:
+    """`chaosgym compare` from Python, through the command's own parser and checks (one source):
+    every agent of `agents` on every task of `tasks` (ids, with options as the command writes them:
+    "ChaosCartPole-v0:num_poles=2"), `seeds` seeds each, under one budget; `settings` are `--set`'s
+    ({"apg.num_envs": 1024, "num_envs": 64}), `thresholds` `--threshold`'s ({"ChaosAnt-v0": 1500}).
+    Finished runs in `out` are read back, as the command does."""
+    argv = ["--tasks", tasks if isinstance(tasks, str) else ",".join(tasks),
+            "--agents", agents if isinstance(agents, str) else ",".join(agents), "--seeds", str(seeds)]
+    for flag, value in (("--env-steps", env_steps), ("--wall-clock", wall_clock), ("--out", out),
+                        ("--eval-episodes", eval_episodes), ("--eval-seed", eval_seed), ("--workers", workers)):
+        if value is not None:
+            argv += [flag, str(value)]
+    for name, value in (settings or {}).items():
+        argv += ["--set", f"{name}={value!r}"]
+    for task, score in (thresholds or {}).items():
+        argv += ["--threshold", f"{task}={score}"]
+    parser = _ArgumentParser(prog="chaosgym.agents.compare")
+    compare_arguments(parser)
+    args = parser.parse_args(argv)
+    compare_config(args)
+    run(args)
+    with open(Path(args.out) / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    return CompareResult(Path(args.out), rows, (Path(args.out) / "summary.md").read_text())
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """A parser whose errors are raised (a UserError naming the flag), never a process exit."""
+
+    def error(self, message: str):
+        raise UserError(message)
