@@ -56,13 +56,16 @@ COMMANDS = {
 }
 
 
-def _function(name: str):
-    """The function a "module:function" name names, its module imported with SIGINT and SIGTERM
-    held back: a library imported on the way may catch BaseException around an optional import
-    (trimesh, which MJX imports, does) and would swallow the stop; held, it arrives afterwards."""
+def _function(name: str, also: tuple[str, ...] = ()):
+    """The function a "module:function" name names, its module (and the modules `also` names)
+    imported with SIGINT and SIGTERM held back: a library imported on the way may catch
+    BaseException around an optional import (trimesh, which MJX imports, does: it would swallow the
+    stop); held, the stop arrives afterwards."""
     module, _, function = name.partition(":")
     held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     try:
+        for other in also:
+            importlib.import_module(other)
         imported = importlib.import_module(module)
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
@@ -158,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         spec = COMMANDS[args.command]
         if spec.check:
             _function(spec.check)(args)
-        return _function(spec.runs)(args) or 0
+        # a command that runs MJX imports it here, held, not later on first use (its modules load it lazily)
+        return _function(spec.runs, also=() if args.command == "convert-checkpoint" else ("chaosgym._mjx",))(args) or 0
     except (UserError, OSError) as error:
         if isinstance(error, OSError) and error.filename is None:
             raise  # not about a path the user gave: a bug or the system's, with its traceback

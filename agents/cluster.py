@@ -153,8 +153,9 @@ def _start(options: ClusterOptions):
             if options.address:
                 ray.init(address=options.address, **settings)
             else:
-                ray.init(num_cpus=(options.workers or 1) * options.cpus_per_unit, include_dashboard=False,
-                         **settings)
+                # "local": a new instance for this command, even where `ray start` left a cluster running
+                ray.init(address="local", num_cpus=(options.workers or 1) * options.cpus_per_unit,
+                         include_dashboard=False, **settings)
     except ConnectionError as error:
         raise UserError(f"--ray-address {options.address}: {error}") from None
     finally:

@@ -216,8 +216,7 @@ class RunFolder:
         path = self.folder / "metrics.csv"
         if not path.exists():
             return None
-        with open(path, newline="") as f:
-            return next(csv.reader(f), None)
+        return next(csv.reader(_metrics_text(path).splitlines()[:1]), None)
 
     def metrics(self) -> list[dict[str, str]]:
         """Every whole row of metrics.csv. A row that a crash tore (no line end, or too few or too
@@ -225,9 +224,7 @@ class RunFolder:
         path = self.folder / "metrics.csv"
         if not path.exists() and path.with_suffix(".csv.gz").exists():  # a finished run kept as an archive
             path = path.with_suffix(".csv.gz")
-            text = gzip.decompress(path.read_bytes()).decode()
-        else:
-            text = path.read_text()
+        text = _metrics_text(path)
         lines = text.splitlines(keepends=True)
         if not lines:
             return []
@@ -350,3 +347,13 @@ def next_timed_evaluation(wall_time: float, time_budget: float | None) -> float:
         return math.inf
     tenth = time_budget / 10
     return (wall_time // tenth + 1) * tenth
+
+
+def _metrics_text(path: Path) -> str:
+    """A run's metrics.csv (or its .csv.gz archive) as text; a UserError naming it where it is not text."""
+    try:
+        data = path.read_bytes()
+        return (gzip.decompress(data) if path.suffix == ".gz" else data).decode()
+    except (UnicodeDecodeError, gzip.BadGzipFile, EOFError) as error:
+        raise UserError(f"{path} is not the metrics.csv of a chaosgym run ({type(error).__name__}); "
+                        "it was not written by chaosgym: move it away to start the run again") from None
