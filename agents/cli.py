@@ -46,7 +46,8 @@ COMMANDS = {
                          "reproduce a paper's experiment (stable-bptt: Schnell & Thuerey's multi-pole cart pole)",
                          check="chaosgym.agents.reproduce_config:from_args"),
     "render": Command("chaosgym.agents.commands:render_arguments", "chaosgym.agents.render:run",
-                      "write an animated GIF of a trained policy's episode from a run folder"),
+                      "write an animated GIF of a trained policy's episode from a run folder",
+                      check="chaosgym.agents.commands:render_check"),
     "convert-checkpoint": Command("chaosgym.agents.commands:convert_arguments", "chaosgym.agents.convert:run",
                                   "convert a run folder of chaosgym 0.1 (pickled checkpoints) that you trust to "
                                   "this version's files"),

@@ -376,6 +376,12 @@ def _rate(text: str) -> float:
 _pixels = _whole(1, "a positive number of pixels")
 
 
+def render_check(args: argparse.Namespace) -> None:
+    """`chaosgym render`'s run folder, checked before JAX and MuJoCo load."""
+    if not (Path(args.run) / "config.json").exists():
+        raise UserError(f"{args.run} is not a run folder of `chaosgym train` (it has no config.json)")
+
+
 def render_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of `chaosgym render`."""
     parser.add_argument("--run", type=Path, required=True, help="run folder of `chaosgym train` or `compare`")
