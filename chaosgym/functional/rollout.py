@@ -94,7 +94,8 @@ def rollout(
 ) -> tuple[jax.Array, Trajectory]:
     """Unroll `policy` for `horizon` steps from a batch of states; return (loss, trajectory).
 
-    `states` is a batch (leading axis) of `State`s, e.g. `jax.vmap(env.reset)(keys)`. The loss is
+    `states` is a batch (leading axis) of `State`s, e.g. `jax.jit(jax.vmap(env.reset))(keys)` (jit
+    it: an unjitted `jax.vmap(env.reset)` runs MJX's reset op by op, 40-65 s on a 2-core CPU). The loss is
     the mean over the batch of the objective of each trajectory: one of the task's named
     objectives (`Task.objectives`; `return` by default) or a function `loss(rewards, final_data)`.
     A trajectory whose policy gave a non-finite action (`Trajectory.failed`) has a NaN loss, so the
