@@ -108,26 +108,22 @@ def encode_checkpoint(config: TrainConfig, progress: dict) -> bytes:
                               {**{k: progress.get(k, 0.0) for k in PROGRESS}, "config": config.identity()})
 
 
-def decode_checkpoint(payload: bytes, config: TrainConfig) -> dict:
-    """A checkpoint of `config`'s run, or a `CheckpointError` saying why it is not one."""
+def decode_checkpoint(payload: bytes, config: TrainConfig, only: str | None = None) -> dict:
+    """A checkpoint of `config`'s run, or a `CheckpointError` saying why it is not one. With
+    `only="params"`, its policy parameters alone (and the progress counters): what acting needs."""
     meta = checkpoints.read_meta(payload)
     checkpoints.check_identity(meta.get("config"), config)
     core = core_of(config)
     make_env(config)  # built (and cached) outside the trace: its model is put on the device as it is built
     params, opt_state = jax.eval_shape(lambda: core.init(jax.random.key(0)))
-    tree, meta = checkpoints.decode(payload, {"params": params, "opt_state": opt_state})
-    return {**{k: meta[k] for k in PROGRESS}, **tree}
+    template = {"params": params, "opt_state": opt_state}
+    tree, meta = checkpoints.decode(payload, template if only is None else template[only], only=only)
+    return {**{k: meta[k] for k in PROGRESS}, **(tree if only is None else {only: tree})}
 
 
 def decode_policy(payload: bytes, config: TrainConfig) -> dict:
     """A checkpoint's policy parameters (and progress counters) alone: what acting needs."""
-    meta = checkpoints.read_meta(payload)
-    checkpoints.check_identity(meta.get("config"), config)
-    core = core_of(config)
-    make_env(config)  # built (and cached) outside the trace: its model is put on the device as it is built
-    params, _ = jax.eval_shape(lambda: core.init(jax.random.key(0)))
-    tree, meta = checkpoints.decode(payload, params, only="params")
-    return {**{k: meta[k] for k in PROGRESS}, "params": tree}
+    return decode_checkpoint(payload, config, only="params")
 
 
 def load_checkpoint(folder: Path | str) -> dict:
