@@ -130,7 +130,14 @@ def test_every_worker_compiles_into_the_shared_cache_and_imports_this_checkout(t
     env = cluster.worker_environment(ClusterOptions(2, compile_cache=tmp_path / "jax"))
     assert env["CHAOSGYM_CACHE_DIR"] == env["JAX_COMPILATION_CACHE_DIR"] == str(tmp_path / "jax")
     assert env["CHAOSGYM_COMPILATION_CACHE"] == "1"
-    assert env["PYTHONPATH"].split(os.pathsep)[0] == str(ROOT)
+    # a source checkout leads the workers' import path; an installed chaosgym (CI's `pip install .`)
+    # is found by the workers as it was by the driver, with nothing added
+    checkout = SimpleNamespace(__file__=str(ROOT / "chaosgym" / "__init__.py"))
+    installed = SimpleNamespace(__file__=str(tmp_path / "site-packages" / "chaosgym" / "__init__.py"))
+    monkeypatch.setattr(cluster, "chaosgym", checkout)
+    assert cluster.worker_environment(ClusterOptions(2))["PYTHONPATH"].split(os.pathsep)[0] == str(ROOT)
+    monkeypatch.setattr(cluster, "chaosgym", installed)
+    assert "PYTHONPATH" not in cluster.worker_environment(ClusterOptions(2))
     # by default the driver's own cache; with none, none
     monkeypatch.setattr(cluster, "jax", SimpleNamespace(config=SimpleNamespace(jax_compilation_cache_dir=str(tmp_path))))
     assert cluster.worker_environment(ClusterOptions(2))["CHAOSGYM_CACHE_DIR"] == str(tmp_path)
