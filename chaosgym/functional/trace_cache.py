@@ -56,6 +56,7 @@ except ImportError:  # a JAX without it: the trace cache is off (`_folder`)
     default_registry = None
 
 from chaosgym._setup import compilation_cache_dir
+from chaosgym.functional.compiling import jit
 from chaosgym.files import write_atomic
 
 # In a key: the program runs code that the trace cache cannot fingerprint; trace it every time.
@@ -298,7 +299,8 @@ def _read_entry(payload: bytes, leaves) -> tuple[export.Exported, Any]:
 
 
 class CachedJit:
-    """`jax.jit(fn)` whose traced program is read from, or written to, the trace cache.
+    """`jax.jit(fn)` whose traced program is read from, or written to, the trace cache, compiled with
+    chaosgym's XLA options (`chaosgym.functional.compiling`).
 
     A call runs one `jax.jit` function: jax's own dispatch (in C++) finds the compiled program
     for the arguments' shapes and dtypes, so a call costs what a `jax.jit` call costs. What that
@@ -310,13 +312,13 @@ class CachedJit:
     def __init__(self, fn: Callable, key: Any, donate_argnums: tuple[int, ...] = ()):
         self.fn, self.donate_argnums = fn, tuple(donate_argnums)
         self.key = None if _holds_uncached(key) else repr(key)
-        self._plain = jax.jit(fn, donate_argnums=self.donate_argnums)
+        self._plain = jit(fn, donate_argnums=self.donate_argnums)
 
         def traced(*args):  # named as `fn`, so that JAX's and XLA's logs name the program after it
             return self._stored_or_traced(*args)
 
         traced.__name__ = traced.__qualname__ = getattr(fn, "__name__", "cached")
-        self._jitted = jax.jit(traced, donate_argnums=self.donate_argnums)
+        self._jitted = jit(traced, donate_argnums=self.donate_argnums)
         self._programs: dict[tuple, Any] = {}
         functools.update_wrapper(self, fn)
 

@@ -1,0 +1,49 @@
+"""The XLA options chaosgym compiles its programs with, and `jit`: `jax.jit` with them.
+
+On XLA's CPU backend, jaxlib 0.10's default code generator for fusions (its MLIR "fusion emitters")
+compiles MJX programs markedly more slowly than XLA's older elemental emitters, and the programs run
+no faster. Measured on a 2-core AMD EPYC CPU with jaxlib 0.10.2 (ChaosAnt-v0, 16 envs, cold, each
+figure the XLA compile seconds of one program; `python benchmarks/compile_budget.py` measures a whole
+command): the vmapped env step 16.1 s with the fusion emitters, 9.0 s without, run time 2.5 against
+2.3 ms; a 16-step policy gradient 85 s against 70 s, run time 264 against 259 ms. So chaosgym's
+programs (the trace cache's `CachedJit`, the grid of `reproduce`, the diagnostics) are compiled with
+`xla_cpu_use_fusion_emitters=False` where the installed jaxlib has that option. jaxlib 0.11 removed
+it (XLA retires the elemental route: openxla/xla PR #48001), and there the option is left out, found
+by compiling a one-line program with it once per process. The option is a compile option of each
+program (`jax.jit(..., compiler_options=...)`), not a process-wide `XLA_FLAGS` entry: a flag unknown
+to a child process's jaxlib would abort that child at start.
+
+The two code generators may round some float32 operations differently, so results agree with a plain
+`jax.jit` of the same function to rounding, not bit for bit. Set `CHAOSGYM_CPU_FUSION_EMITTERS=1`
+(or give `--xla_cpu_use_fusion_emitters=...` in `XLA_FLAGS` yourself) to compile with jaxlib's default.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+ELEMENTAL_EMITTERS = {"xla_cpu_use_fusion_emitters": False}
+
+
+@functools.cache
+def compiler_options() -> dict[str, Any]:
+    """The compile options of every chaosgym program in this process (empty: jaxlib's defaults)."""
+    if os.environ.get("CHAOSGYM_CPU_FUSION_EMITTERS") == "1" or "xla_cpu_use_fusion_emitters" in os.environ.get(
+            "XLA_FLAGS", ""):
+        return {}
+    try:
+        jax.jit(jnp.negative, compiler_options=ELEMENTAL_EMITTERS).lower(jnp.float32(0)).compile()
+    except Exception:  # noqa: BLE001  (jaxlib without the option: "No such compile option")
+        return {}
+    return dict(ELEMENTAL_EMITTERS)
+
+
+def jit(fn: Callable, **kwargs) -> Callable:
+    """`jax.jit(fn, **kwargs)` compiled with chaosgym's `compiler_options()`."""
+    return jax.jit(fn, compiler_options=compiler_options(), **kwargs)
