@@ -48,6 +48,16 @@ def test_every_program_of_the_trace_cache_is_compiled_with_the_options(monkeypat
         cached_jit(jnp.sin, ("test_compiling", "sin")).compile(jnp.ones(3))
 
 
+def test_a_program_of_the_trace_cache_runs_inside_other_traces():
+    """JAX refuses compile options on a jit inside another trace: there it is a plain jit, inlined."""
+    f = cached_jit(lambda x: jnp.sin(x) * 2.0, ("test_compiling", "nested"))
+    x = jnp.linspace(0.0, 1.0, 3)
+    expected = np.asarray(f(x))
+    assert jax.eval_shape(lambda: f(jnp.zeros(3))).shape == (3,)
+    np.testing.assert_allclose(jax.jit(lambda y: f(y))(x), expected, rtol=1e-6)
+    np.testing.assert_allclose(f(x), expected)  # and at the top level again, with the options
+
+
 def test_a_step_agrees_with_a_plain_jit_to_rounding():
     env = chaosgym.make("ChaosCartPole-v0")
     states = jax.jit(jax.vmap(env.reset))(jax.random.split(jax.random.key(0), 4))

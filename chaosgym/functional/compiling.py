@@ -11,7 +11,10 @@ programs (the trace cache's `CachedJit`, the grid of `reproduce`, the diagnostic
 it (XLA retires the elemental route: openxla/xla PR #48001), and there the option is left out, found
 by compiling a one-line program with it once per process. The option is a compile option of each
 program (`jax.jit(..., compiler_options=...)`), not a process-wide `XLA_FLAGS` entry: a flag unknown
-to a child process's jaxlib would abort that child at start.
+to a child process's jaxlib would abort that child at start. JAX takes compile options only at the
+top level (a `jax.jit` given them and called inside another trace raises), so a program called
+inside another trace, where it is inlined into the outer program anyway, is a plain `jax.jit`
+(`top_level`).
 
 The two code generators may round some float32 operations differently, so results agree with a plain
 `jax.jit` of the same function to rounding, not bit for bit. Set `CHAOSGYM_CPU_FUSION_EMITTERS=1`
@@ -27,6 +30,12 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+
+try:  # private to JAX: whether no trace (jit, vmap, grad, eval_shape) is active
+    from jax._src.core import trace_state_clean as top_level
+except ImportError:  # a JAX without it: every program compiles with jaxlib's defaults
+    def top_level() -> bool:
+        return False
 
 ELEMENTAL_EMITTERS = {"xla_cpu_use_fusion_emitters": False}
 
@@ -45,5 +54,6 @@ def compiler_options() -> dict[str, Any]:
 
 
 def jit(fn: Callable, **kwargs) -> Callable:
-    """`jax.jit(fn, **kwargs)` compiled with chaosgym's `compiler_options()`."""
+    """`jax.jit(fn, **kwargs)` compiled with chaosgym's `compiler_options()`: call it at the top level
+    only (`top_level()`), and a plain `jax.jit` of `fn` inside other traces."""
     return jax.jit(fn, compiler_options=compiler_options(), **kwargs)

@@ -56,7 +56,7 @@ except ImportError:  # a JAX without it: the trace cache is off (`_folder`)
     default_registry = None
 
 from chaosgym._setup import compilation_cache_dir
-from chaosgym.functional.compiling import jit
+from chaosgym.functional.compiling import jit, top_level
 from chaosgym.files import write_atomic
 
 # In a key: the program runs code that the trace cache cannot fingerprint; trace it every time.
@@ -319,11 +319,13 @@ class CachedJit:
 
         traced.__name__ = traced.__qualname__ = getattr(fn, "__name__", "cached")
         self._jitted = jit(traced, donate_argnums=self.donate_argnums)
+        # inside another trace (jit, eval_shape): inlined there, where JAX allows no compile options
+        self._nested = jax.jit(traced, donate_argnums=self.donate_argnums)
         self._programs: dict[tuple, Any] = {}
         functools.update_wrapper(self, fn)
 
     def __call__(self, *args):
-        return self._jitted(*args)
+        return (self._jitted if top_level() else self._nested)(*args)
 
     def _stored_or_traced(self, *args):
         """What `jax.jit` traces: a call of the stored program, or `fn` itself where none can be stored."""
