@@ -16,8 +16,8 @@ Gymnasium evaluation protocol (`chaosgym.evaluation.evaluate`), with the task's 
   steps and seconds of training it needed to reach the task's threshold score (median over the
   seeds that reached it);
 * curves_<task>.png — evaluation score and objective against env steps and against wall-clock
-  (mean over seeds, ± std shaded, up to where the shortest seed ends; a task whose objective is
-  the return gets the score alone).
+  (median over seeds, their minimum to maximum shaded, up to where the shortest seed ends; a task
+  whose objective is the return gets the score alone).
 """
 
 from __future__ import annotations
@@ -194,21 +194,21 @@ def summarise(results: list[dict], tasks: list[str], agents: list[str], threshol
     return "\n".join(out)
 
 
-def _mean_curve(curves: list[list[dict]], x_key: str, y_key: str, points: int = 60):
-    """Mean and std over seeds on one grid over the range every seed has data for: from the latest
-    first point to the earliest last one, so that every point is a mean over all the seeds (beyond
-    the shortest seed's end a "mean" would be the other seeds alone)."""
+def _seed_curves(curves: list[list[dict]], x_key: str, y_key: str, points: int = 60):
+    """Median, minimum and maximum over seeds on one grid over the range every seed has data for:
+    from the latest first point to the earliest last one, so that every point is over all the seeds
+    (beyond the shortest seed's end a "median" would be the other seeds' alone)."""
     xs = [np.array([float(r[x_key]) for r in c]) for c in curves]
     ys = [np.array([float(r[y_key]) for r in c]) for c in curves]
     grid = np.linspace(max(x[0] for x in xs), min(x[-1] for x in xs), points)
     values = np.array([np.interp(grid, x, y) for x, y in zip(xs, ys)])
-    return grid, values.mean(0), values.std(0)
+    return grid, np.median(values, 0), values.min(0), values.max(0)
 
 
 def plot_task(results: list[dict], task: str, agents: list[str], path: Path, title: str,
               objective: str, threshold: float) -> None:
     """Score (episode return) and the task's objective, against env steps and against wall-clock;
-    the mean over seeds with a ± std band, one legend for the figure. A task whose objective is the
+    the median over seeds with a band from their minimum to their maximum, one legend for the figure. A task whose objective is the
     return gets the score panels alone: its objective panels would repeat them upside down."""
     y_keys = ("eval_score",) if objective == "return" else ("eval_score", "eval_objective")
     fig, axes = plt.subplots(len(y_keys), 2, figsize=(10, 3.6 + 3 * (len(y_keys) - 1)), sharex="col",
@@ -224,10 +224,10 @@ def plot_task(results: list[dict], task: str, agents: list[str], path: Path, tit
         color = None
         for row, y_key in enumerate(y_keys):
             for col, x_key in enumerate(("env_steps", "wall_time")):
-                grid, mean, std = _mean_curve(list(curves.values()), x_key, y_key)
-                [line] = axes[row, col].plot(grid, mean, label=agent, color=color)
+                grid, median, low, high = _seed_curves(list(curves.values()), x_key, y_key)
+                [line] = axes[row, col].plot(grid, median, label=agent, color=color)
                 color = line.get_color()
-                axes[row, col].fill_between(grid, mean - std, mean + std, alpha=0.2, color=color)
+                axes[row, col].fill_between(grid, low, high, alpha=0.2, color=color)
         handles.append(line)
     for ax in axes[0]:
         ax.axhline(threshold, color="grey", linestyle=":", linewidth=1, label="_threshold")
@@ -239,7 +239,7 @@ def plot_task(results: list[dict], task: str, agents: list[str], path: Path, tit
     axes[-1, 0].set(xlabel="env steps")
     axes[-1, 0].xaxis.set_major_formatter(matplotlib.ticker.EngFormatter())  # 250k: full numbers overlap
     axes[-1, 1].set(xlabel="wall-clock (s of training; compilation apart)")
-    fig.suptitle(f"{title}: mean ± std over seeds, up to where the shortest seed ends\n"
+    fig.suptitle(f"{title}: median over seeds, min-max shaded, up to where the shortest seed ends\n"
                  f"(dotted: threshold score {threshold:g})")
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False)
     fig.tight_layout(rect=(0, 0.06 if len(y_keys) == 2 else 0.1, 1, 1))

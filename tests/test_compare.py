@@ -117,19 +117,22 @@ def test_a_task_registered_without_presets_gets_each_agents_defaults(agent):
         del chaosgym.TASKS["TestPole-v0"], PRESETS["TestPole-v0"], gymnasium.registry["TestPole-v0"]
 
 
-def test_mean_curve_ends_where_the_shortest_seed_ends_so_every_point_averages_every_seed():
+def test_seed_curves_end_where_the_shortest_seed_ends_so_every_point_is_over_every_seed():
     """Running on to the longest seed's end drew one seed alone as the mean (full's curve fell to
-    -12 after the other seed ended, while the table said -6.3)."""
+    -12 after the other seed ended, while the table said -6.3). The curve is the median over seeds,
+    the band their minimum to maximum."""
     short = [{"x": 0, "y": 0.0}, {"x": 10, "y": 10.0}]
     long = [{"x": 0, "y": 2.0}, {"x": 20, "y": 22.0}]
     late = [{"x": 5, "y": 4.0}, {"x": 20, "y": 4.0}]  # SB3 may evaluate first after t = 0
-    grid, mean, std = compare._mean_curve([short, long], "x", "y", points=3)
+    outlier = [{"x": 0, "y": 100.0}, {"x": 10, "y": 100.0}]
+    grid, median, low, high = compare._seed_curves([short, long, outlier], "x", "y", points=3)
     np.testing.assert_allclose(grid, [0, 5, 10])
-    np.testing.assert_allclose(mean, [1, 6, 11])
-    np.testing.assert_allclose(std, [1, 1, 1])
-    grid, mean, _ = compare._mean_curve([short, late], "x", "y", points=2)
+    np.testing.assert_allclose(median, [2, 7, 12])  # the middle seed's, not pulled up by the outlier
+    np.testing.assert_allclose(low, [0, 5, 10])
+    np.testing.assert_allclose(high, [100, 100, 100])
+    grid, median, _, _ = compare._seed_curves([short, late], "x", "y", points=2)
     np.testing.assert_allclose(grid, [5, 10])
-    np.testing.assert_allclose(mean, [4.5, 7])
+    np.testing.assert_allclose(median, [4.5, 7])
 
 
 @pytest.mark.parametrize("objective, panels", [("final_state", 4), ("return", 2)])
