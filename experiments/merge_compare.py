@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     for task in tasks:
         plot_task(results, task, agents, args.out / f"curves_{task}.png", f"{args.title}, {task}", "return",
                   args.threshold)
+    print(summary)
     print(f"wrote {args.out}/results.csv, summary.md and curves_*.png: {len(agents)} agents, {seeds} seeds")
     return 0
 

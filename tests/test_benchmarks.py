@@ -44,7 +44,19 @@ def tiny_comparison(tmp: Path) -> list[str]:
     return ["--compare", str(tmp / "cmp"), "--out", str(tmp / "diag")]
 
 
+def two_compare_results(tmp: Path) -> list[str]:
+    """merge_compare.py's input: two compare commands' results.csv, the second replacing apg's seed 0."""
+    header = "task,agent,seed,kind,env_steps,wall_time,eval_score,eval_objective,compile_time\n"
+    rows = {"apg": "T,apg,0,curve,0,0,1,-1,\nT,apg,0,curve,10,1,{s},-{s},\nT,apg,0,final,10,1,{s},-{s},2\n",
+            "ppo": "T,ppo,0,curve,0,0,1,-1,\nT,ppo,0,curve,10,1,3,-3,\nT,ppo,0,final,10,1,3,-3,1\n"}
+    (tmp / "a.csv").write_text(header + rows["apg"].format(s=5) + rows["ppo"])
+    (tmp / "b.csv").write_text(header + rows["apg"].format(s=7))
+    return [str(tmp / "a.csv"), str(tmp / "b.csv"), "--out", str(tmp / "merged"), "--title", "t", "--threshold", "6",
+            "--budget", "10 env steps"]
+
+
 CASES = {
+    "experiments/merge_compare.py": ([], two_compare_results, "| apg | 7.00 ± 0.00 |", ()),
     "benchmarks/first_output.py": (["--warm", "--", "chaosgym", "--help"], None, "longest silence", ()),
     "benchmarks/all.py": (["--quick", "--scripts", "backends.py"], lambda tmp: ["--out", str(tmp / "b.md")], "written to", (slow,)),
     "benchmarks/ant_physics.py": (["--batch", "2", "--steps", "2", "--rounds", "1"], brax_like_ant, "| 2 |", (slow,)),
