@@ -11,6 +11,11 @@ step, and the update of `chaosgym train --agent full --horizon 100` (BPTT gradie
 MLP policy over 16 initial states, then Adam) for the gradient. Prints one markdown table.
 
     python benchmarks/compile_time.py [--quick] [--task ChaosAnt-v0 ...] [--horizon 100]
+    python benchmarks/compile_time.py --emitters    # cold, XLA's CPU emitters: chaosgym's against jaxlib's default
+
+With `--emitters` it measures instead, cold and side by side in turns, chaosgym's compile options
+(`chaosgym.functional.compiling`: XLA's elemental CPU emitters) against jaxlib's default fusion
+emitters (`CHAOSGYM_CPU_FUSION_EMITTERS=1`), `--rounds` times each, and prints each one's median.
 """
 
 from __future__ import annotations
@@ -52,9 +57,11 @@ def measure(env_id: str, options: dict, horizon: int) -> dict[str, float]:
     return times
 
 
-def in_fresh_process(env_id: str, options: dict, horizon: int, cache_dir: str, trace_cache: bool) -> dict[str, float]:
+def in_fresh_process(env_id: str, options: dict, horizon: int, cache_dir: str, trace_cache: bool,
+                     fusion_emitters: bool = False) -> dict[str, float]:
     env = {**os.environ, "CHAOSGYM_CACHE_DIR": cache_dir, "CHAOSGYM_COMPILATION_CACHE": "1",
-           "CHAOSGYM_TRACE_CACHE": "1" if trace_cache else "0"}
+           "CHAOSGYM_TRACE_CACHE": "1" if trace_cache else "0",
+           "CHAOSGYM_CPU_FUSION_EMITTERS": "1" if fusion_emitters else "0"}
     env.pop("JAX_COMPILATION_CACHE_DIR", None)  # chaosgym leaves a folder given to JAX alone
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
@@ -69,6 +76,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="the cart pole only, a 10-step gradient")
     parser.add_argument("--task", action="append", choices=[env_id for env_id, _ in CASES],
                         help="measure only this task (repeatable; default: all)")
+    parser.add_argument("--emitters", action="store_true",
+                        help="cold compiles with chaosgym's XLA CPU emitters against jaxlib's default")
+    parser.add_argument("--rounds", type=int, default=3, help="with --emitters: cold processes of each, in turns")
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # [env_id, options, horizon]: measure, print JSON
     args = parser.parse_args()
     if args.worker:
@@ -79,6 +89,9 @@ def main() -> None:
         cases = [case for case in CASES if case[0] in args.task]
 
     print(f"# compile time — fresh process each, load average {os.getloadavg()[0]:.1f} at the start\n")
+    if args.emitters:
+        emitters(cases, horizon, args.rounds)
+        return
     print("Warm (XLA): a second process with JAX's compilation cache only (`CHAOSGYM_TRACE_CACHE=0`, its own\n"
           "cache folder, filled by a cold process of the same setting); warm: a second process with chaosgym's\n"
           "trace cache too (the default). warm/cold compares the default's warm and cold processes.\n")
@@ -98,6 +111,28 @@ def main() -> None:
                  for k in ("step", "gradient")]
         name = env_id + "".join(f" {k}={v}" for k, v in options.items())
         print(f"| {name} | {' | '.join(cells)} |", flush=True)
+
+
+def emitters(cases, horizon: int, rounds: int) -> None:
+    """Cold compile seconds with chaosgym's emitters and with jaxlib's default, medians of `rounds`."""
+    import statistics
+
+    print("Cold processes (empty caches), in turns: chaosgym's compile options (elemental CPU emitters) and\n"
+          "jaxlib's default fusion emitters (`CHAOSGYM_CPU_FUSION_EMITTERS=1`); medians.\n")
+    print(f"| task | step, chaosgym (s) | step, jaxlib default (s) | ratio | {horizon}-step update, chaosgym (s) | "
+          "update, jaxlib default (s) | ratio |")
+    print("|---|---|---|---|---|---|---|")
+    for env_id, options in cases:
+        times = {False: [], True: []}
+        for _ in range(rounds):
+            for fusion in (False, True):
+                with tempfile.TemporaryDirectory(prefix="chaosgym-cache-") as cache_dir:
+                    times[fusion].append(in_fresh_process(env_id, options, horizon, cache_dir, True, fusion))
+        cells = []
+        for k in ("step", "gradient"):
+            ours, default = (statistics.median(t[k] for t in times[f]) for f in (False, True))
+            cells.append(f"{ours:.2f} | {default:.2f} | {ours / default:.2f}")
+        print(f"| {env_id} | {' | '.join(cells)} |", flush=True)
 
 
 if __name__ == "__main__":
