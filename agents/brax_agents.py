@@ -182,6 +182,20 @@ class DeterministicPolicy:
         return self.make_policy(params, deterministic=True)(obs, jax.random.PRNGKey(0))[0]  # the key is unused
 
 
+class NetworkPolicy(DeterministicPolicy):
+    """`DeterministicPolicy` of the policy network's parameters alone, the observation normaliser's
+    running statistics held fixed (closed over): what `chaosgym diagnose` differentiates. Brax's
+    statistics hold an integer counter (`brax.training.types.UInt64`), which no gradient can pass
+    through, and normalising an observation is not what the policy learns."""
+
+    def __init__(self, make_policy: Callable, normalizer):
+        super().__init__(make_policy)
+        self.normalizer = normalizer
+
+    def __call__(self, params, obs: jax.Array) -> jax.Array:
+        return super().__call__((self.normalizer, params), obs)
+
+
 def numpy_policy(make_policy: Callable, params) -> Callable[[np.ndarray], np.ndarray]:
     act = jax.jit(DeterministicPolicy(make_policy))
     return lambda obs: np.asarray(act(params, jnp.asarray(obs, jnp.float32)))
@@ -489,11 +503,12 @@ class BraxTrainer:
                               announce=progress if announce is None else announce, progress_fn=progress_fn)
 
     def jax_policy(self, folder) -> tuple[Callable, Any]:
-        """The run's deterministic policy as `(apply(params, obs), params)` in JAX."""
+        """The run's deterministic policy as `(apply(params, obs), params)` in JAX: `params` the policy
+        network's, the observation normaliser's statistics held fixed inside `apply` (`NetworkPolicy`)."""
         run = brax_run(folder.config)
         make_policy, template = make_policy_fn(run, BraxEnv(run.task, **run.task_kwargs))
         params, _ = folder.load_checkpoint(lambda b: decode_checkpoint(b, run, template))
-        return DeterministicPolicy(make_policy), params
+        return NetworkPolicy(make_policy, params[0]), params[1]
 
     def policy(self, folder) -> Callable[[np.ndarray], np.ndarray]:
         run = brax_run(folder.config)

@@ -337,6 +337,13 @@ def test_brax_ppo_trains_stops_on_time_and_resumes_from_its_parameters(trainer, 
     scored = evaluate(policy, TASK, EQUATIONS, num_episodes=4, seed=1_000_000)
     assert scored["mean_return"] == pytest.approx(final["eval_score"], rel=1e-4, abs=1e-3)
     assert scored["mean_objective"] == pytest.approx(final["eval_objective"], rel=1e-4, abs=1e-4)
+    # the JAX policy `chaosgym diagnose` differentiates: the network's parameters, the normaliser's
+    # statistics (with Brax's integer counter, which broke the gradient) held fixed inside it
+    apply, params = trainer.jax_policy(Folder(tmp_path))
+    obs = np.linspace(-1.0, 1.0, BraxEnv(TASK, **EQUATIONS).observation_size, dtype=np.float32)
+    np.testing.assert_allclose(apply(params, obs), policy(obs), rtol=1e-5, atol=1e-6)
+    grads = jax.vmap(lambda o: jax.grad(lambda p: jnp.sum(apply(p, o)))(params))(np.stack([obs, -obs]))
+    assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(grads))
     # a finished run, opened again with no more budget, trains nothing
     assert trainer.train(config, tmp_path, resume=True, progress=False)["env_steps"] == 12_800
     assert len(read_rows(tmp_path)) == 11
