@@ -2,10 +2,11 @@
 
 On XLA's CPU backend, jaxlib 0.10's default code generator for fusions (its MLIR "fusion emitters")
 compiles MJX programs markedly more slowly than XLA's older elemental emitters, and the programs run
-no faster. Measured on a 2-core AMD EPYC CPU with jaxlib 0.10.2 (ChaosAnt-v0, 16 envs, cold, each
-figure the XLA compile seconds of one program; `python benchmarks/compile_budget.py` measures a whole
-command): the vmapped env step 16.1 s with the fusion emitters, 9.0 s without, run time 2.5 against
-2.3 ms; a 16-step policy gradient 85 s against 70 s, run time 264 against 259 ms. So chaosgym's
+no faster. Measured on a 2-core AMD EPYC CPU with jaxlib 0.10.2 (ChaosAnt-v0, 16 envs, cold, the
+XLA compile seconds of one program, tracing apart; `python benchmarks/compile_budget.py` measures a
+whole command, `python benchmarks/compile_time.py --emitters` one step and one update): the vmapped
+env step 14.1 s with the fusion emitters, 6.9 s without, run time 2.5 against 2.3 ms; a 16-step
+policy gradient 67.6 s against 54.1 s, run time 264 against 259 ms. So chaosgym's
 programs (the trace cache's `CachedJit`, the grid of `reproduce`, the diagnostics) are compiled with
 `xla_cpu_use_fusion_emitters=False` where the installed jaxlib has that option. jaxlib 0.11 removed
 it (XLA retires the elemental route: openxla/xla PR #48001), and there the option is left out, found
