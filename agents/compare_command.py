@@ -151,6 +151,18 @@ def compile_evaluation_env(env_id: str, kwargs: dict) -> None:
         env.close()
 
 
+RESULT_COLUMNS = ["task", "agent", "seed", "kind", "env_steps", "wall_time", "eval_score", "eval_objective",
+                  "compile_time"]
+
+
+def write_results(path: Path, results: list[dict]) -> None:
+    """results.csv: one row per curve point and per final evaluation (`RESULT_COLUMNS`)."""
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, RESULT_COLUMNS, restval="")
+        writer.writeheader()
+        writer.writerows(results)
+
+
 def curve_rows(folder: Path) -> list[dict]:
     """The evaluated rows of a run's metrics.csv (SB3 runs log every rollout, evaluate every few)."""
     return [{k: r[k] for k in ("env_steps", "wall_time", "eval_score", "eval_objective")}
@@ -311,12 +323,7 @@ def run(args: argparse.Namespace) -> int:
                         "compile_time": compile_time})
 
     bar.close()
-    columns = ["task", "agent", "seed", "kind", "env_steps", "wall_time", "eval_score", "eval_objective",
-               "compile_time"]
-    with open(args.out / "results.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, columns)
-        writer.writeheader()
-        writer.writerows(results)
+    write_results(args.out / "results.csv", results)
     summary = summarise(results, labels, agents, thresholds)
     title = (f"# chaosgym compare — {budget} per run, {compare.seeds} seeds\n\nEvery agent optimises and is "
              "ranked by the episode return (score); the objective column is the task's reported objective.\n")

@@ -15,18 +15,17 @@ import argparse
 import csv
 from pathlib import Path
 
-from chaosgym.agents.compare_command import plot_task, summarise
-
-COLUMNS = ["task", "agent", "seed", "kind", "env_steps", "wall_time", "eval_score", "eval_objective", "compile_time"]
+from chaosgym.agents.compare_command import plot_task, summarise, write_results
 
 
 def merge(paths: list[Path]) -> list[dict]:
     runs: dict[tuple, list[dict]] = {}
     for path in paths:
+        this_file: dict[tuple, list[dict]] = {}
         with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
-        for key in {(r["task"], r["agent"], r["seed"]) for r in rows}:
-            runs[key] = [r for r in rows if (r["task"], r["agent"], r["seed"]) == key]
+            for row in csv.DictReader(f):
+                this_file.setdefault((row["task"], row["agent"], row["seed"]), []).append(row)
+        runs.update(this_file)
     return [row for rows in runs.values() for row in rows]
 
 
@@ -43,10 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     agents = list(dict.fromkeys(r["agent"] for r in results))
     seeds = len({r["seed"] for r in results})
     args.out.mkdir(parents=True, exist_ok=True)
-    with open(args.out / "results.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, COLUMNS)
-        writer.writeheader()
-        writer.writerows({k: r.get(k, "") for k in COLUMNS} for r in results)
+    write_results(args.out / "results.csv", results)
     summary = summarise(results, tasks, agents, {task: args.threshold for task in tasks})
     (args.out / "summary.md").write_text(f"# chaosgym compare — {args.budget} per run, {seeds} seeds "
                                          f"(merged from {len(args.results)} results files)\n\n{summary}")

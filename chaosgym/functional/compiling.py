@@ -2,12 +2,13 @@
 
 On XLA's CPU backend, jaxlib 0.10's default code generator for fusions (its MLIR "fusion emitters")
 compiles MJX programs markedly more slowly than XLA's older elemental emitters, and the programs run
-no faster. Measured on a 2-core AMD EPYC CPU with jaxlib 0.10.2 (ChaosAnt-v0, 16 envs, cold, the
-XLA compile seconds of one program, tracing apart; `python benchmarks/compile_budget.py` measures a
-whole command, `python benchmarks/compile_time.py --emitters` one step and one update): the vmapped
-env step 14.1 s with the fusion emitters, 6.9 s without, run time 2.5 against 2.3 ms; a 16-step
-policy gradient 67.6 s against 54.1 s, run time 264 against 259 ms. So chaosgym's
-programs (the trace cache's `CachedJit`, the grid of `reproduce`, the diagnostics) are compiled with
+no faster. Measured on a 2-core AMD EPYC CPU with jaxlib 0.10.2, cold: the Ant comparison's programs
+(`python benchmarks/compile_budget.py --baseline cff8cfe --commands compare`) in 230 s of XLA time
+against 381 s before; the cart pole's step in 6.45 s against 7.22 s and its 10-step training update
+in 41.0 s against 64.0 s (`python benchmarks/compile_time.py --emitters --quick --rounds 1`). So
+chaosgym's programs built by the trace cache's `CachedJit` (the Gymnasium, vector and SB3
+environments, the agents' training updates and evaluations; not the `reproduce` grid's or the
+diagnostics', whose recorded data were computed with jaxlib's default) are compiled with
 `xla_cpu_use_fusion_emitters=False` where the installed jaxlib has that option. jaxlib 0.11 removed
 it (XLA retires the elemental route: openxla/xla PR #48001), and there the option is left out, found
 by compiling a one-line program with it once per process. The option is a compile option of each
