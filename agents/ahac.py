@@ -150,13 +150,24 @@ def unroll_with_cuts(env: Env, sample, params: dict, states: State, fresh: State
     return final, window, cuts, stiffnesses
 
 
-def init(env: Env, settings: AHACSettings, key: jax.Array) -> TrainState:
+def init_env_key(key: jax.Array) -> jax.Array:
+    return jax.random.split(key, 3)[2]
+
+
+def update_env_key(key: jax.Array) -> jax.Array:
+    return jax.random.split(key)[0]
+
+
+def init(env: Env, settings: AHACSettings, key: jax.Array, env_state: State | None = None) -> TrainState:
+    """The first train state; its envs' states are `env_state` where given (what `reset_batch` draws
+    with `init_env_key(key)`), else drawn here."""
     key_actor, key_critic, key_envs = jax.random.split(key, 3)
+    env_state = reset_batch(env, key_envs, settings.num_envs) if env_state is None else env_state
     params = actor_init(key_actor, env.observation_size, env.action_size, settings)
     critics = jax.vmap(lambda k: critic_init(k, env.observation_size, settings))(
         jax.random.split(key_critic, settings.num_critics))
     return TrainState(params, critics, actor_optimizer(settings).init(params), critic_optimizer(settings).init(critics),
-                      normalizer_init(env.observation_size), reset_batch(env, key_envs, settings.num_envs),
+                      normalizer_init(env.observation_size), env_state,
                       jnp.zeros((), jnp.int32), jnp.asarray(settings.min_window, jnp.float32),
                       jnp.zeros((), jnp.float32))
 
@@ -166,7 +177,9 @@ def inference_params(state: TrainState) -> dict:
 
 
 def make_update(env: Env, settings: AHACSettings):
-    """The pure update `(TrainState, key) -> (TrainState, metrics)`; jit it yourself."""
+    """The pure update `(TrainState, key, fresh=None) -> (TrainState, metrics)`; jit it yourself.
+    `fresh`, the states that ended episodes restart from, is drawn with `update_env_key(key)` where
+    not given."""
     actor_tx, critic_tx = actor_optimizer(settings), critic_optimizer(settings)
     sample = policy_functions(settings)[1]
     one_value = lambda critic, stats, obs: value(critic, stats, obs, settings.activation)
@@ -185,9 +198,9 @@ def make_update(env: Env, settings: AHACSettings):
         loss = -actor_objective(with_cuts(window, cuts), bootstraps, settings.gamma) / (h * n)
         return loss, (final, window, cuts, stiffnesses, bootstraps)
 
-    def _update(state: TrainState, key: jax.Array):
+    def _update(state: TrainState, key: jax.Array, fresh: State | None = None):
         key_reset, key_critic = jax.random.split(key)
-        fresh = reset_batch(env, key_reset, n)
+        fresh = reset_batch(env, key_reset, n) if fresh is None else fresh
         piece = jnp.round(state.horizon).astype(jnp.int32)
         (loss, (final, window, cuts, stiffnesses, bootstraps)), grad = jax.value_and_grad(actor_loss, has_aux=True)(
             state.params, state, fresh, piece, jax.random.fold_in(key, NOISE))
@@ -223,4 +236,4 @@ def make_update(env: Env, settings: AHACSettings):
 def carried(settings: AHACSettings) -> Carried:
     """AHAC as the loop drives it (`chaosgym.agents.loop.carried_core`)."""
     return Carried(init, make_update, inference_params, policy_functions(settings)[0],
-                   policy_name(__name__, settings))
+                   policy_name(__name__, settings), init_env_key, update_env_key)

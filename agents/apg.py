@@ -49,11 +49,22 @@ class TrainState(NamedTuple):
         return self.opt_state.total_notfinite
 
 
-def init(env: Env, settings: APGSettings, key: jax.Array) -> TrainState:
+def init_env_key(key: jax.Array) -> jax.Array:
+    return jax.random.split(key)[1]
+
+
+def update_env_key(key: jax.Array) -> jax.Array:
+    return key
+
+
+def init(env: Env, settings: APGSettings, key: jax.Array, env_state: State | None = None) -> TrainState:
+    """The first train state; its envs' states are `env_state` where given (what `reset_batch` draws
+    with `init_env_key(key)`), else drawn here."""
     key_params, key_envs = jax.random.split(key)
     params = actor_init(key_params, env.observation_size, env.action_size, settings)
+    env_state = reset_batch(env, key_envs, settings.num_envs) if env_state is None else env_state
     return TrainState(params, actor_optimizer(settings).init(params), normalizer_init(env.observation_size),
-                      reset_batch(env, key_envs, settings.num_envs), jnp.zeros((), jnp.int32))
+                      env_state, jnp.zeros((), jnp.int32))
 
 
 def inference_params(state) -> dict:
@@ -62,7 +73,9 @@ def inference_params(state) -> dict:
 
 
 def make_update(env: Env, settings: APGSettings):
-    """The pure update `(TrainState, key) -> (TrainState, metrics)`; jit it yourself."""
+    """The pure update `(TrainState, key, fresh=None) -> (TrainState, metrics)`; jit it yourself.
+    `fresh`, the states that ended episodes restart from, is drawn with `update_env_key(key)` where
+    not given."""
     tx = actor_optimizer(settings)
     sample = policy_functions(settings)[1]
 
@@ -71,8 +84,8 @@ def make_update(env: Env, settings: APGSettings):
                                fresh, settings.window, key)
         return -jnp.mean(window.rewards), (final, window)
 
-    def _update(state: TrainState, key: jax.Array):
-        fresh = reset_batch(env, key, settings.num_envs)
+    def _update(state: TrainState, key: jax.Array, fresh: State | None = None):
+        fresh = reset_batch(env, update_env_key(key), settings.num_envs) if fresh is None else fresh
         (loss, (final, window)), grad = jax.value_and_grad(loss_fn, has_aux=True)(
             state.params, state, fresh, jax.random.fold_in(key, NOISE))
         step, opt_state = tx.update(grad, state.opt_state, state.params)
@@ -93,4 +106,4 @@ def make_update(env: Env, settings: APGSettings):
 def carried(settings: APGSettings) -> Carried:
     """APG as the loop drives it (`chaosgym.agents.loop.carried_core`)."""
     return Carried(init, make_update, inference_params, policy_functions(settings)[0],
-                   policy_name(__name__, settings))
+                   policy_name(__name__, settings), init_env_key, update_env_key)

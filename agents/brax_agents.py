@@ -7,7 +7,7 @@ Brax's `train` functions (brax 0.14.2: `brax.training.agents.ppo.train.train`,
 
 * Evaluation: at each of Brax's evaluation points (`num_evals`: by default the untrained policy,
   then every tenth of the budget) the deterministic policy, `make_policy(params, deterministic=True)`,
-  is scored on chaosgym's protocol in one batched rollout (`chaosgym.evaluation.batched_evaluation`:
+  is scored on chaosgym's protocol, all episodes batched (`chaosgym.evaluation.batched_evaluation`:
   the held-out initial states of `chaosgym.evaluation.evaluate`). Brax's own evaluator does not run.
   PPO hands its parameters over through `policy_params_fn`; APG's `train` has no such callback (its
   `progress_fn` gets metrics only), so for the call its `Evaluator`, the one place it passes the

@@ -22,8 +22,14 @@ class Carried(NamedTuple):
     the functions of its module, for its settings object (`chaosgym.agents.settings`). `params` are
     what `policy` evaluates; the train state is the agent's whole state."""
 
-    init: Callable  # (env, settings, key) -> train state
-    make_update: Callable  # (env, settings) -> pure (train state, key) -> (train state, metrics)
+    init: Callable  # (env, settings, key, env_state=None) -> train state
+    # (env, settings) -> pure (train state, key, fresh=None) -> (train state, metrics); `env_state` and
+    # `fresh`, where given, are `reset_batch(env, init_env_key(key) or update_env_key(key), num_envs)`
+    make_update: Callable
     inference_params: Callable  # train state -> what `policy` evaluates
     policy: Callable  # (params, obs) -> action (deterministic)
     name: str  # the module's name: what its compiled programs go by
+    # the keys its batches of fresh states are drawn with, so that the loop draws them in one program
+    # shared by every carried agent with that env and batch size (`chaosgym.agents.loop.restart_program`)
+    init_env_key: Callable  # init's key -> the key of the envs' first states
+    update_env_key: Callable  # an update's key -> the key of the states that ended episodes restart from

@@ -57,13 +57,24 @@ class TrainState(NamedTuple):
         return self.actor_opt_state.total_notfinite
 
 
-def init(env: Env, settings: SHACSettings, key: jax.Array) -> TrainState:
+def init_env_key(key: jax.Array) -> jax.Array:
+    return jax.random.split(key, 3)[2]
+
+
+def update_env_key(key: jax.Array) -> jax.Array:
+    return jax.random.split(key)[0]
+
+
+def init(env: Env, settings: SHACSettings, key: jax.Array, env_state: State | None = None) -> TrainState:
+    """The first train state; its envs' states are `env_state` where given (what `reset_batch` draws
+    with `init_env_key(key)`), else drawn here."""
     key_actor, key_critic, key_envs = jax.random.split(key, 3)
+    env_state = reset_batch(env, key_envs, settings.num_envs) if env_state is None else env_state
     params = actor_init(key_actor, env.observation_size, env.action_size, settings)
     critic = critic_init(key_critic, env.observation_size, settings)
     return TrainState(params, critic, critic, actor_optimizer(settings).init(params),
                       critic_optimizer(settings).init(critic), normalizer_init(env.observation_size),
-                      reset_batch(env, key_envs, settings.num_envs), jnp.zeros((), jnp.int32))
+                      env_state, jnp.zeros((), jnp.int32))
 
 
 def inference_params(state: TrainState) -> dict:
@@ -147,7 +158,9 @@ def fit_critic(settings: CriticSettings, loss: callable, tx: optax.GradientTrans
 
 
 def make_update(env: Env, settings: SHACSettings):
-    """The pure update `(TrainState, key) -> (TrainState, metrics)`; jit it yourself."""
+    """The pure update `(TrainState, key, fresh=None) -> (TrainState, metrics)`; jit it yourself.
+    `fresh`, the states that ended episodes restart from, is drawn with `update_env_key(key)` where
+    not given."""
     actor_tx, critic_tx = actor_optimizer(settings), critic_optimizer(settings)
     sample = policy_functions(settings)[1]
     one_value = lambda critic, stats, obs: value(critic, stats, obs, settings.activation)
@@ -164,9 +177,9 @@ def make_update(env: Env, settings: SHACSettings):
         loss = -actor_objective(window, bootstraps, settings.gamma) / (h * n)
         return loss, (final, window, bootstraps)
 
-    def _update(state: TrainState, key: jax.Array):
+    def _update(state: TrainState, key: jax.Array, fresh: State | None = None):
         key_reset, key_critic = jax.random.split(key)
-        fresh = reset_batch(env, key_reset, n)
+        fresh = reset_batch(env, key_reset, n) if fresh is None else fresh
         (loss, (final, window, bootstraps)), grad = jax.value_and_grad(actor_loss, has_aux=True)(
             state.params, state, fresh, jax.random.fold_in(key, NOISE))
         step, actor_opt_state = actor_tx.update(grad, state.actor_opt_state, state.params)
@@ -198,4 +211,4 @@ def make_update(env: Env, settings: SHACSettings):
 def carried(settings: SHACSettings) -> Carried:
     """SHAC as the loop drives it (`chaosgym.agents.loop.carried_core`)."""
     return Carried(init, make_update, inference_params, policy_functions(settings)[0],
-                   policy_name(__name__, settings))
+                   policy_name(__name__, settings), init_env_key, update_env_key)

@@ -12,7 +12,7 @@ final-state loss 1 - mean cos(angle) after the last step). An agent's `eval_scor
 An episode whose policy gives a non-finite action (e.g. from diverged parameters) fails: its
 return is -inf and its objective NaN, so a diverged run never ranks above a working one.
 
-`batched_evaluation` plays the same episodes in one batched MJX rollout (what training uses
+`batched_evaluation` plays the same episodes all at once, batched in MJX (what training uses
 between updates): episode i starts from the key `held_out_keys` gives, the key
 `reset(seed=seed + i)` draws.
 """
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from typing import NamedTuple
 
 import gymnasium
 import jax
@@ -30,7 +31,6 @@ from gymnasium.utils.seeding import np_random
 
 import chaosgym  # noqa: F401  (registers the task ids with Gymnasium)
 from chaosgym.functional.env import Env
-from chaosgym.functional.rollout import rollout
 from chaosgym.functional.trace_cache import cached_jit, keyed_by_arguments
 from chaosgym.validation import POSITIVE_INT
 
@@ -90,21 +90,71 @@ def held_out_keys(seed: int, count: int) -> jax.Array:
     return jax.vmap(jax.random.key)(np.array(seeds, np.uint32))
 
 
+class EpisodePrograms(NamedTuple):
+    """The compiled programs of a batched evaluation that do not depend on the policy: every policy
+    evaluated on one env with one episode count shares them (`episode_programs`)."""
+
+    start: Callable  # keys (count,) -> (states, alive, rewards, failed) before step 0
+    advance: Callable  # (states, alive, rewards, failed, actions, t) -> the same after step t
+    score: Callable  # (rewards, final states, failed) -> (mean return, mean objective)
+
+
+@functools.lru_cache(maxsize=None)
+@keyed_by_arguments
+def episode_programs(env: Env, count: int, *, key) -> EpisodePrograms:
+    """The policy-free programs of `count` batched episodes on `env`, compiled once for every policy:
+    what a rollout's scan does per step (`chaosgym.functional.rollout.rollout`: the step of every env,
+    its reward while the episode is alive, whether a non-finite action was given while alive) and
+    the scoring at the end."""
+    objective = env.task.objective(env.task.reported_objective)
+
+    def start(keys):  # what `advance` carries, made here: arguments of one kind every call, one program
+        states = jax.vmap(env.reset)(keys)
+        alive = jnp.ones(states.reward.shape, states.reward.dtype)
+        return states, alive, jnp.zeros((env.episode_length,) + alive.shape, alive.dtype), jnp.zeros(alive.shape, bool)
+
+    def advance(states, alive, rewards, failed, actions, t):
+        failed = failed | (~jnp.all(jnp.isfinite(actions), axis=-1) & (alive > 0))
+        next_states = jax.vmap(env.step)(states, actions)
+        rewards = rewards.at[t].set(next_states.reward * alive)
+        alive = alive * (1.0 - next_states.terminated.astype(alive.dtype))
+        return next_states, alive, rewards, failed
+
+    def score(rewards, final, failed):
+        returns = jnp.where(failed, -jnp.inf, rewards.sum(axis=0))
+        objectives = jnp.where(failed, jnp.nan, jax.vmap(objective, in_axes=(1, 0))(rewards, final.data))
+        return jnp.mean(returns), jnp.mean(objectives)
+
+    return EpisodePrograms(cached_jit(start, (key, "start")),
+                           cached_jit(advance, (key, "advance"), donate_argnums=(2,)),
+                           cached_jit(score, (key, "score")))
+
+
 @functools.lru_cache(maxsize=None)
 @keyed_by_arguments
 def batched_evaluation(env: Env, policy: Callable, policy_name: str, *, key):
     """`evaluate(params, keys) -> (mean return, mean objective)` of the deterministic `policy`
-    (named `policy_name`; the compiled program is keyed by every argument, `keyed_by_arguments`) for
-    whole episodes from `keys`, in one batched rollout; failed episodes as in `evaluate`."""
-    objective = env.task.objective(env.task.reported_objective)
+    (named `policy_name`; its compiled program is keyed by every argument, `keyed_by_arguments`) for
+    whole episodes from `keys`, all at once; failed episodes as in `evaluate`.
+
+    The episodes are stepped from Python, one batched step at a time: the policy's own program is
+    only its batched action (`act`), and the env's programs (`episode_programs`) are compiled once
+    for every policy evaluated on that env, where one scan per policy would compile the env's
+    reset and step into each (on the Ant, about 10 s of a 2-core CPU's compiling per agent). The
+    numbers are those of one `rollout` over the episode length, bit for bit
+    (tests/test_evaluation.py).
+    """
+    def act(params, obs):
+        return jax.vmap(policy, in_axes=(None, 0))(params, obs)
+
+    act = cached_jit(act, (key, "act"))
 
     def evaluate(params, keys):
-        states = jax.vmap(env.reset)(keys)
-        _, trajectory = rollout(env, policy, params, states, env.episode_length)
-        failed = trajectory.failed  # a non-finite action while the episode was alive, as in `evaluate`
-        returns = jnp.where(failed, -jnp.inf, trajectory.rewards.sum(axis=0))
-        objectives = jnp.where(failed, jnp.nan, jax.vmap(objective, in_axes=(1, 0))(trajectory.rewards,
-                                                                                     trajectory.final_state.data))
-        return jnp.mean(returns), jnp.mean(objectives)
+        programs = episode_programs(env, keys.shape[0])
+        states, alive, rewards, failed = programs.start(keys)
+        for t in range(env.episode_length):
+            states, alive, rewards, failed = programs.advance(states, alive, rewards, failed,
+                                                              act(params, states.obs), jnp.int32(t))
+        return programs.score(rewards, states, failed)
 
-    return cached_jit(evaluate, key)
+    return evaluate

@@ -152,6 +152,31 @@ def test_update_multiplies_at_highest_precision(equations_cartpole, name):
     assert all(p == HIGHEST for p in precisions), set(precisions)
 
 
+@pytest.mark.parametrize("name", ["apg", pytest.param("shac", marks=pytest.mark.slow),
+                                  pytest.param("ahac", marks=pytest.mark.slow)])
+def test_the_loop_draws_restarts_apart_with_the_agents_own_numbers(equations_cartpole, name):
+    """The loop (`carried_core`) draws each batch of fresh states in one program shared by every
+    agent with that env and batch size (`restart_program`), outside the agent's init and update
+    programs; the train states and metrics are those of the agent's own functions, bit for bit."""
+    from chaosgym.agents import ahac, loop
+    from chaosgym.agents.settings import AHACSettings
+    from chaosgym.functional.compiling import jit
+
+    module, settings = {**AGENTS, "ahac": (ahac, AHACSettings(num_envs=32))}[name]
+    env, agent = equations_cartpole, module.carried(settings)
+    core, step = loop.carried_core(agent, env, settings), module.make_update(env, settings)
+    seed_key = jax.random.key(3)
+    params, ours = core.init(seed_key)
+    theirs = jit(lambda key: module.init(env, settings, key))(seed_key)
+    own_update = jit(lambda state, index: step(state, jax.random.fold_in(seed_key, index)))
+    jax.tree.map(np.testing.assert_array_equal, ours, theirs)
+    for index in range(2):
+        params, ours, our_metrics = core.update(params, ours, seed_key, index)
+        theirs, their_metrics = own_update(theirs, index)
+        jax.tree.map(np.testing.assert_array_equal, (ours, our_metrics), (theirs, their_metrics))
+    assert loop.restart_program(env, settings.num_envs)._jitted._cache_size() == 1
+
+
 @pytest.mark.slow  # compiles a cart-pole update (1-4 min cold on a busy 2-core CPU)
 @pytest.mark.parametrize("name", AGENTS)
 def test_update_is_deterministic_and_resumes_exactly(cartpole, compiled, name):

@@ -62,7 +62,7 @@ def test_jax_policies_are_accepted():
 
 
 def test_gradient_agents_batched_evaluation_scores_the_same_episodes():
-    """Training evaluates in one batched rollout from the same held-out states."""
+    """Training evaluates the same held-out episodes, batched."""
     from chaosgym.agents import loop
     from chaosgym.agents.config import TrainConfig, for_task
 
@@ -107,3 +107,40 @@ def test_batched_evaluation_fails_the_episodes_evaluate_fails():
         batched_return, batched_objective = map(float, one(None, keys[episode:episode + 1]))
         assert batched_return == pytest.approx(result["returns"][episode], abs=1e-3)
         assert np.isnan(batched_objective) == np.isnan(result["objectives"][episode])
+
+
+def rollout_scores(env, policy, params, keys):
+    """The batched evaluation as one program: one `rollout` scan over the episode length."""
+    from chaosgym.functional.rollout import rollout
+
+    states = jax.vmap(env.reset)(keys)
+    _, trajectory = rollout(env, policy, params, states, env.episode_length)
+    objective = env.task.objective(env.task.reported_objective)
+    returns = jnp.where(trajectory.failed, -jnp.inf, trajectory.rewards.sum(axis=0))
+    objectives = jnp.where(trajectory.failed, jnp.nan,
+                           jax.vmap(objective, in_axes=(1, 0))(trajectory.rewards, trajectory.final_state.data))
+    return jnp.mean(returns), jnp.mean(objectives)
+
+
+@pytest.mark.parametrize("agent", ["full", "shac"])
+def test_batched_evaluation_is_one_rollout_bit_for_bit(agent):
+    """Stepped from Python through the env's shared programs, the evaluation gives the numbers of one
+    jitted rollout over the episode length, to the last bit (a failing episode included), and a
+    second policy on the same env compiles no env program of its own."""
+    from chaosgym.agents import loop
+    from chaosgym.agents.config import for_task
+    from chaosgym.evaluation import batched_evaluation, episode_programs, held_out_keys
+    from chaosgym.functional.compiling import jit
+
+    config = for_task("ChaosCartPole-v0", agent, eval_episodes=3)
+    core, env = loop.core_of(config), loop.make_env(config)
+    params, _ = core.init(jax.random.key(2))
+    keys = held_out_keys(config.eval_seed, 3)
+    ours = batched_evaluation(env, core.apply, core.name)(params, keys)
+    theirs = jit(rollout_scores, static_argnums=(0, 1))(env, core.apply, params, keys)
+    assert [float(x) for x in ours] == [float(x) for x in theirs]
+    failing = batched_evaluation(env, nan_right_of_centre, "nan_right_of_centre")(None, keys)
+    expected = jit(rollout_scores, static_argnums=(0, 1))(env, nan_right_of_centre, None, keys)
+    assert float(failing[0]) == float(expected[0]) == -np.inf
+    programs = episode_programs(env, 3)  # the two policies' episodes went through one compiled step
+    assert programs.advance._jitted._cache_size() == programs.start._jitted._cache_size() == 1

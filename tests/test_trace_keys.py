@@ -62,7 +62,7 @@ def changed(value):
 ], ids=["compiled_update", "carried_core"])
 def test_changing_any_argument_of_a_training_factory_changes_its_key(build, arguments, cartpole):
     """Every parameter of the factory is changed in turn (a parameter added later must be too)."""
-    keys = lambda built: {built[1].key} if build is compiled_update else {built.init.key, built.update.key}
+    keys = lambda built: {built[1].key} if build is compiled_update else {built.init.program.key, built.update.program.key}
     arguments = {"env": cartpole, **arguments}
     assert set(inspect.signature(build).parameters) == set(arguments)
     base = keys(build(**arguments))
