@@ -70,7 +70,13 @@ def restart_program(env, num_envs: int, *, key):
 def carried_core(agent: Carried, env, settings, *, key) -> Core:
     """`agent` on `env` with its `settings`: its init and update jitted once per configuration, and
     the batches of fresh states they start and restart from drawn by `restart_program` (the same
-    keys the agent's own functions draw them with, so the numbers are theirs)."""
+    keys the agent's own functions draw them with, so the numbers are theirs). On MJX, a reset
+    compiled apart can differ from one compiled inside the update in the last bits of the fields
+    that the next step recomputes from the positions and velocities (`qacc`, constraint forces,
+    geometry frames), never in those: on the Ant, apg's and shac's train states after three updates
+    and their metrics equal those of the agent's own functions, but for those fields of the envs
+    restarted in the last step of the first update (2026-12-05, `python experiments/restart_bits.py
+    ChaosAnt-v0 apg shac`); the cart pole's are equal in every field (tests/test_apg_shac.py)."""
     step = agent.make_update(env, settings)
     restarts = restart_program(env, settings.num_envs)
 
