@@ -67,6 +67,8 @@ CASES = {
     "experiments/ahac_stiffness.py": (["--envs", "2", "--steps", "3"], lambda tmp: ["--out", str(tmp / "s.json")],
                                       "| ahac_initial |", (slow,)),
     "benchmarks/cluster_speedup.py": (["--quick"], None, "| none (cache off) |", (slow,)),
+    "benchmarks/evaluation_cost.py": (["--tasks", "ChaosCartPole-v0", "--episodes", "2", "--rounds", "1"], None,
+                                      "| ChaosCartPole-v0 | 100 | 2 |", (slow,)),
     "experiments/restart_bits.py": (["ChaosCartPole-v0", "apg", "--updates", "1"], None, "apg update 0: state equal",
                                     (slow,)),
     "experiments/policy_diagnostics.py": (["--num-states", "1", "--lyapunov-steps", "3", "--transient", "0",
