@@ -68,7 +68,8 @@ from chaosgym.agents.carried import (Normalizer, Window, actions, actor_init, ac
                                      policy_name, reset_batch, value)
 from chaosgym.agents.interfaces import Carried
 from chaosgym.agents.settings import AHACSettings
-from chaosgym.agents.shac import NOISE, actor_objective, fit_critic, td_lambda
+from chaosgym.agents.shac import (NOISE, actor_objective, fit_critic, init_env_key, td_lambda,  # shac's key layout
+                                  update_env_key)
 from chaosgym.functional.env import Env, State
 from chaosgym.functional.gradients import highest_precision
 
@@ -150,19 +151,11 @@ def unroll_with_cuts(env: Env, sample, params: dict, states: State, fresh: State
     return final, window, cuts, stiffnesses
 
 
-def init_env_key(key: jax.Array) -> jax.Array:
-    return jax.random.split(key, 3)[2]
-
-
-def update_env_key(key: jax.Array) -> jax.Array:
-    return jax.random.split(key)[0]
-
-
 def init(env: Env, settings: AHACSettings, key: jax.Array, env_state: State | None = None) -> TrainState:
     """The first train state; its envs' states are `env_state` where given (what `reset_batch` draws
     with `init_env_key(key)`), else drawn here."""
-    key_actor, key_critic, key_envs = jax.random.split(key, 3)
-    env_state = reset_batch(env, key_envs, settings.num_envs) if env_state is None else env_state
+    key_actor, key_critic, _ = jax.random.split(key, 3)  # the third key is the envs' (`init_env_key`)
+    env_state = reset_batch(env, init_env_key(key), settings.num_envs) if env_state is None else env_state
     params = actor_init(key_actor, env.observation_size, env.action_size, settings)
     critics = jax.vmap(lambda k: critic_init(k, env.observation_size, settings))(
         jax.random.split(key_critic, settings.num_critics))
@@ -199,8 +192,8 @@ def make_update(env: Env, settings: AHACSettings):
         return loss, (final, window, cuts, stiffnesses, bootstraps)
 
     def _update(state: TrainState, key: jax.Array, fresh: State | None = None):
-        key_reset, key_critic = jax.random.split(key)
-        fresh = reset_batch(env, key_reset, n) if fresh is None else fresh
+        _, key_critic = jax.random.split(key)  # the first key is the restarts' (`update_env_key`)
+        fresh = reset_batch(env, update_env_key(key), n) if fresh is None else fresh
         piece = jnp.round(state.horizon).astype(jnp.int32)
         (loss, (final, window, cuts, stiffnesses, bootstraps)), grad = jax.value_and_grad(actor_loss, has_aux=True)(
             state.params, state, fresh, piece, jax.random.fold_in(key, NOISE))

@@ -60,9 +60,9 @@ def update_env_key(key: jax.Array) -> jax.Array:
 def init(env: Env, settings: APGSettings, key: jax.Array, env_state: State | None = None) -> TrainState:
     """The first train state; its envs' states are `env_state` where given (what `reset_batch` draws
     with `init_env_key(key)`), else drawn here."""
-    key_params, key_envs = jax.random.split(key)
+    key_params, _ = jax.random.split(key)  # the second key is the envs' (`init_env_key`)
     params = actor_init(key_params, env.observation_size, env.action_size, settings)
-    env_state = reset_batch(env, key_envs, settings.num_envs) if env_state is None else env_state
+    env_state = reset_batch(env, init_env_key(key), settings.num_envs) if env_state is None else env_state
     return TrainState(params, actor_optimizer(settings).init(params), normalizer_init(env.observation_size),
                       env_state, jnp.zeros((), jnp.int32))
 

@@ -68,8 +68,8 @@ def update_env_key(key: jax.Array) -> jax.Array:
 def init(env: Env, settings: SHACSettings, key: jax.Array, env_state: State | None = None) -> TrainState:
     """The first train state; its envs' states are `env_state` where given (what `reset_batch` draws
     with `init_env_key(key)`), else drawn here."""
-    key_actor, key_critic, key_envs = jax.random.split(key, 3)
-    env_state = reset_batch(env, key_envs, settings.num_envs) if env_state is None else env_state
+    key_actor, key_critic, _ = jax.random.split(key, 3)  # the third key is the envs' (`init_env_key`)
+    env_state = reset_batch(env, init_env_key(key), settings.num_envs) if env_state is None else env_state
     params = actor_init(key_actor, env.observation_size, env.action_size, settings)
     critic = critic_init(key_critic, env.observation_size, settings)
     return TrainState(params, critic, critic, actor_optimizer(settings).init(params),
@@ -178,8 +178,8 @@ def make_update(env: Env, settings: SHACSettings):
         return loss, (final, window, bootstraps)
 
     def _update(state: TrainState, key: jax.Array, fresh: State | None = None):
-        key_reset, key_critic = jax.random.split(key)
-        fresh = reset_batch(env, key_reset, n) if fresh is None else fresh
+        _, key_critic = jax.random.split(key)  # the first key is the restarts' (`update_env_key`)
+        fresh = reset_batch(env, update_env_key(key), n) if fresh is None else fresh
         (loss, (final, window, bootstraps)), grad = jax.value_and_grad(actor_loss, has_aux=True)(
             state.params, state, fresh, jax.random.fold_in(key, NOISE))
         step, actor_opt_state = actor_tx.update(grad, state.actor_opt_state, state.params)
