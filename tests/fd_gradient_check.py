@@ -2,8 +2,12 @@
 
 The loss is the negative sum of rewards of `HORIZON` steps from a reset state; the gradient is taken
 with respect to the actions and to the incoming state's qpos and qvel. Run as a script
-(`python fd_gradient_check.py ENV_ID HORIZON`) so that float64, which is global to a JAX process,
-stays out of the float32 test suite. Prints one JSON line with the relative error.
+(`python fd_gradient_check.py ENV_ID HORIZON [FRAME_SKIP]`) so that float64, which is global to a
+JAX process, stays out of the float32 test suite. Prints one JSON line with the relative error.
+
+With FRAME_SKIP (> 1), the task runs that many physics substeps per control step, each
+rematerialised as `Env.physics_step` does for the Ant; the line then also gives the largest
+difference from the same gradient through substeps that are not (`remat_difference`).
 """
 
 import json
@@ -20,8 +24,20 @@ from jax.flatten_util import ravel_pytree  # noqa: E402
 import chaosgym  # noqa: E402
 
 
-def main(env_id: str, horizon: int) -> None:
+def plain_physics_step(env):
+    """`Env.physics_step` without the rematerialised substeps."""
+    def physics_step(data, action):
+        data = data.replace(ctrl=action)
+        return jax.lax.scan(lambda d, _: (env.task.mjx_step(env.model, d), None), data, None,
+                            length=env.frame_skip)[0]
+    return physics_step
+
+
+def main(env_id: str, horizon: int, frame_skip: int | None = None) -> None:
     env = chaosgym.make(env_id)
+    if frame_skip is not None:
+        env.task.frame_skip = frame_skip
+        env = chaosgym.Env(env.task)
     start = env.jit_reset(jax.random.key(0))
     assert start.data.qpos.dtype == jnp.float64, "float64 did not reach the physics"
 
@@ -44,9 +60,19 @@ def main(env_id: str, horizon: int) -> None:
                             for e in np.eye(flat.size)])
 
     relative_error = float(np.linalg.norm(grad - finite_diff) / np.linalg.norm(finite_diff))
-    print(json.dumps({"env_id": env_id, "horizon": horizon, "inputs": int(flat.size),
-                      "grad_norm": float(np.linalg.norm(grad)), "relative_error": relative_error}))
+    report = {"env_id": env_id, "horizon": horizon, "frame_skip": env.frame_skip, "inputs": int(flat.size),
+              "grad_norm": float(np.linalg.norm(grad)), "relative_error": relative_error}
+    if env.frame_skip > 1:
+        remat_in = lambda: "remat" in str(jax.make_jaxpr(jax.grad(flat_loss))(flat))  # noqa: E731
+        report["rematerialised"] = remat_in()
+        env.physics_step = plain_physics_step(env)
+        env.__dict__.pop("_safe_physics_step", None)  # a cached property over physics_step
+        flat_loss = jax.jit(lambda x: loss(unravel(x)))
+        report["plain_rematerialised"] = remat_in()
+        plain = np.asarray(jax.jit(jax.grad(flat_loss))(flat))
+        report["remat_difference"] = float(np.max(np.abs(grad - plain)))
+    print(json.dumps(report))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]))
+    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else None)
