@@ -82,6 +82,8 @@ CASES = {
                              lambda tmp: ["--out", str(tmp / "gap")], "| reference | C |", (slow,)),
     "benchmarks/stable_bptt_cost.py": (["--poles", "1", "--rounds", "1", "--calls", "1", "--horizon", "10", "--no-grid",
                              "--physics", "mjx"], None, "|", (slow,)),
+    "benchmarks/substep_remat.py": (["--task", "ChaosCartPole-v0", "--frame-skip", "2", "--agents", "apg"], None,
+                                    "| apg | 2 |", (slow,)),
     "benchmarks/throughput.py": (["--quick"], None, "Ant-v5", (slow,)),
     "benchmarks/vector_overhead.py": (["--quick", "--steps", "4", "--rounds", "1"], None, "DeviceVectorEnv / raw",
                                       (slow,)),
