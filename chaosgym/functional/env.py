@@ -184,10 +184,11 @@ class Env:
         the backward pass, instead of stacking hundreds of them per substep and again per control
         step. The values are the same computation (a step without a gradient is unchanged, bit for
         bit); a gradient differs in the last bits, as any change to the compiled program can. On
-        the Ant (5 substeps) it shrank apg's 32-step training update from 40,253 HLO instructions
-        to 32,843, its compile from 42.8 s to 27.8 s, and its run from 1.13 s to 0.77 s on the
-        2-core CPU (2026-12-05, `python benchmarks/compile_budget.py`; docs/gpu.md). A single
-        substep (the cart pole, the double pendulum) has nothing to stack and is left as it was.
+        the Ant (5 substeps) it shrank apg's 32-step training update from 40,254 HLO instructions
+        to 32,844, its cold compile from 45.2 s to 30.4 s, and its run from 1.20 s to 0.83 s on the
+        2-core CPU; shac's and ahac's likewise (2026-12-05, `python benchmarks/substep_remat.py`;
+        docs/gpu.md). A single substep (the cart pole, the double pendulum) has nothing to stack
+        and is left as it was.
         """
         data = data.replace(ctrl=action)
         substep = functools.partial(self.task.mjx_step, self.model)
