@@ -111,7 +111,7 @@ def table(title: str, rows, total: float, count: int, wall: float) -> str:
     listed = [r for r in rows if r[2] >= LISTED_MIN_S]
     lines = [f"### {title}", "", f"{count} programs compiled, {total:.1f} s of compiling in all "
              f"({len(rows) - len(listed)} of them under {LISTED_MIN_S} s each, not listed); the command took "
-             f"{wall:.0f} s", "", "| program | HLO instructions | cold compile (s) | cache hits |", "|---|---:|---:|---:|"]
+             f"{wall:.0f} s", "", "| program | HLO instructions (the largest of that name) | cold compile (s, all of that name) | cache hits |", "|---|---:|---:|---:|"]
     lines += [f"| `{name}` | {hlo:,} | {seconds:.1f} | {hits} |" for name, hlo, seconds, hits in listed]
     return "\n".join(lines) + "\n"
 
