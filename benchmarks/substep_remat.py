@@ -44,6 +44,7 @@ def child(task: str, agent: str, variant: str, frame_skip: int | None) -> None:
     from chaosgym.agents.carried import reset_batch
     from chaosgym.agents.config import for_task
     from chaosgym.functional.compiling import jit
+    from chaosgym.functional.env import run_substeps
     from chaosgym.registry import make_task
 
     config = for_task(task, agent)
@@ -53,11 +54,8 @@ def child(task: str, agent: str, variant: str, frame_skip: int | None) -> None:
         task_.frame_skip = frame_skip
     env = Env(task_)
     if variant == "plain":
-        def physics_step(data, action):
-            data = data.replace(ctrl=action)
-            return jax.lax.scan(lambda d, _: (env.task.mjx_step(env.model, d), None), data, None,
-                                length=env.frame_skip)[0]
-        env.physics_step = physics_step
+        env.physics_step = lambda data, action: run_substeps(env.task, env.model, data.replace(ctrl=action),
+                                                             env.frame_skip, remat=False)
     carried = importlib.import_module(config.spec.module).carried(settings)
     key = jax.random.key(0)
     state = carried.init(env, settings, key)

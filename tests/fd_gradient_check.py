@@ -22,15 +22,7 @@ import numpy as np  # noqa: E402
 from jax.flatten_util import ravel_pytree  # noqa: E402
 
 import chaosgym  # noqa: E402
-
-
-def plain_physics_step(env):
-    """`Env.physics_step` without the rematerialised substeps."""
-    def physics_step(data, action):
-        data = data.replace(ctrl=action)
-        return jax.lax.scan(lambda d, _: (env.task.mjx_step(env.model, d), None), data, None,
-                            length=env.frame_skip)[0]
-    return physics_step
+from chaosgym.functional.env import run_substeps  # noqa: E402
 
 
 def main(env_id: str, horizon: int, frame_skip: int | None = None) -> None:
@@ -65,7 +57,8 @@ def main(env_id: str, horizon: int, frame_skip: int | None = None) -> None:
     if env.frame_skip > 1:
         remat_in = lambda: "remat" in str(jax.make_jaxpr(jax.grad(flat_loss))(flat))  # noqa: E731
         report["rematerialised"] = remat_in()
-        env.physics_step = plain_physics_step(env)
+        env.physics_step = lambda data, action: run_substeps(env.task, env.model, data.replace(ctrl=action),
+                                                             env.frame_skip, remat=False)
         env.__dict__.pop("_safe_physics_step", None)  # a cached property over physics_step
         flat_loss = jax.jit(lambda x: loss(unravel(x)))
         report["plain_rematerialised"] = remat_in()

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import chaosgym
+from chaosgym.functional.env import run_substeps
 from chaosgym.functional.rollout import rollout
 from chaosgym.functional.policies import init_policy, mlp_policy
 
@@ -88,9 +89,7 @@ def test_rematerialised_substeps_leave_a_step_unchanged_bit_for_bit(ant):
     """`Env.physics_step` checkpoints each of the Ant's 5 substeps, for its gradients' sake; a step
     without a gradient is the same computation, equal to plain substeps in every bit."""
     def plain(data, action):
-        data = data.replace(ctrl=action)
-        return jax.lax.scan(lambda d, _: (ant.task.mjx_step(ant.model, d), None), data, None,
-                            length=ant.frame_skip)[0]
+        return run_substeps(ant.task, ant.model, data.replace(ctrl=action), ant.frame_skip, remat=False)
 
     assert ant.frame_skip > 1 and "remat" in str(jax.make_jaxpr(ant.physics_step)(ant.empty_data,
                                                                                    jnp.zeros(ant.action_size)))

@@ -127,6 +127,15 @@ def check_episode_length(value: Any, name: str = "episode_length") -> None:
     EPISODE_LENGTH(name, value)
 
 
+def run_substeps(task: Task, model: mjx.Model, data: mjx.Data, frame_skip: int, *, remat: bool) -> mjx.Data:
+    """`frame_skip` physics steps (`task.mjx_step`) from `data`, each rematerialised for a gradient
+    (`jax.checkpoint`) where `remat`; `Env.physics_step` sets it when there are several."""
+    substep = functools.partial(task.mjx_step, model)
+    if remat:
+        substep = jax.checkpoint(substep)
+    return jax.lax.scan(lambda d, _: (substep(d), None), data, None, length=frame_skip)[0]
+
+
 class Env:
     """A task on MJX with frame skip, time limit and blow-up handling.
 
@@ -190,12 +199,8 @@ class Env:
         docs/gpu.md). A single substep (the cart pole, the double pendulum) has nothing to stack
         and is left as it was.
         """
-        data = data.replace(ctrl=action)
-        substep = functools.partial(self.task.mjx_step, self.model)
-        if self.frame_skip > 1:
-            substep = jax.checkpoint(substep)
-        data, _ = jax.lax.scan(lambda d, _: (substep(d), None), data, None, length=self.frame_skip)
-        return data
+        return run_substeps(self.task, self.model, data.replace(ctrl=action), self.frame_skip,
+                            remat=self.frame_skip > 1)
 
     def step(self, state: State, action: jax.Array) -> State:
         """One control step. `action` has shape `(action_size,)` (under `vmap`, per environment)."""
